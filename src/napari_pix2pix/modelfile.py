@@ -1,0 +1,153 @@
+"""Model files: one file with weights, architecture, normalisation, classes, history and versions.
+
+Files are written atomically (temporary file in the same folder, then rename) and read with
+``torch.load(..., weights_only=True)``, which refuses pickled code: a file from an untrusted source
+can hold only tensors and plain Python values.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import InputError, LabelEncoding, Normalisation
+from .models import ModelConfig, UNet, build_discriminator, build_model
+
+FORMAT = "napari-pix2pix model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(InputError):
+    """A model file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class TrainedModel:
+    """A trained network with everything needed to apply it to new images."""
+
+    config: ModelConfig
+    network: UNet
+    encoding: LabelEncoding
+    normalisation: Normalisation
+    patch_size: int = 256
+    history: list[dict] = field(default_factory=list)
+    discriminator_state: dict | None = None
+    device: str = "cpu"
+
+    @property
+    def architecture(self) -> str:
+        return self.config.architecture
+
+    def describe(self) -> str:
+        """One line for people: architecture, classes and how well it validated."""
+        metric = [h["val_dice"] for h in self.history if h.get("val_dice") is not None]
+        best = f", best validation Dice {max(metric):.3f}" if metric else ""
+        return (
+            f"{self.architecture} ({self.encoding.kind} labels {list(self.encoding.class_values)}), "
+            f"trained {len(self.history)} epochs{best}"
+        )
+
+
+def _plain(value):
+    """Convert numpy scalars and tuples so the file holds only what weights_only loading accepts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` atomically; an interrupted save leaves any old file intact."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder; give a file name such as {path / 'model.pt'}")
+    if not path.parent.exists():
+        raise ModelFileError(f"cannot save the model: the folder {path.parent} does not exist")
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "encoding": model.encoding.to_dict(),
+        "normalisation": model.normalisation.to_dict(),
+        "patch_size": int(model.patch_size),
+        "history": _plain(model.history),
+        "versions": {
+            "napari_pix2pix": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
+    }
+    if model.discriminator_state is not None:
+        payload["discriminator_state_dict"] = {k: v.detach().cpu() for k, v in model.discriminator_state.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+    """Read a model file safely, checking it is complete and matches its architecture."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, foreign pickle, code-carrying pickle, …
+        raise ModelFileError(
+            f"{path} is not a readable napari-pix2pix model file (it may be truncated, corrupt, or "
+            f"contain code, which is refused): {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a napari-pix2pix model file (a model saved by another program?)")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} was written by a newer napari-pix2pix (format {payload['format_version']}); update the plugin"
+        )
+    try:
+        config = ModelConfig(**payload["config"])
+        network = build_model(config)
+        network.load_state_dict(payload["state_dict"], strict=True)
+        encoding = LabelEncoding.from_dict(payload["encoding"])
+        normalisation = Normalisation.from_dict(payload["normalisation"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ModelFileError(
+            f"{path} is damaged or its weights do not match its architecture: {str(error).splitlines()[0][:200]}"
+        ) from None
+    if encoding.n_classes != config.out_channels or len(normalisation.low) != config.in_channels:
+        raise ModelFileError(f"{path} is inconsistent: its classes or channels do not match its network")
+    discriminator_state = payload.get("discriminator_state_dict")
+    if discriminator_state is not None:
+        try:
+            build_discriminator(config).load_state_dict(discriminator_state, strict=True)
+        except RuntimeError:
+            raise ModelFileError(f"{path} holds a discriminator that does not match its generator") from None
+    network.to(device).eval()
+    return TrainedModel(
+        config=config,
+        network=network,
+        encoding=encoding,
+        normalisation=normalisation,
+        patch_size=int(payload.get("patch_size", 256)),
+        history=list(payload.get("history", [])),
+        discriminator_state=discriminator_state,
+        device=str(device),
+    )

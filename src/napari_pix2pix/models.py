@@ -1,0 +1,231 @@
+"""Network architectures: the origin's valid-convolution U-Net, a padded U-Net, and pix2pix.
+
+The names follow the course project this plugin grew from (``ContractingBlock``, ``ExpandingBlock``,
+``FeatureMapBlock``, ``crop``), so readers of that code find their way around.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHITECTURES = ("unet", "seed-unet", "pix2pix")
+
+
+def crop(image: torch.Tensor, new_shape: tuple[int, ...]) -> torch.Tensor:
+    """Centre-crop ``image`` (N, C, H, W) to the spatial size of ``new_shape`` (…, H', W')."""
+    height, width = new_shape[-2], new_shape[-1]
+    top = image.shape[-2] // 2 - height // 2
+    left = image.shape[-1] // 2 - width // 2
+    return image[..., top : top + height, left : left + width]
+
+
+class FeatureMapBlock(nn.Module):
+    """A 1×1 convolution mapping ``in_channels`` feature maps to ``out_channels``."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ContractingBlock(nn.Module):
+    """Two 3×3 convolutions with ReLU, then 2×2 max-pooling; the channel count doubles.
+
+    ``padding=0`` is the origin's valid convolution (the map shrinks by 4 pixels before pooling);
+    ``padding=1`` keeps the size and adds batch normalisation.
+    """
+
+    def __init__(self, in_channels: int, padding: int = 0):
+        super().__init__()
+        self.convs = _double_conv(in_channels, in_channels * 2, padding)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.convs(x))
+
+
+class ExpandingBlock(nn.Module):
+    """Bilinear ×2 upsampling, a 2×2 convolution halving the channels, the ``crop``-ped skip
+    connection concatenated, then two 3×3 convolutions with ReLU.
+
+    With ``padding=0`` this is the origin's block (valid convolutions, the skip is cropped to fit);
+    with ``padding=1`` the 2×2 convolution is padded on one side so the size doubles exactly.
+    """
+
+    def __init__(self, in_channels: int, padding: int = 0, dropout: float = 0.0):
+        super().__init__()
+        out_channels = in_channels // 2
+        self.padding = padding
+        self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        self.halve = nn.Conv2d(in_channels, out_channels, kernel_size=2)
+        self.convs = _double_conv(in_channels, out_channels, padding)
+        self.dropout = nn.Dropout2d(dropout) if dropout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.upsample(x)
+        if self.padding:
+            x = F.pad(x, (0, 1, 0, 1), mode="replicate")
+        x = self.halve(x)
+        x = torch.cat([x, crop(skip, x.shape)], dim=1)
+        return self.dropout(self.convs(x))
+
+
+def _double_conv(in_channels: int, out_channels: int, padding: int) -> nn.Sequential:
+    """Two 3×3 convolutions with ReLU; batch-normalised when padded (the origin had no norm)."""
+    norm = bool(padding)
+    layers: list[nn.Module] = []
+    for channels in (in_channels, out_channels):
+        layers.append(nn.Conv2d(channels, out_channels, 3, padding=padding, bias=not norm))
+        if norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a network; stored in model files."""
+
+    architecture: str = "unet"
+    in_channels: int = 1
+    out_channels: int = 2
+    width: int = 16
+    depth: int = 4
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        for name in ("in_channels", "out_channels", "width", "depth"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class UNet(nn.Module):
+    """U-Net: ``FeatureMapBlock`` → ``depth`` ``ContractingBlock``s → ``depth`` ``ExpandingBlock``s
+    (each fed the matching skip connection) → ``FeatureMapBlock``.
+
+    ``padded=False`` is the origin's classic U-Net (valid convolutions, no normalisation): with
+    ``depth=4`` a 512×512 input gives a 373×373 output (256 → 117). ``padded=True`` keeps the size,
+    adds batch normalisation and takes any input whose sides are multiples of ``2**depth``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        hidden_channels: int = 16,
+        depth: int = 4,
+        padded: bool = True,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.depth = depth
+        self.padded = padded
+        padding = 1 if padded else 0
+        self.upfeature = FeatureMapBlock(in_channels, hidden_channels)
+        self.contract = nn.ModuleList(ContractingBlock(hidden_channels * 2**i, padding) for i in range(depth))
+        # pix2pix puts dropout in the three deepest decoder blocks only.
+        self.expand = nn.ModuleList(
+            ExpandingBlock(hidden_channels * 2 ** (depth - i), padding, dropout=dropout if i < 3 else 0.0)
+            for i in range(depth)
+        )
+        self.downfeature = FeatureMapBlock(hidden_channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.upfeature(x)
+        skips = [x]
+        for block in self.contract:
+            x = block(x)
+            skips.append(x)
+        skips.pop()  # the deepest map is the bottleneck itself, not a skip
+        for block in self.expand:
+            x = block(x, skips.pop())
+        return self.downfeature(x)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this (1 for the valid U-Net, which crops instead)."""
+        return 2**self.depth if self.padded else 1
+
+    def output_size(self, input_size: int) -> int:
+        """Side of the output for an input of side ``input_size``; 0 if the input is too small."""
+        if self.padded:
+            return input_size
+        size, skips = input_size, []
+        for _ in range(self.depth):
+            skips.append(size)
+            size = (size - 4) // 2
+            if size < 1:
+                return 0
+        for skip in reversed(skips):
+            size = size * 2 - 1
+            if size > skip or size - 4 < 1:
+                return 0
+            size -= 4
+        return size
+
+    def output_offset(self, input_size: int) -> int:
+        """Row/column of the input under output pixel 0, as ``crop`` centres the training target."""
+        return input_size // 2 - self.output_size(input_size) // 2
+
+    def min_input_size(self) -> int:
+        """The smallest input side this network produces an output for."""
+        size = self.size_multiple
+        while self.output_size(size) < 1:
+            size += 1
+        return size
+
+
+class Generator(UNet):
+    """The pix2pix generator: a padded U-Net with dropout in its deepest decoder blocks."""
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 2, hidden_channels: int = 16, depth: int = 4):
+        super().__init__(in_channels, out_channels, hidden_channels, depth, padded=True, dropout=0.5)
+
+
+class Discriminator(nn.Module):
+    """PatchGAN discriminator: judges overlapping patches of (condition, target) pairs as real or fake.
+
+    Four 4×4 stride-2 convolutions (the 70×70 receptive field of Isola et al. 2017 at
+    ``hidden_channels=64``), then a ``FeatureMapBlock`` giving one logit per patch.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int = 16):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i, stride in enumerate((2, 2, 2, 1)):
+            out = hidden_channels * 2**i
+            layers.append(nn.Conv2d(channels, out, 4, stride=stride, padding=1, bias=i == 0))
+            if i:
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.patch_logits = FeatureMapBlock(channels, 1)
+
+    def forward(self, condition: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.patch_logits(self.features(torch.cat([condition, target], dim=1)))
+
+
+def build_model(config: ModelConfig) -> UNet:
+    """The segmentation network (for pix2pix: the generator) described by ``config``."""
+    if config.architecture == "seed-unet":
+        return UNet(config.in_channels, config.out_channels, config.width, config.depth, padded=False)
+    if config.architecture == "pix2pix":
+        return Generator(config.in_channels, config.out_channels, config.width, config.depth)
+    return UNet(config.in_channels, config.out_channels, config.width, config.depth, padded=True)
+
+
+def build_discriminator(config: ModelConfig) -> Discriminator:
+    """The PatchGAN judging (image channels + class maps) for a pix2pix ``config``."""
+    return Discriminator(config.in_channels + config.out_channels, config.width)

@@ -1,0 +1,337 @@
+"""Applying a trained model: tiled, blended, batched prediction that streams slice by slice.
+
+A volume is read one slice at a time (so a lazily loaded dask array larger than memory works),
+cut into overlapping tiles that are batched across slices, and stitched back with smooth weights
+that fall to zero before a tile's edge, so no seam shows and a padded U-Net gives the result of a
+whole-image pass. Each finished slice is turned into the requested output and handed on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import InputError
+from .devices import autocast, resolve_device
+from .modelfile import TrainedModel
+
+OUTPUTS = ("labels", "instances", "probability")
+
+
+class Cancelled(Exception):
+    """Prediction was stopped by the user before it finished."""
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """How an image is read: number of slices, slice shape and where the channels are."""
+
+    n_slices: int
+    height: int
+    width: int
+    channels: int
+    is_stack: bool
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        yx = (self.height, self.width)
+        return (self.n_slices, *yx) if self.is_stack else yx
+
+
+def volume_geometry(shape: tuple[int, ...], in_channels: int) -> VolumeGeometry:
+    """Read the geometry from the shape alone, so a lazy array is not loaded."""
+    shape = tuple(int(n) for n in shape)
+    if in_channels > 1:
+        if len(shape) < 3 or shape[-1] != in_channels:
+            raise InputError(
+                f"the model expects {in_channels}-channel images (channels last) but the image has shape {shape}"
+            )
+        spatial = shape[:-1]
+    else:
+        spatial = shape
+    if len(spatial) not in (2, 3):
+        hint = "; an RGB image needs a model trained on RGB images" if shape and shape[-1] in (3, 4) else ""
+        raise InputError(f"expected a 2D image or a 3D stack, got shape {shape}{hint}")
+    is_stack = len(spatial) == 3
+    return VolumeGeometry(spatial[0] if is_stack else 1, spatial[-2], spatial[-1], in_channels, is_stack)
+
+
+def read_slice(image, index: int, geometry: VolumeGeometry, model: TrainedModel) -> np.ndarray:
+    """Slice ``index`` as normalised float32 (C, H, W); only this slice is loaded from a lazy array."""
+    plane = np.asarray(image[index] if geometry.is_stack else image)
+    if not (np.issubdtype(plane.dtype, np.integer) or np.issubdtype(plane.dtype, np.floating)):
+        raise InputError(f"the image must hold numbers, not {plane.dtype}")
+    if np.issubdtype(plane.dtype, np.floating) and not np.isfinite(plane).all():
+        where = f"slice {index}" if geometry.is_stack else "the image"
+        raise InputError(f"{where} has NaN or infinite pixels; replace them (e.g. with 0) first")
+    if geometry.channels == 1:
+        plane = plane[..., None]
+    return np.ascontiguousarray(np.moveaxis(model.normalisation.apply(plane), -1, 0))
+
+
+# ----------------------------------------------------------------------------- tiling
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Where the tiles of one slice go, for a network mapping an input tile to an output tile.
+
+    ``out_h × out_w`` output pixels come from an ``in_h × in_w`` input window whose pixel
+    (``offset``, ``offset``) lies under output pixel (0, 0). The slice is mirror-padded so every
+    window exists; consecutive tiles overlap by ``overlap`` output pixels.
+    """
+
+    height: int
+    width: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    offset: int
+    overlap: int
+
+    def starts(self, size: int, out: int) -> list[int]:
+        stride = out - self.overlap
+        count = 1 if size <= out else -(-(size - out) // stride) + 1
+        return [i * stride for i in range(count)]
+
+    @property
+    def tiles(self) -> list[tuple[int, int]]:
+        return [(y, x) for y in self.starts(self.height, self.out_h) for x in self.starts(self.width, self.out_w)]
+
+    def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Mirror padding (before, after) along Y and X so every tile's input window exists."""
+        pads = []
+        for size, inp, out in ((self.height, self.in_h, self.out_h), (self.width, self.in_w, self.out_w)):
+            covered = self.starts(size, out)[-1] + out
+            pads.append((self.offset, covered - size + inp - out - self.offset))
+        return tuple(pads)
+
+    def weights(self, y: int, x: int) -> np.ndarray:
+        """Blending weights (out_h, out_w): 1 inside, ramping to 0 before edges shared with a neighbour."""
+        wy = self._ramp(self.out_h, first=y == 0, last=y == self.starts(self.height, self.out_h)[-1])
+        wx = self._ramp(self.out_w, first=x == 0, last=x == self.starts(self.width, self.out_w)[-1])
+        return np.outer(wy, wx).astype(np.float32)
+
+    def _ramp(self, size: int, first: bool, last: bool) -> np.ndarray:
+        weights = np.ones(size, dtype=np.float64)
+        if self.overlap:
+            # The outer quarter of the overlap gets no weight (zero-padding effects live there);
+            # the middle half ramps as sin², whose mirror image sums with it to exactly 1.
+            dead = self.overlap // 4
+            length = self.overlap - 2 * dead
+            ramp = np.zeros(self.overlap)
+            ramp[dead : dead + length] = np.sin(0.5 * np.pi * (np.arange(length) + 0.5) / length) ** 2
+            ramp[dead + length :] = 1.0
+            if not first:
+                weights[: self.overlap] *= ramp
+            if not last:
+                weights[-self.overlap :] *= ramp[::-1]
+        return weights
+
+
+def tile_layout(model: TrainedModel, height: int, width: int, tile_size: int | None, overlap: int | None) -> TileLayout:
+    """Choose tiles for a slice: whole-slice when it fits, else overlapping ``tile_size`` tiles.
+
+    For the padded U-Net, ``tile_size`` is the output tile and is rounded to the network's size
+    multiple; for the valid (seed) U-Net it is the input tile, of which a border is context only.
+    """
+    network = model.network
+    tile_size = int(tile_size or max(2 * model.patch_size, 256))
+    if network.padded:
+        multiple = network.size_multiple
+        tile_size = max(multiple, tile_size // multiple * multiple)
+        out_h = min(tile_size, -(-height // multiple) * multiple)
+        out_w = min(tile_size, -(-width // multiple) * multiple)
+        overlap = _overlap(overlap, min(out_h, out_w), default=max(multiple, tile_size // 8), multiple=multiple)
+        return TileLayout(height, width, out_h, out_w, out_h, out_w, 0, overlap)
+    minimum = network.min_input_size()
+    if tile_size < minimum:
+        raise InputError(f"tile size {tile_size} is too small for the seed U-Net; use at least {minimum}")
+    out = network.output_size(tile_size)
+    overlap = _overlap(overlap, out, default=out // 8, multiple=1)
+    return TileLayout(height, width, tile_size, tile_size, out, out, network.output_offset(tile_size), overlap)
+
+
+def _overlap(requested: int | None, out: int, default: int, multiple: int) -> int:
+    overlap = default if requested is None else int(requested)
+    if overlap < 0:
+        raise InputError(f"overlap must not be negative, got {overlap}")
+    # Tile starts stay on the network's pooling grid, and no pixel is under more than two tiles.
+    return min(overlap, out // 2) // multiple * multiple
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+@dataclass
+class SliceResult:
+    """One finished slice: its index, the output array, and how many slices are done."""
+
+    index: int
+    data: np.ndarray
+    done: int
+    total: int
+
+
+def iter_probabilities(
+    model: TrainedModel,
+    image,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    stop: threading.Event | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Class probabilities (K, H, W) of each slice of ``image``, in order; see ``iter_predict``."""
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    geometry = volume_geometry(image.shape, model.config.in_channels)
+    layout = tile_layout(model, geometry.height, geometry.width, tile_size, overlap)
+    torch_device = resolve_device(device)
+    network = model.network.to(torch_device).eval()
+    weights = {(y, x): layout.weights(y, x) for y, x in layout.tiles}
+    pads = ((0, 0), *layout.padding())
+    n_classes = model.encoding.n_classes
+    sums: dict[int, np.ndarray] = {}  # slice index → weighted sum of its tiles' probabilities
+    tiles_left: dict[int, int] = {}
+    batch: list[tuple[int, int, int, np.ndarray]] = []
+
+    def run_batch():
+        if stop is not None and stop.is_set():
+            raise Cancelled
+        inputs = torch.from_numpy(np.stack([tile for *_, tile in batch])).to(torch_device)
+        with torch.inference_mode(), autocast(torch_device):
+            probabilities = torch.softmax(network(inputs).float(), dim=1).cpu().numpy()
+        for (index, y, x, _), tile in zip(batch, probabilities):
+            h = min(layout.out_h, layout.height - y)
+            w = min(layout.out_w, layout.width - x)
+            sums[index][:, y : y + h, x : x + w] += (tile * weights[(y, x)])[:, :h, :w]
+            tiles_left[index] -= 1
+        batch.clear()
+
+    def finished_slices():
+        for index in sorted(i for i, left in tiles_left.items() if left == 0):
+            del tiles_left[index]
+            yield index, sums.pop(index)
+
+    for index in range(geometry.n_slices):
+        padded = np.pad(read_slice(image, index, geometry, model), pads, mode="reflect")
+        sums[index] = np.zeros((n_classes, geometry.height, geometry.width), np.float32)
+        tiles_left[index] = len(layout.tiles)
+        for y, x in layout.tiles:
+            batch.append((index, y, x, padded[:, y : y + layout.in_h, x : x + layout.in_w]))
+            if len(batch) == batch_size:
+                run_batch()
+                yield from finished_slices()
+    if batch:
+        run_batch()
+    yield from finished_slices()
+
+
+def iter_predict(
+    model: TrainedModel,
+    image,
+    output: str = "labels",
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    stop: threading.Event | None = None,
+) -> Iterator[SliceResult]:
+    """Predict ``image`` slice by slice, yielding each finished slice.
+
+    Parameters
+    ----------
+    model : TrainedModel
+    image : array-like
+        (Y, X) or (Z, Y, X), channels last if the model was trained on several channels. A dask
+        array is read one slice at a time, so memory stays bounded by a tile batch and a few slices.
+    output : {'labels', 'instances', 'probability'}
+        Class labels (in the annotation's values), instance labels, or the foreground probability.
+    tile_size, overlap : int, optional
+        Tile side and overlap in pixels (defaults follow the training patch size).
+    batch_size : int
+        Tiles per forward pass; tiles of consecutive slices share batches.
+    device : str
+        'auto', 'cpu', 'cuda' or 'mps'.
+    stop : threading.Event, optional
+        Set it to cancel; ``Cancelled`` is raised before the next batch.
+    """
+    if output not in OUTPUTS:
+        raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
+    to_output = output_converter(model, output)
+    n_slices = volume_geometry(image.shape, model.config.in_channels).n_slices
+    instance_offset = 0
+    probabilities = iter_probabilities(model, image, tile_size, overlap, batch_size, device, stop)
+    for done, (index, slice_probabilities) in enumerate(probabilities, start=1):
+        result = to_output(slice_probabilities)
+        if output == "instances":
+            # Keep ids unique across the slices of a stack.
+            result[result > 0] += instance_offset
+            instance_offset = max(instance_offset, int(result.max()))
+        yield SliceResult(index, result, done, n_slices)
+
+
+def predict(model: TrainedModel, image, output: str = "labels", **options) -> np.ndarray:
+    """Predict a whole image or stack into memory; see ``iter_predict`` for the options."""
+    geometry = volume_geometry(image.shape, model.config.in_channels)
+    volume = None
+    for result in iter_predict(model, image, output, **options):
+        if not geometry.is_stack:
+            return result.data
+        if volume is None:
+            volume = np.empty((geometry.n_slices, *result.data.shape), dtype=result.data.dtype)
+        volume[result.index] = result.data
+    return volume
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def labels_dtype(max_value: int) -> np.dtype:
+    """The smallest unsigned integer type holding ``max_value``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def output_converter(model: TrainedModel, output: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A function turning class probabilities (K, H, W) of one slice into the requested output."""
+    encoding = model.encoding
+    if output == "probability":
+        # Probability of anything but the first class (background, or the lowest label value).
+        return lambda p: (1.0 - p[0]).astype(np.float32)
+    if output == "instances":
+        return instances_from_probabilities if encoding.kind == "instances" else _components
+    if encoding.kind == "instances":
+        return lambda p: (p[0] < 0.5).astype(np.uint8)
+    lookup = np.asarray(encoding.class_values)
+    dtype = labels_dtype(int(lookup.max()))
+    return lambda p: lookup[p.argmax(axis=0)].astype(dtype)
+
+
+def _components(probabilities: np.ndarray) -> np.ndarray:
+    """Instances for a class model: connected regions of any class but the first."""
+    from skimage.measure import label
+
+    return label(probabilities.argmax(axis=0) > 0).astype(np.uint32)
+
+
+def instances_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Instance labels from (background, interior, boundary) probabilities.
+
+    Object interiors, which the boundary class keeps apart where objects touch, seed a watershed
+    that grows them over the whole predicted foreground.
+    """
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    foreground = probabilities[0] < threshold
+    markers = label((probabilities[1] > threshold) & foreground)
+    return watershed(probabilities[2] - probabilities[1], markers, mask=foreground).astype(np.uint32)
