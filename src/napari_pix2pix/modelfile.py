@@ -83,8 +83,8 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
         "history": _plain(model.history),
         "versions": {
             "napari_pix2pix": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
+            "torch": str(torch.__version__),
+            "numpy": str(np.__version__),
             "python": platform.python_version(),
         },
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},

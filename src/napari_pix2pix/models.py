@@ -55,14 +55,17 @@ class ExpandingBlock(nn.Module):
     connection concatenated, then two 3×3 convolutions with ReLU.
 
     With ``padding=0`` this is the origin's block (valid convolutions, the skip is cropped to fit);
-    with ``padding=1`` the 2×2 convolution is padded on one side so the size doubles exactly.
+    with ``padding=1`` the 2×2 convolution is padded on one side so the size doubles exactly, and
+    the upsampling does not align corners, which keeps the network shift-equivariant so that tiled
+    prediction reproduces a whole-image pass (the origin's ``align_corners=True`` depends on the
+    size of the map).
     """
 
     def __init__(self, in_channels: int, padding: int = 0, dropout: float = 0.0):
         super().__init__()
         out_channels = in_channels // 2
         self.padding = padding
-        self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=not padding)
         self.halve = nn.Conv2d(in_channels, out_channels, kernel_size=2)
         self.convs = _double_conv(in_channels, out_channels, padding)
         self.dropout = nn.Dropout2d(dropout) if dropout else nn.Identity()

@@ -301,6 +301,17 @@ def labels_dtype(max_value: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
+def output_dtype(model: TrainedModel, output: str) -> np.dtype:
+    """The dtype ``iter_predict`` gives for ``output`` with ``model``."""
+    if output == "probability":
+        return np.dtype(np.float32)
+    if output == "instances":
+        return np.dtype(np.uint32)
+    if model.encoding.kind == "instances":
+        return np.dtype(np.uint8)
+    return labels_dtype(max(model.encoding.class_values))
+
+
 def output_converter(model: TrainedModel, output: str) -> Callable[[np.ndarray], np.ndarray]:
     """A function turning class probabilities (K, H, W) of one slice into the requested output."""
     encoding = model.encoding
@@ -311,9 +322,8 @@ def output_converter(model: TrainedModel, output: str) -> Callable[[np.ndarray],
         return instances_from_probabilities if encoding.kind == "instances" else _components
     if encoding.kind == "instances":
         return lambda p: (p[0] < 0.5).astype(np.uint8)
-    lookup = np.asarray(encoding.class_values)
-    dtype = labels_dtype(int(lookup.max()))
-    return lambda p: lookup[p.argmax(axis=0)].astype(dtype)
+    lookup = np.asarray(encoding.class_values).astype(output_dtype(model, output))
+    return lambda p: lookup[p.argmax(axis=0)]
 
 
 def _components(probabilities: np.ndarray) -> np.ndarray:

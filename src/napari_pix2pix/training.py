@@ -50,7 +50,7 @@ class TrainingConfig:
     max_minutes: float | None = 10.0
     steps_per_epoch: int = 20
     batch_size: int = 4
-    patch_size: int = 128
+    patch_size: int | None = None  # None: 128, or 256 for the seed U-Net (whose output is 117²)
     learning_rate: float | None = None  # None: 1e-3, or 2e-4 for pix2pix as in Isola et al.
     val_fraction: float = 0.2
     augment: bool = True
@@ -66,20 +66,25 @@ class TrainingConfig:
         """Raise ``InputError`` naming the first setting that is out of range."""
         if self.model not in ARCHITECTURES:
             raise InputError(f"model must be one of {ARCHITECTURES}, got {self.model!r}")
-        for name in ("epochs", "steps_per_epoch", "batch_size", "patch_size", "width", "depth", "preview_every"):
+        for name in ("epochs", "steps_per_epoch", "batch_size", "patch", "width", "depth", "preview_every"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"the time budget must be positive, got {self.max_minutes} minutes")
         if self.learning_rate is not None and not (0 < self.learning_rate < 1):
             raise InputError(f"learning rate must be between 0 and 1, got {self.learning_rate}")
-        if self.model != "seed-unet" and self.patch_size % 2**self.depth:
+        if self.model != "seed-unet" and self.patch % 2**self.depth:
             raise InputError(
-                f"patch size must be a multiple of {2**self.depth} for a depth-{self.depth} U-Net, "
-                f"got {self.patch_size}"
+                f"patch size must be a multiple of {2**self.depth} for a depth-{self.depth} U-Net, got {self.patch}"
             )
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
+
+    @property
+    def patch(self) -> int:
+        if self.patch_size is not None:
+            return self.patch_size
+        return 256 if self.model == "seed-unet" else 128
 
     @property
     def lr(self) -> float:
@@ -200,7 +205,7 @@ def train(
     if resume is not None:
         network.load_state_dict(resume.network.state_dict())
     network.to(device)
-    patch_size = _patch_size(network, config.patch_size, data.train.images.shape[2:])
+    patch_size = _patch_size(network, config.patch, data.train.images.shape[2:])
     output_size = network.output_size(patch_size)
     sampler = PatchSampler(data.train, patch_size, output_size, rng)
     history = list(resume.history) if resume is not None else []

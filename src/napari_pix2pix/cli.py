@@ -1,0 +1,235 @@
+"""The command line: ``napari-pix2pix train`` / ``predict`` / ``demo``, the headless face of the engine.
+
+Bad input ends with exit status 2 and one line saying what is wrong; outputs are written to a
+temporary file and renamed, so a failed or interrupted run leaves no partial file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .data import ANNOTATION_KINDS, InputError
+from .devices import DEVICES
+from .models import ARCHITECTURES
+from .prediction import OUTPUTS
+
+EXIT_BAD_INPUT = 2
+
+
+class CommandError(Exception):
+    """A problem to report in one line, with exit status 2."""
+
+
+def read_tiff(path: str, lazy: bool = False) -> np.ndarray:
+    """Read a TIFF file; ``lazy`` memory-maps it when possible so big volumes stream from disk."""
+    import tifffile
+
+    if not Path(path).is_file():
+        raise CommandError(f"{path}: no such file")
+    try:
+        if lazy:
+            try:
+                return tifffile.memmap(path, mode="r")
+            except (ValueError, tifffile.TiffFileError, OSError):
+                pass  # compressed or tiled: read it whole instead
+        return tifffile.imread(path)
+    except Exception as error:  # tifffile raises several types for broken files
+        raise CommandError(f"{path}: not a readable TIFF image ({type(error).__name__}: {error})") from None
+
+
+def write_tiff_atomically(path: str, data=None, slices=None, shape=None, dtype=None) -> None:
+    """Write ``data`` (or an iterator of ``slices`` of ``shape``/``dtype``) via a temporary file."""
+    import tifffile
+
+    target = Path(path)
+    if not target.parent.exists():
+        raise CommandError(f"cannot write {path}: the folder {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp.tif", dir=target.parent)
+    os.close(fd)
+    try:
+        if data is not None:
+            tifffile.imwrite(tmp, data)
+        else:
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            tifffile.imwrite(tmp, data=slices, shape=shape, dtype=dtype, bigtiff=nbytes > 2**31)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-pix2pix",
+        description="Train a U-Net or pix2pix network on annotated images and predict labels (TIFF in, TIFF out).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model on an image and its labels")
+    train.add_argument("image", help="TIFF image: (Y,X) or (Z,Y,X), optionally channels last")
+    train.add_argument("labels", help="TIFF integer labels of the same shape (0 = background, or not annotated)")
+    train.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
+    train.add_argument("--model", choices=ARCHITECTURES, default="unet", help="network (default: unet)")
+    train.add_argument("--annotation", choices=ANNOTATION_KINDS, default="auto",
+                       help="how to read the labels: dense classes, sparse scribbles (0 = not annotated), "
+                            "or instances (default: auto)")
+    train.add_argument("--epochs", type=int, default=50)
+    train.add_argument("--max-minutes", type=float, default=10.0, help="time budget (default: 10)")
+    train.add_argument("--steps-per-epoch", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--patch-size", type=int, default=None,
+                       help="training patch side (default: 128; 256 for seed-unet)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3; 2e-4 for pix2pix)")
+    train.add_argument("--val-fraction", type=float, default=0.2)
+    train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
+    train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4)")
+    train.add_argument("--no-augment", action="store_true", help="turn data augmentation off")
+    train.add_argument("--device", choices=DEVICES, default="auto")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", metavar="MODEL", help="continue training this model file")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    predict = commands.add_parser("predict", help="predict labels for an image or stack")
+    predict.add_argument("model", help="model file written by 'train'")
+    predict.add_argument("image", help="TIFF image or stack")
+    predict.add_argument("--out", required=True, help="TIFF file to write")
+    predict.add_argument("--output", choices=OUTPUTS, default="labels",
+                         help="class labels, instance labels, or foreground probability (default: labels)")
+    predict.add_argument("--tile-size", type=int, default=None)
+    predict.add_argument("--overlap", type=int, default=None)
+    predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument("--device", choices=DEVICES, default="auto")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    demo = commands.add_parser("demo", help="train on the bundled nuclei sample and predict, headless")
+    demo.add_argument("--out", default="demo-output", help="folder for the model and labels (default: demo-output)")
+    demo.add_argument("--max-minutes", type=float, default=3.0)
+    demo.add_argument("--device", choices=DEVICES, default="auto")
+    return parser
+
+
+def run_train(args) -> None:
+    from .modelfile import load_model, save_model
+    from .training import TrainingConfig, fit
+
+    image, labels = read_tiff(args.image), read_tiff(args.labels)
+    resume = load_model(args.resume) if args.resume else None
+    settings = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
+    config = TrainingConfig(
+        model=args.model, annotation=args.annotation, epochs=args.epochs, max_minutes=args.max_minutes,
+        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        patch_size=args.patch_size, learning_rate=args.lr,
+        val_fraction=args.val_fraction, augment=not args.no_augment, device=args.device, seed=args.seed, **settings,
+    )
+    if not Path(args.out).resolve().parent.exists():
+        raise CommandError(f"cannot write {args.out}: its folder does not exist")
+    with _progress(args.quiet, "training") as bar:
+        model = fit(image, labels, config, callback=bar.training_event, resume=resume)
+    save_model(model, args.out)
+    print(f"saved {model.describe()} to {args.out}")
+
+
+def run_predict(args) -> None:
+    from .modelfile import load_model
+    from .prediction import iter_predict, output_dtype, volume_geometry
+
+    model = load_model(args.model)
+    image = read_tiff(args.image, lazy=True)
+    geometry = volume_geometry(image.shape, model.config.in_channels)
+    results = iter_predict(model, image, args.output, args.tile_size, args.overlap, args.batch_size, args.device)
+    with _progress(args.quiet, "predicting", total=geometry.n_slices, unit="slice") as bar:
+        slices = (bar.advance(r).data for r in results)
+        if geometry.is_stack:
+            write_tiff_atomically(args.out, slices=slices, shape=geometry.spatial_shape,
+                                  dtype=output_dtype(model, args.output))
+        else:
+            write_tiff_atomically(args.out, data=next(slices))
+    print(f"wrote {args.output} {geometry.spatial_shape} to {args.out}")
+
+
+def run_demo(args) -> None:
+    from .modelfile import save_model
+    from .prediction import predict
+    from .samples import nuclei_stack
+    from .training import TrainingConfig, fit
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    image, labels = nuclei_stack()
+    print(f"training a U-Net on 3 of the 4 nuclei tiles for up to {args.max_minutes:g} minutes; tile 4 is held out")
+    config = TrainingConfig(max_minutes=args.max_minutes, epochs=200, val_fraction=0.34, device=args.device)
+    with _progress(False, "training") as bar:
+        model = fit(image[:3], labels[:3], config, callback=bar.training_event)
+    save_model(model, out / "model.pt")
+    instances = predict(model, image[3], "instances", device=args.device)
+    write_tiff_atomically(str(out / "held-out-instances.tif"), data=instances)
+    truth = labels[3] > 0
+    found = instances > 0
+    dice = 2 * (truth & found).sum() / (truth.sum() + found.sum())
+    print(f"held-out tile: {instances.max()} nuclei found ({len(np.unique(labels[3])) - 1} annotated), "
+          f"foreground Dice {dice:.3f}")
+    print(f"wrote {out / 'model.pt'} and {out / 'held-out-instances.tif'}")
+
+
+class _progress:
+    """A tqdm progress bar on stderr that understands training events and prediction slices."""
+
+    def __init__(self, quiet: bool, description: str, total: int | None = None, unit: str = "step"):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=description, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+    def training_event(self, event) -> None:
+        if event.kind == "start":
+            self.bar.total = event.total_steps
+            self.bar.write(event.message, file=sys.stderr)
+        elif event.kind == "step":
+            self.bar.update(event.step - self.bar.n)
+            self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", refresh=False)
+        elif event.kind == "epoch" and event.val_dice is not None:
+            self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", val_dice=f"{event.val_dice:.3f}")
+        elif event.kind == "finished":
+            self.bar.write(event.message, file=sys.stderr)
+
+    def advance(self, result):
+        self.bar.update(1)
+        return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"train": run_train, "predict": run_predict, "demo": run_demo}[args.command]
+    try:
+        command(args)
+    except (InputError, CommandError) as error:
+        print(f"napari-pix2pix {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print(f"napari-pix2pix {args.command}: error: out of memory; use a smaller --batch-size or "
+              "--tile-size / --patch-size", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as error:
+        if "out of memory" not in str(error):
+            raise
+        print(f"napari-pix2pix {args.command}: error: the device ran out of memory; use a smaller "
+              "--batch-size or --tile-size / --patch-size, or --device cpu", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"napari-pix2pix {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

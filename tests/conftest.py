@@ -1,0 +1,41 @@
+"""Shared fixtures: small deterministic data and tiny models, so the suite stays fast on 2 cores."""
+
+import numpy as np
+import pytest
+
+from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.training import TrainingConfig, fit
+
+
+def tiny_config(**overrides) -> TrainingConfig:
+    """A small network and a short run: seconds on a CPU."""
+    settings = dict(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, width=4, depth=2,
+                    max_minutes=None, device="cpu", val_fraction=0.25)
+    settings.update(overrides)
+    return TrainingConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def membranes():
+    """A (4, 64, 64) EM-like stack and its membrane labels (1 = membrane, 0 = cell interior)."""
+    image, membrane, _ = membrane_volume((4, 64, 64), cell_size=20, seed=3)
+    return image, membrane
+
+
+@pytest.fixture(scope="session")
+def tiny_model(membranes):
+    image, labels = membranes
+    return fit(image, labels, tiny_config())
+
+
+@pytest.fixture
+def blobs():
+    """A 2D image with bright discs on a dark background and their instance labels."""
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.uint16)
+    for i, (y, x) in enumerate([(12, 12), (12, 40), (40, 20), (45, 48), (30, 30)], start=1):
+        labels[disk((y, x), 7, shape=labels.shape)] = i
+    image = (labels > 0) * 150.0 + 30 + rng.normal(0, 5, labels.shape)
+    return image.astype(np.float32), labels

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_pix2pix.augment import augment_batch
+from napari_pix2pix.data import (
+    IGNORE,
+    InputError,
+    Normalisation,
+    annotated_slices,
+    as_channels_last,
+    check_finite,
+    check_labels,
+    make_encoding,
+)
+
+
+def test_dense_labels_keep_their_values():
+    labels = np.array([[0, 255], [255, 0]], np.uint8)
+    encoding = make_encoding(labels, "dense")
+    assert encoding.class_values == (0, 255)
+    assert encoding.encode(labels.astype(np.int64)).tolist() == [[0, 1], [1, 0]]
+
+
+def test_sparse_scribbles_ignore_zero():
+    labels = np.array([[0, 1], [2, 0]])
+    encoding = make_encoding(labels, "sparse")
+    assert encoding.class_values == (1, 2)
+    assert encoding.encode(labels).tolist() == [[IGNORE, 0], [1, IGNORE]]
+
+
+def test_instances_get_a_boundary_class_between_touching_objects():
+    labels = np.zeros((1, 10, 10), np.int64)
+    labels[0, 2:8, 1:5] = 1
+    labels[0, 2:8, 5:9] = 2  # touching object
+    classes = make_encoding(labels, "instances").encode(labels)
+    assert set(np.unique(classes)) == {0, 1, 2}
+    assert (classes[0, 4, 4:6] == 2).all()  # the shared edge is boundary on both sides
+    assert classes[0, 0, 0] == 0 and classes[0, 4, 2] == 1
+
+
+def test_auto_annotation_kind():
+    many = np.arange(20).reshape(4, 5)
+    assert make_encoding(many).kind == "instances"
+    assert make_encoding(np.array([[0, 1], [2, 1]])).kind == "dense"
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.zeros((8, 8), np.uint8), "all zero"),
+        (np.ones((8, 8), np.float32), "integers"),
+        (np.full((8, 8), -1), "negative"),
+    ],
+)
+def test_bad_labels_are_explained(labels, message):
+    with pytest.raises(InputError, match=message):
+        check_labels(labels)
+
+
+def test_single_class_is_explained():
+    with pytest.raises(InputError, match="two classes"):
+        make_encoding(np.ones((4, 4), int), "dense")
+
+
+def test_shape_mismatch_and_channels():
+    with pytest.raises(InputError, match="does not match labels shape"):
+        as_channels_last(np.zeros((10, 12)), labels_shape=(10, 10))
+    assert as_channels_last(np.zeros((10, 12, 3)), labels_shape=(10, 12)).shape == (1, 10, 12, 3)
+    assert as_channels_last(np.zeros((5, 10, 12)), labels_shape=(5, 10, 12)).shape == (5, 10, 12, 1)
+
+
+def test_nan_pixels_are_refused():
+    image = np.zeros((4, 4), np.float32)
+    image[1, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        check_finite(image)
+
+
+def test_unannotated_slices_are_skipped():
+    labels = np.zeros((3, 4, 4), int)
+    labels[1, 0, 0] = 1
+    assert annotated_slices(labels).tolist() == [1]
+
+
+def test_normalisation_maps_percentiles_to_unit_range():
+    image = np.linspace(0, 1000, 10_000, dtype=np.float32).reshape(1, 100, 100, 1)
+    normalised = Normalisation.fit(image).apply(image)
+    assert np.percentile(normalised, 1) == pytest.approx(0, abs=1e-3)
+    assert np.percentile(normalised, 99.8) == pytest.approx(1, abs=1e-3)
+
+
+def test_augmentation_moves_image_and_labels_together():
+    rng = np.random.default_rng(0)
+    targets = torch.from_numpy((rng.random((4, 8, 8)) > 0.5).astype(np.int64))
+    targets = torch.nn.functional.interpolate(targets[:, None].float(), size=64, mode="nearest")[:, 0].long()
+    images = targets[:, None].float()
+    generator = torch.Generator().manual_seed(1)
+    new_images, new_targets = augment_batch(images, targets, generator, elastic_strength=0.06, intensity=0)
+    assert not torch.equal(new_targets, targets)  # something happened
+    agreement = ((new_images[:, 0] > 0.5).long() == new_targets).float().mean()
+    assert agreement > 0.97
+    assert set(new_targets.unique().tolist()) <= {0, 1}

@@ -1,0 +1,109 @@
+import threading
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+
+from napari_pix2pix.data import InputError, LabelEncoding, Normalisation
+from napari_pix2pix.modelfile import TrainedModel
+from napari_pix2pix.models import ModelConfig, build_model
+from napari_pix2pix.prediction import Cancelled, iter_predict, iter_probabilities, predict
+
+
+def random_model(architecture="unet", depth=2, classes=(0, 1), kind="dense", patch_size=64) -> TrainedModel:
+    torch.manual_seed(0)
+    config = ModelConfig(architecture, 1, len(classes), width=4, depth=depth)
+    network = build_model(config).eval()
+    return TrainedModel(config, network, LabelEncoding(kind, classes), Normalisation((0.0,), (1.0,)), patch_size)
+
+
+def whole_image_probabilities(model, image):
+    with torch.no_grad():
+        return torch.softmax(model.network(torch.from_numpy(image)[None, None]), 1)[0].numpy()
+
+
+@pytest.mark.parametrize("depth, tolerance", [(1, 1e-5), (2, 1e-5)])
+def test_tiles_match_a_whole_image_pass(depth, tolerance):
+    model = random_model(depth=depth)
+    image = np.random.default_rng(0).random((160, 160), dtype=np.float32)
+    (_, tiled), = iter_probabilities(model, image, tile_size=64, overlap=32, device="cpu")
+    whole = whole_image_probabilities(model, image)
+    assert np.abs(tiled - whole).max() < tolerance
+
+
+def test_seed_unet_prediction_covers_the_whole_input():
+    model = random_model("seed-unet", depth=4)
+    image = np.random.default_rng(0).random((100, 90), dtype=np.float32)
+    labels = predict(model, image, tile_size=188, overlap=8, device="cpu")
+    assert labels.shape == image.shape
+
+
+def test_stack_is_streamed_one_slice_at_a_time():
+    class Volume:
+        shape, dtype, ndim = (5, 48, 40), np.dtype(np.float32), 3
+        reads = []
+
+        def __getitem__(self, index):
+            self.reads.append(index)
+            return np.full(self.shape[1:], index, np.float32)
+
+        def __array__(self, *args, **kwargs):
+            raise AssertionError("the whole volume was loaded")
+
+    volume = Volume()
+    results = list(iter_predict(random_model(), volume, device="cpu", batch_size=2))
+    assert [r.index for r in results] == [0, 1, 2, 3, 4]
+    assert volume.reads == [0, 1, 2, 3, 4]
+    assert results[-1].done == results[-1].total == 5
+    assert all(r.data.shape == (48, 40) for r in results)
+
+
+def test_dask_stack_gives_labels_in_the_annotation_values():
+    model = random_model(classes=(0, 255))
+    stack = da.from_array(np.random.default_rng(1).random((3, 40, 56), dtype=np.float32), chunks=(1, 40, 56))
+    labels = predict(model, stack, device="cpu")
+    assert labels.shape == (3, 40, 56) and labels.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 255}
+
+
+def test_outputs():
+    model = random_model()
+    image = np.random.default_rng(2).random((2, 32, 32), dtype=np.float32)
+    probability = predict(model, image, "probability", device="cpu")
+    assert probability.dtype == np.float32 and 0 <= probability.min() and probability.max() <= 1
+    instances = predict(model, image, "instances", device="cpu")
+    assert instances.dtype == np.uint32
+    first, second = set(np.unique(instances[0])) - {0}, set(np.unique(instances[1])) - {0}
+    assert not first & second  # ids are unique across slices
+
+
+def test_instance_model_splits_touching_objects():
+    model = random_model(classes=(0, 1, 1), kind="instances")
+    probabilities = np.zeros((3, 20, 20), np.float32)
+    probabilities[0] = 1
+    probabilities[:, 5:15, 2:18] = np.array([0, 1, 0])[:, None, None]
+    probabilities[:, 5:15, 10] = np.array([0, 0, 1])[:, None]  # a boundary line between two objects
+    from napari_pix2pix.prediction import instances_from_probabilities
+
+    instances = instances_from_probabilities(probabilities)
+    assert instances.max() == 2
+    assert (instances[5:15, 2:18] > 0).all()
+    del model
+
+
+def test_cancel_stops_prediction():
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        list(iter_predict(random_model(), np.zeros((2, 32, 32), np.float32), stop=stop, device="cpu"))
+
+
+def test_wrong_channels_and_shapes_are_explained():
+    model = random_model()
+    with pytest.raises(InputError, match="2D image or a 3D stack"):
+        predict(model, np.zeros((2, 2, 32, 32)), device="cpu")
+    with pytest.raises(InputError, match="NaN"):
+        predict(model, np.full((32, 32), np.nan, np.float32), device="cpu")
+    with pytest.raises(InputError, match="output must be"):
+        predict(model, np.zeros((32, 32)), "outline", device="cpu")
