@@ -1,9 +1,11 @@
 """Batched data augmentation applied identically to images and label targets.
 
-The whole batch is transformed with a handful of tensor operations on the training device, so
-augmentation costs little next to the network step (see ``benchmarks/``): flips and 90° rotations,
-the U-Net paper's elastic deformation (random displacements on a coarse 3×3 grid, smoothly
-interpolated), and mild brightness / contrast / gamma changes of the image only.
+The whole batch is transformed by one fused resampling on the training device, so augmentation
+costs little next to the network step (see ``benchmarks/``): a random flip and 90° rotation and the
+U-Net paper's elastic deformation (random displacements on a coarse 3×3 grid, smoothly
+interpolated) are folded into a single sampling grid, read bilinearly for the image and nearest for
+the labels; then mild brightness / contrast / gamma changes of the image only. All random numbers
+are drawn on the CPU in one go, so a GPU never waits on a Python decision.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from .data import IGNORE
+
+# The eight symmetries of a square (flips and 90° rotations) as 2×2 matrices acting on (x, y).
+_SYMMETRIES = torch.tensor(
+    [[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
+     [[-1, 0], [0, 1]], [[0, 1], [1, 0]], [[1, 0], [0, -1]], [[0, -1], [-1, 0]]],
+    dtype=torch.float32,
+)
 
 
 def augment_batch(
@@ -34,45 +43,33 @@ def augment_batch(
     intensity : float
         Scale of the random gain, offset and gamma applied to the image.
     """
-    batch = images.shape[0]
+    batch, _, height, width = images.shape
     device = images.device
+    symmetry = torch.randint(0, len(_SYMMETRIES), (batch,), generator=generator)
+    coarse = torch.randn(batch, 2, 3, 3, generator=generator) * (2 * elastic_strength)
+    gain, offset, gamma = (intensity * (2 * torch.rand(3, batch, 1, 1, 1, generator=generator) - 1)).to(device)
 
-    def uniform(*shape):
-        return torch.rand(*shape, generator=generator).to(device)
-
-    # Flips and 90° rotations: exact, so labels stay crisp.
-    flip_y, flip_x, turns = uniform(batch) < 0.5, uniform(batch) < 0.5, (uniform(batch) * 4).long()
-    images, targets = images.clone(), targets.clone()
-    for i in range(batch):
-        dims = [d for d, flip in ((-2, flip_y[i]), (-1, flip_x[i])) if flip]
-        if dims:
-            images[i], targets[i] = images[i].flip(dims), targets[i].flip(dims)
-        if turns[i]:
-            images[i] = images[i].rot90(int(turns[i]), dims=(-2, -1))
-            targets[i] = targets[i].rot90(int(turns[i]), dims=(-2, -1))
-
-    if elastic_strength > 0:
-        images, targets = _elastic(images, targets, generator, elastic_strength)
-
+    grid = _sampling_grid(_SYMMETRIES[symmetry].to(device), coarse.to(device), height, width, elastic_strength > 0)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+    labels = F.grid_sample(targets.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border",
+                           align_corners=True)
+    targets = labels.squeeze(1).round().long().clamp_min(IGNORE)
     if intensity > 0:
-        gain = 1 + intensity * (2 * uniform(batch, 1, 1, 1) - 1)
-        offset = intensity * (2 * uniform(batch, 1, 1, 1) - 1)
-        gamma = torch.exp(intensity * (2 * uniform(batch, 1, 1, 1) - 1))
-        images = images.clamp_min(0).pow(gamma) * gain + offset
+        images = images.clamp_min(0).pow(torch.exp(gamma)) * (1 + gain) + offset
     return images, targets
 
 
-def _elastic(images, targets, generator, strength):
-    """Warp with displacements drawn on a 3×3 grid and upsampled bicubically (Ronneberger et al. 2015)."""
-    batch, _, height, width = images.shape
-    coarse = torch.randn(batch, 2, 3, 3, generator=generator).to(images.device) * (2 * strength)
-    flow = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
-    ys = torch.linspace(-1, 1, height, device=images.device)
-    xs = torch.linspace(-1, 1, width, device=images.device)
+def _sampling_grid(matrices, coarse, height, width, elastic: bool) -> torch.Tensor:
+    """(B, H, W, 2) grid: each output pixel's (x, y) in the input, symmetry then elastic warp.
+
+    The symmetry maps pixel centres onto pixel centres, so without the warp labels stay exact.
+    """
+    ys = torch.linspace(-1, 1, height, device=matrices.device)
+    xs = torch.linspace(-1, 1, width, device=matrices.device)
     base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
-    grid = base.unsqueeze(0) + flow.permute(0, 2, 3, 1)
-    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-    labels = F.grid_sample(
-        targets.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border", align_corners=True
-    )
-    return warped, labels.squeeze(1).round().long().clamp_min(IGNORE)
+    grid = torch.einsum("bij,hwj->bhwi", matrices, base)
+    if elastic:
+        # Warp with displacements drawn on a 3×3 grid and upsampled bicubically (Ronneberger et al. 2015).
+        flow = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
+        grid = grid + flow.permute(0, 2, 3, 1)
+    return grid

@@ -54,10 +54,11 @@ def write_tiff_atomically(path: str, data=None, slices=None, shape=None, dtype=N
     os.close(fd)
     try:
         if data is not None:
-            tifffile.imwrite(tmp, data)
+            tifffile.imwrite(tmp, data, photometric="minisblack")
         else:
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            tifffile.imwrite(tmp, data=slices, shape=shape, dtype=dtype, bigtiff=nbytes > 2**31)
+            tifffile.imwrite(tmp, data=slices, shape=shape, dtype=dtype, photometric="minisblack",
+                             bigtiff=nbytes > 2**31)
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -135,26 +135,39 @@ class TileLayout:
 
 
 def tile_layout(model: TrainedModel, height: int, width: int, tile_size: int | None, overlap: int | None) -> TileLayout:
-    """Choose tiles for a slice: whole-slice when it fits, else overlapping ``tile_size`` tiles.
+    """Choose tiles for a slice: whole-slice when it fits, else the fewest overlapping tiles.
 
-    For the padded U-Net, ``tile_size`` is the output tile and is rounded to the network's size
-    multiple; for the valid (seed) U-Net it is the input tile, of which a border is context only.
+    For the padded U-Net, ``tile_size`` is the largest output tile (default: four training patches,
+    at least 512) and is rounded to the network's size multiple; a slice that needs several tiles
+    is split into equal ones, so no tile reaches far past the slice's edge. For the valid (seed)
+    U-Net it is the input tile, of which a border is context only.
     """
     network = model.network
-    tile_size = int(tile_size or max(2 * model.patch_size, 256))
     if network.padded:
         multiple = network.size_multiple
+        tile_size = int(tile_size or max(4 * model.patch_size, 512))
         tile_size = max(multiple, tile_size // multiple * multiple)
-        out_h = min(tile_size, -(-height // multiple) * multiple)
-        out_w = min(tile_size, -(-width // multiple) * multiple)
-        overlap = _overlap(overlap, min(out_h, out_w), default=max(multiple, tile_size // 8), multiple=multiple)
+        overlap = _overlap(overlap, tile_size, default=max(multiple, tile_size // 8), multiple=multiple)
+        out_h = _even_tile(height, tile_size, overlap, multiple)
+        out_w = _even_tile(width, tile_size, overlap, multiple)
+        overlap = _overlap(overlap, min(out_h, out_w), default=overlap, multiple=multiple)
         return TileLayout(height, width, out_h, out_w, out_h, out_w, 0, overlap)
+    tile_size = int(tile_size or max(2 * model.patch_size, 256))
     minimum = network.min_input_size()
     if tile_size < minimum:
         raise InputError(f"tile size {tile_size} is too small for the seed U-Net; use at least {minimum}")
     out = network.output_size(tile_size)
     overlap = _overlap(overlap, out, default=out // 8, multiple=1)
     return TileLayout(height, width, tile_size, tile_size, out, out, network.output_offset(tile_size), overlap)
+
+
+def _even_tile(size: int, tile_size: int, overlap: int, multiple: int) -> int:
+    """The side of the fewest equal tiles (at most ``tile_size``, overlapping by ``overlap``) covering ``size``."""
+    if size <= tile_size:
+        return -(-size // multiple) * multiple
+    count = -(-(size - overlap) // (tile_size - overlap))
+    side = -(-(size + (count - 1) * overlap) // count)
+    return min(tile_size, -(-side // multiple) * multiple)
 
 
 def _overlap(requested: int | None, out: int, default: int, multiple: int) -> int:

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_pix2pix.cli import main
+from napari_pix2pix.synthetic import membrane_volume
+
+TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--patch-size", "32",
+        "--width", "4", "--depth", "2", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    image, membranes, _ = membrane_volume((3, 48, 48), cell_size=16, seed=2)
+    tifffile.imwrite(tmp_path / "image.tif", image, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "labels.tif", membranes, photometric="minisblack")
+    return tmp_path
+
+
+def test_train_then_predict(files, capsys):
+    assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", str(files / "m.pt"), *TINY]) == 0
+    assert "saved" in capsys.readouterr().out
+    for output, dtype in [("labels", np.uint8), ("instances", np.uint32), ("probability", np.float32)]:
+        out = files / f"{output}.tif"
+        code = main(["predict", str(files / "m.pt"), str(files / "image.tif"), "--out", str(out),
+                     "--output", output, "--device", "cpu", "--quiet"])
+        assert code == 0
+        result = tifffile.imread(out)
+        assert result.shape == (3, 48, 48) and result.dtype == dtype
+    assert set(np.unique(tifffile.imread(files / "labels.tif"))) <= {0, 1}
+
+
+def test_resume_and_seed_unet(files):
+    model = str(files / "m.pt")
+    assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", model, *TINY]) == 0
+    assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", model, "--resume", model, *TINY]) == 0
+    seed = str(files / "seed.pt")
+    args = ["--model", "seed-unet", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "1", "--patch-size",
+            "140", "--width", "2", "--device", "cpu", "--quiet"]
+    assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", seed, *args]) == 0
+    assert main(["predict", seed, str(files / "image.tif"), "--out", str(files / "s.tif"), "--quiet"]) == 0
+    assert tifffile.imread(files / "s.tif").shape == (3, 48, 48)
+
+
+def bad_inputs(folder):
+    """(description, files to write, command) for each kind of bad input."""
+    image, labels = folder / "image.tif", folder / "labels.tif"
+    return {
+        "shape mismatch": ({"other.tif": np.zeros((3, 40, 48), np.uint8)}, ["train", image, folder / "other.tif"]),
+        "labels all zero": ({"zero.tif": np.zeros((3, 48, 48), np.uint8)}, ["train", image, folder / "zero.tif"]),
+        "float labels": ({"float.tif": np.ones((3, 48, 48), np.float32)}, ["train", image, folder / "float.tif"]),
+        "NaN pixels": ({"nan.tif": np.full((3, 48, 48), np.nan, np.float32)}, ["train", folder / "nan.tif", labels]),
+        "too small": ({"small.tif": np.ones((3, 3), np.uint8), "small_l.tif": np.ones((3, 3), np.uint8)},
+                      ["train", folder / "small.tif", folder / "small_l.tif"]),
+        "missing file": ({}, ["train", folder / "missing.tif", labels]),
+        "corrupt file": ({"corrupt.tif": b"II*\x00garbage"}, ["train", folder / "corrupt.tif", labels]),
+    }
+
+
+@pytest.mark.parametrize("case", ["shape mismatch", "labels all zero", "float labels", "NaN pixels", "too small",
+                                  "missing file", "corrupt file"])
+def test_bad_training_input_exits_2_with_one_line(files, capsys, case):
+    written, command = bad_inputs(files)[case]
+    for name, content in written.items():
+        if isinstance(content, bytes):
+            (files / name).write_bytes(content)
+        else:
+            tifffile.imwrite(files / name, content, photometric="minisblack")
+    out = files / "model.pt"
+    assert main([str(c) for c in command] + ["--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("napari-pix2pix train: error:") and "\n" not in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_model_files_exit_2(files, capsys):
+    foreign = files / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    corrupt = files / "corrupt.pt"
+    corrupt.write_bytes(b"not a model")
+    for model in (foreign, corrupt, files / "absent.pt"):
+        out = files / "out.tif"
+        assert main(["predict", str(model), str(files / "image.tif"), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "error:" in err and "\n" not in err
+        assert not out.exists()
+
+
+def test_model_of_another_architecture_exits_2(files, capsys):
+    model = files / "m.pt"
+    assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", str(model), *TINY]) == 0
+    payload = torch.load(model, weights_only=True)
+    payload["config"]["architecture"] = "pix2pix"
+    payload["config"]["depth"] = 3
+    torch.save(payload, model)
+    assert main(["predict", str(model), str(files / "image.tif"), "--out", str(files / "o.tif"), "--quiet"]) == 2
+    assert "do not match" in capsys.readouterr().err
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    assert "--max-minutes" in capsys.readouterr().out

@@ -1,0 +1,181 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from napari_pix2pix import training
+from napari_pix2pix.data import InputError
+from napari_pix2pix.prediction import predict
+from napari_pix2pix.samples import nuclei_stack
+from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.training import TrainingConfig, fit, train
+
+
+def dice(a, b):
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def test_unet_learns_a_held_out_membrane_segmentation():
+    image, membranes, _ = membrane_volume((4, 96, 96), cell_size=24, seed=1)
+    held_out, truth, _ = membrane_volume((2, 96, 96), cell_size=24, seed=9)
+    config = tiny_config(epochs=25, steps_per_epoch=10, batch_size=4, patch_size=64, width=8, depth=3)
+    model = fit(image, membranes, config)
+    predicted = predict(model, held_out, device="cpu")
+    assert dice(predicted == 1, truth == 1) > 0.9
+    assert model.history[-1]["val_dice"] is not None
+
+
+def test_events_report_progress_and_the_loop_returns_the_model(membranes):
+    events = []
+    model = fit(*membranes, tiny_config(), callback=events.append)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "finished"
+    assert kinds.count("step") == 6 and kinds.count("epoch") == 2
+    steps = [e for e in events if e.kind == "step"]
+    assert all(e.loss is not None and e.elapsed >= 0 and e.remaining is not None for e in steps)
+    assert "cpu" in events[0].device
+    assert model.encoding.class_values == (0, 1)
+
+
+def test_pix2pix_reports_generator_and_discriminator_losses(membranes):
+    events = []
+    model = fit(*membranes, tiny_config(model="pix2pix"), callback=events.append)
+    step = next(e for e in events if e.kind == "step")
+    assert step.generator_loss is not None and step.discriminator_loss is not None
+    assert model.discriminator_state is not None
+    assert predict(model, membranes[0][:1], device="cpu").shape == (1, 64, 64)
+
+
+def test_seed_unet_trains_and_predicts_full_size(membranes):
+    model = fit(*membranes, tiny_config(model="seed-unet", depth=4, patch_size=140, epochs=1, steps_per_epoch=2))
+    assert predict(model, membranes[0][:1], tile_size=188, device="cpu").shape == (1, 64, 64)
+
+
+def test_sparse_scribbles_only_count_painted_pixels(blobs):
+    image, instances = blobs
+    scribbles = np.zeros(instances.shape, np.uint8)
+    scribbles[2:4, :] = 1  # background strokes
+    scribbles[:, 58:60] = 1
+    scribbles[22:24, :] = np.where(instances[22:24] > 0, 0, 1)
+    scribbles[(instances > 0) & (np.arange(64)[:, None] % 6 == 0)] = 2  # strokes through the objects
+    assert (scribbles > 0).mean() < 0.2
+    model = fit(image, scribbles, tiny_config(annotation="sparse", epochs=20, steps_per_epoch=6, val_fraction=0))
+    assert model.encoding.class_values == (1, 2)
+    predicted = predict(model, image, device="cpu")
+    assert set(np.unique(predicted)) <= {1, 2}
+    assert dice(predicted == 2, instances > 0) > 0.8
+
+
+def test_instance_labels_predict_instances():
+    image, labels = nuclei_stack()
+    model = fit(image[:2, :64, :64], labels[:2, :64, :64], tiny_config(epochs=1))
+    assert model.encoding.kind == "instances"
+    instances = predict(model, image[2, :64, :64], "instances", device="cpu")
+    assert instances.dtype == np.uint32 and instances.shape == (64, 64)
+
+
+def test_multiclass_and_channels(blobs):
+    image, instances = blobs
+    classes = np.where(instances > 2, 7, np.where(instances > 0, 3, 0)).astype(np.uint8)
+    rgb = np.stack([image, image * 0.5, image * 0.2], axis=-1)
+    model = fit(rgb, classes, tiny_config(val_fraction=0))
+    assert model.config.in_channels == 3
+    assert model.encoding.class_values == (0, 3, 7)
+    assert set(np.unique(predict(model, rgb, device="cpu"))) <= {0, 3, 7}
+
+
+def test_stop_returns_the_model_trained_so_far(membranes):
+    stop = threading.Event()
+    generator = train(*membranes, tiny_config(epochs=100), stop=stop)
+    for event in generator:
+        if event.kind == "step" and event.step == 3:
+            stop.set()
+        if event.kind == "finished":
+            assert event.step == 3 and "stopped" in event.message
+    # the generator is exhausted: its return value is the model
+    with pytest.raises(StopIteration):
+        next(generator)
+
+
+def test_stop_returns_a_usable_model(membranes):
+    stop = threading.Event()
+    stop.set()
+    model = fit(*membranes, tiny_config(), stop=stop)
+    assert predict(model, membranes[0][:1], device="cpu").shape == (1, 64, 64)
+
+
+def test_time_budget_ends_training(membranes):
+    events = []
+    fit(*membranes, tiny_config(epochs=1000, max_minutes=0.02), callback=events.append)
+    assert "time budget" in events[-1].message
+    assert events[-1].step < 3000
+
+
+def test_same_seed_same_model_on_cpu(membranes):
+    first = fit(*membranes, tiny_config(seed=5))
+    second = fit(*membranes, tiny_config(seed=5))
+    for a, b in zip(first.network.state_dict().values(), second.network.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_non_finite_loss_stops_and_keeps_good_weights(membranes, monkeypatch):
+    real_step = training._segmentation_step
+    calls = {"n": 0}
+
+    def exploding_step(network, *args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            with torch.no_grad():
+                for p in network.parameters():
+                    p.fill_(float("nan"))
+            return {"loss": float("nan")}
+        return real_step(network, *args)
+
+    monkeypatch.setattr(training, "_segmentation_step", exploding_step)
+    events = []
+    model = fit(*membranes, tiny_config(epochs=5), callback=events.append)
+    assert "not a number" in events[-1].message
+    assert all(torch.isfinite(p).all() for p in model.network.parameters())
+
+
+def test_best_validation_weights_are_kept(membranes):
+    model = fit(*membranes, tiny_config(epochs=4))
+    dices = [h["val_dice"] for h in model.history]
+    assert len(dices) == 4
+    from napari_pix2pix.training import evaluate, prepare_data
+
+    data = prepare_data(*membranes, tiny_config(epochs=4), None, np.random.default_rng(0))
+    _, kept = evaluate(model, data.validation, torch.device("cpu"))
+    assert kept == pytest.approx(max(dices), abs=1e-6)
+
+
+def test_resume_continues_from_a_model(membranes, tiny_model):
+    model = fit(*membranes, tiny_config(epochs=1), resume=tiny_model)
+    assert len(model.history) == len(tiny_model.history) + 1
+    with pytest.raises(InputError, match="start a new model"):
+        labels = membranes[1].astype(np.int64) * 5
+        fit(membranes[0], labels, tiny_config(epochs=1), resume=tiny_model)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(patch_size=30), "multiple of 4"),
+        (dict(model="resnet"), "model must be"),
+        (dict(val_fraction=1.5), "validation fraction"),
+        (dict(epochs=0), "epochs"),
+        (dict(device="cuda"), "CUDA" if not torch.cuda.is_available() else None),
+    ],
+)
+def test_bad_settings_are_explained(membranes, change, message):
+    if message is None:
+        pytest.skip("CUDA is available here")
+    with pytest.raises(InputError, match=message):
+        fit(*membranes, tiny_config(**change))
+
+
+def test_too_small_image_is_explained():
+    with pytest.raises(InputError, match="at least"):
+        fit(np.zeros((3, 3)), np.ones((3, 3), np.uint8), TrainingConfig(epochs=1))
