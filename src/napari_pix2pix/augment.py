@@ -45,11 +45,15 @@ def augment_batch(
     """
     batch, _, height, width = images.shape
     device = images.device
-    symmetry = torch.randint(0, len(_SYMMETRIES), (batch,), generator=generator)
+    symmetry = _SYMMETRIES[torch.randint(0, len(_SYMMETRIES), (batch,), generator=generator)]
     coarse = torch.randn(batch, 2, 3, 3, generator=generator) * (2 * elastic_strength)
-    gain, offset, gamma = (intensity * (2 * torch.rand(3, batch, 1, 1, 1, generator=generator) - 1)).to(device)
+    jitter = intensity * (2 * torch.rand(batch, 3, generator=generator) - 1)
+    # One small copy to the device for all the random parameters.
+    params = torch.cat([symmetry.flatten(1), coarse.flatten(1), jitter], dim=1).to(device, non_blocking=True)
+    symmetry, coarse = params[:, :4].view(batch, 2, 2), params[:, 4:22].view(batch, 2, 3, 3)
+    gain, offset, gamma = params[:, 22:].T.reshape(3, batch, 1, 1, 1)
 
-    grid = _sampling_grid(_SYMMETRIES[symmetry].to(device), coarse.to(device), height, width, elastic_strength > 0)
+    grid = _sampling_grid(symmetry, coarse, height, width, elastic_strength > 0)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
     labels = F.grid_sample(targets.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border",
                            align_corners=True)

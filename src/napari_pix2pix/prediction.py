@@ -152,13 +152,30 @@ def tile_layout(model: TrainedModel, height: int, width: int, tile_size: int | N
         out_w = _even_tile(width, tile_size, overlap, multiple)
         overlap = _overlap(overlap, min(out_h, out_w), default=overlap, multiple=multiple)
         return TileLayout(height, width, out_h, out_w, out_h, out_w, 0, overlap)
+    chosen = tile_size is not None
     tile_size = int(tile_size or max(2 * model.patch_size, 256))
     minimum = network.min_input_size()
     if tile_size < minimum:
         raise InputError(f"tile size {tile_size} is too small for the seed U-Net; use at least {minimum}")
+    if not chosen:
+        tile_size = _cheapest_seed_tile(network, height, width, tile_size, minimum)
     out = network.output_size(tile_size)
     overlap = _overlap(overlap, out, default=out // 8, multiple=1)
     return TileLayout(height, width, tile_size, tile_size, out, out, network.output_offset(tile_size), overlap)
+
+
+def _cheapest_seed_tile(network, height: int, width: int, tile_size: int, minimum: int) -> int:
+    """The input tile, from ``minimum`` to twice ``tile_size`` in steps keeping its pooling alignment,
+    that feeds the valid U-Net the fewest pixels for this slice (context borders included)."""
+    step = network.size_multiple if network.padded else 2**network.depth
+    sizes = range(tile_size - (tile_size - minimum) // step * step, 2 * tile_size + 1, step)
+
+    def cost(size):
+        out = network.output_size(size)
+        layout = TileLayout(height, width, size, size, out, out, 0, _overlap(None, out, out // 8, 1))
+        return len(layout.tiles) * size * size
+
+    return min(sizes, key=lambda size: (cost(size), size))
 
 
 def _even_tile(size: int, tile_size: int, overlap: int, multiple: int) -> int:
@@ -201,25 +218,36 @@ def iter_probabilities(
     stop: threading.Event | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Class probabilities (K, H, W) of each slice of ``image``, in order; see ``iter_predict``."""
+    yield from _iter_slices(model, image, lambda p: p, tile_size, overlap, batch_size, device, stop)
+
+
+def _iter_slices(model, image, convert, tile_size, overlap, batch_size, device, stop) -> Iterator[tuple[int, np.ndarray]]:
+    """``convert(probabilities)`` of each slice, as numpy, in order.
+
+    Tiles are cut, blended and converted on the device, so only the slice going in and the output
+    coming back cross to the host. Finished slices are handed on one batch late: their copy back is
+    queued before the next batch, and the caller works on them while the device runs that batch.
+    """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     geometry = volume_geometry(image.shape, model.config.in_channels)
     layout = tile_layout(model, geometry.height, geometry.width, tile_size, overlap)
     torch_device = resolve_device(device)
     network = model.network.to(torch_device).eval()
-    weights = {(y, x): layout.weights(y, x) for y, x in layout.tiles}
+    weights = {(y, x): torch.from_numpy(layout.weights(y, x)).to(torch_device) for y, x in layout.tiles}
     pads = ((0, 0), *layout.padding())
     n_classes = model.encoding.n_classes
-    sums: dict[int, np.ndarray] = {}  # slice index → weighted sum of its tiles' probabilities
+    sums: dict[int, torch.Tensor] = {}  # slice index → weighted sum of its tiles' probabilities
     tiles_left: dict[int, int] = {}
-    batch: list[tuple[int, int, int, np.ndarray]] = []
+    batch: list[tuple[int, int, int, torch.Tensor]] = []
+    copies: list[tuple[int, torch.Tensor, torch.cuda.Event | None]] = []  # outputs on their way to the host
 
     def run_batch():
         if stop is not None and stop.is_set():
             raise Cancelled
-        inputs = torch.from_numpy(np.stack([tile for *_, tile in batch])).to(torch_device)
+        inputs = torch.stack([tile for *_, tile in batch])
         with torch.inference_mode(), autocast(torch_device):
-            probabilities = torch.softmax(network(inputs).float(), dim=1).cpu().numpy()
+            probabilities = torch.softmax(network(inputs).float(), dim=1)
         for (index, y, x, _), tile in zip(batch, probabilities):
             h = min(layout.out_h, layout.height - y)
             w = min(layout.out_w, layout.width - x)
@@ -227,23 +255,68 @@ def iter_probabilities(
             tiles_left[index] -= 1
         batch.clear()
 
-    def finished_slices():
+    def hand_over(pending):
+        for index, output, event in pending:
+            if event is not None:
+                event.synchronize()
+            yield index, output.numpy()
+
+    def queue_finished():
+        pending = []
         for index in sorted(i for i, left in tiles_left.items() if left == 0):
             del tiles_left[index]
-            yield index, sums.pop(index)
+            output = convert(sums.pop(index)).to("cpu", non_blocking=True)
+            event = torch.cuda.Event() if torch_device.type == "cuda" else None
+            if event is not None:
+                event.record()
+            pending.append((index, output, event))
+        return pending
 
+    upload = _Uploader(torch_device)
     for index in range(geometry.n_slices):
-        padded = np.pad(read_slice(image, index, geometry, model), pads, mode="reflect")
-        sums[index] = np.zeros((n_classes, geometry.height, geometry.width), np.float32)
+        plane = read_slice(image, index, geometry, model)
+        if any(any(p) for p in pads):
+            plane = np.pad(plane, pads, mode="reflect")
+        padded = upload(plane)
+        sums[index] = torch.zeros((n_classes, geometry.height, geometry.width), device=torch_device)
         tiles_left[index] = len(layout.tiles)
         for y, x in layout.tiles:
             batch.append((index, y, x, padded[:, y : y + layout.in_h, x : x + layout.in_w]))
             if len(batch) == batch_size:
                 run_batch()
-                yield from finished_slices()
+                ready, copies = copies, queue_finished()
+                yield from hand_over(ready)
     if batch:
         run_batch()
-    yield from finished_slices()
+    yield from hand_over(copies + queue_finished())
+
+
+class _Uploader:
+    """Copies float32 slices to the device through two pinned host buffers, taking turns.
+
+    A copy from ordinary (pageable) memory would first wait for all the work queued on the GPU;
+    from pinned memory it is queued like a kernel, so the next slice goes up while tiles compute.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.buffers: list[torch.Tensor] = []
+        self.copied: list[torch.cuda.Event | None] = [None, None]
+        self.turn = 0
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return torch.from_numpy(array).to(self.device)
+        if not self.buffers or tuple(self.buffers[0].shape) != array.shape:
+            self.buffers = [torch.empty(array.shape, dtype=torch.float32, pin_memory=True) for _ in range(2)]
+        turn, self.turn = self.turn, 1 - self.turn
+        if self.copied[turn] is not None:
+            self.copied[turn].synchronize()  # the copy that last used this buffer is done
+        self.buffers[turn].numpy()[...] = array
+        on_device = self.buffers[turn].to(self.device, non_blocking=True)
+        self.copied[turn] = torch.cuda.Event()
+        self.copied[turn].record()
+        return on_device
 
 
 def iter_predict(
@@ -277,12 +350,13 @@ def iter_predict(
     """
     if output not in OUTPUTS:
         raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
-    to_output = output_converter(model, output)
+    on_device = _device_converter(model, output)
+    to_output = (lambda result: result) if on_device else output_converter(model, output)
     n_slices = volume_geometry(image.shape, model.config.in_channels).n_slices
     instance_offset = 0
-    probabilities = iter_probabilities(model, image, tile_size, overlap, batch_size, device, stop)
-    for done, (index, slice_probabilities) in enumerate(probabilities, start=1):
-        result = to_output(slice_probabilities)
+    slices = _iter_slices(model, image, on_device or (lambda p: p), tile_size, overlap, batch_size, device, stop)
+    for done, (index, converted) in enumerate(slices, start=1):
+        result = to_output(converted)
         if output == "instances":
             # Keep ids unique across the slices of a stack.
             result[result > 0] += instance_offset
@@ -337,6 +411,29 @@ def output_converter(model: TrainedModel, output: str) -> Callable[[np.ndarray],
         return lambda p: (p[0] < 0.5).astype(np.uint8)
     lookup = np.asarray(encoding.class_values).astype(output_dtype(model, output))
     return lambda p: lookup[p.argmax(axis=0)]
+
+
+def _device_converter(model: TrainedModel, output: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``output_converter`` as tensor operations, run where the probabilities are (None for instances)."""
+    if output == "instances":
+        return None
+    if output == "probability":
+        return lambda p: 1.0 - p[0]
+    if model.encoding.kind == "instances":
+        return lambda p: (p[0] < 0.5).to(torch.uint8)
+    values = np.asarray(model.encoding.class_values).astype(output_dtype(model, output))
+    lookups: dict[torch.device, torch.Tensor] = {}
+
+    def to_labels(p: torch.Tensor) -> torch.Tensor:
+        if p.device not in lookups:
+            lookups[p.device] = torch.from_numpy(values.astype(np.int64)).to(p.device)
+        return lookups[p.device][p.argmax(dim=0)].to(_TORCH_DTYPES[values.dtype])
+
+    return to_labels
+
+
+_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16,
+                 np.dtype(np.uint32): torch.uint32, np.dtype(np.int64): torch.int64}
 
 
 def _components(probabilities: np.ndarray) -> np.ndarray:

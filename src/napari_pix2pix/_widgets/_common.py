@@ -1,0 +1,173 @@
+"""Pieces shared by the Train and Predict widgets: layer pickers, messages, the model store, and
+the guard that stops a worker when its widget or viewer goes away."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox
+from napari.utils.notifications import show_error, show_info, show_warning
+from psygnal import Signal
+from qtpy.QtCore import QEvent, QObject
+
+from ..data import InputError
+from ..modelfile import TrainedModel
+
+logger = logging.getLogger(__name__)
+
+
+class ModelStore:
+    """Models trained or loaded in this session, by name, shared by every widget."""
+
+    changed = Signal()
+
+    def __init__(self):
+        self._models: dict[str, TrainedModel] = {}
+
+    def add(self, name: str, model: TrainedModel) -> str:
+        """Store ``model`` under ``name`` (made unique) and return the name used."""
+        unique, n = name, 2
+        while unique in self._models and self._models[unique] is not model:
+            unique, n = f"{name} ({n})", n + 1
+        self._models[unique] = model
+        self.changed.emit()
+        return unique
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def get(self, name: str) -> TrainedModel:
+        return self._models[name]
+
+
+model_store = ModelStore()
+
+
+def layer_picker(viewer: napari.Viewer, layer_type: type, label: str) -> ComboBox:
+    """A drop-down of the viewer's layers of ``layer_type``, refreshed by ``reset_choices``."""
+
+    def choices(_widget=None):
+        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, layer_type)]
+
+    return ComboBox(label=label, choices=choices, nullable=False)
+
+
+def keep_pickers_in_sync(viewer: napari.Viewer, reset_choices) -> None:
+    """Refresh the pickers when layers are added, removed, reordered or renamed."""
+    for name in ("inserted", "removed", "reordered"):
+        getattr(viewer.layers.events, name).connect(reset_choices)
+
+    def watch_renames(event=None):
+        for layer in viewer.layers:
+            layer.events.name.connect(reset_choices)
+
+    viewer.layers.events.inserted.connect(watch_renames)
+    watch_renames()
+
+
+def layer_array(layer) -> np.ndarray:
+    """The layer's data at full resolution, without loading a lazy (dask) array."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+class WorkerFailure(Exception):
+    """Carries a ``RuntimeError`` out of a worker thread.
+
+    superqt takes a ``RuntimeError`` escaping a worker for a deleted Qt object and drops it
+    without emitting ``errored`` or ``finished``; torch reports out-of-memory as a RuntimeError.
+    """
+
+
+def run_reporting_failures(function, *args, **kwargs):
+    """Worker body: run the core generator ``function``, re-raising RuntimeError as WorkerFailure."""
+    try:
+        return (yield from function(*args, **kwargs))
+    except RuntimeError as error:
+        raise WorkerFailure(error) from error
+
+
+def report_error(error: BaseException, action: str) -> None:
+    """Tell the user what went wrong as a napari notification, never as a traceback."""
+    if isinstance(error, WorkerFailure):
+        error = error.__cause__
+    if isinstance(error, InputError):
+        show_error(f"{action}: {error}")
+    elif isinstance(error, MemoryError) or "out of memory" in str(error):
+        show_error(f"{action}: out of memory. Use a smaller batch size, patch size or tile size, or the CPU.")
+    else:
+        logger.error("%s failed:\n%s", action, "".join(traceback.format_exception(error)))
+        show_error(f"{action} failed unexpectedly: {type(error).__name__}: {error}")
+
+
+def notify(message: str, warning: bool = False) -> None:
+    (show_warning if warning else show_info)(message)
+
+
+class WorkerGuard(QObject):
+    """Stops the running worker when its widget is removed from napari or the viewer window closes.
+
+    A worker is stopped by setting its ``threading.Event`` (the core loops check it every step)
+    and disconnecting its signals so nothing is drawn on a closed widget; the thread then ends on
+    its own within one step.
+    """
+
+    def __init__(self, widget):
+        super().__init__(widget)
+        self._widget = widget
+        self._window = None
+        self.worker = None
+        self.stop_event = threading.Event()
+        widget.installEventFilter(self)
+
+    def start(self, worker) -> threading.Event:
+        self.worker = worker
+        return self.stop_event
+
+    def new_stop_event(self) -> threading.Event:
+        self.stop_event = threading.Event()
+        return self.stop_event
+
+    @property
+    def running(self) -> bool:
+        """True from start until the worker's ``finished`` signal has been handled."""
+        return self.worker is not None
+
+    def shutdown(self, wait_ms: int = 10_000) -> None:
+        """Stop the worker, detach it from the widget and wait for its thread to end."""
+        self.stop_event.set()
+        worker, self.worker = self.worker, None
+        if worker is None:
+            return
+        for signal in (worker.yielded, worker.returned, worker.errored, worker.finished, worker.started):
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):
+                pass
+        # The core loop sees the stop event within one step; wait for that (this worker only).
+        deadline = time.monotonic() + wait_ms / 1000
+        while worker.is_running and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def eventFilter(self, obj, event) -> bool:
+        kind = event.type()
+        if obj is self._widget and kind == QEvent.Type.ParentChange:
+            if self._widget.parent() is None:
+                self.shutdown()  # the dock was closed: napari un-parents its widget
+            else:
+                self._watch_window()
+        elif obj is self._window and kind == QEvent.Type.Close:
+            self.shutdown()
+        return False
+
+    def _watch_window(self) -> None:
+        top = self._widget
+        while top.parentWidget() is not None:
+            top = top.parentWidget()
+        if top is not self._widget and top is not self._window:
+            self._window = top
+            top.installEventFilter(self)

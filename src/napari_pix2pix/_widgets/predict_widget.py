@@ -1,0 +1,205 @@
+"""The Predict dock widget: apply a trained model to an Image layer and add the result as a layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox, Container, SpinBox
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from ..data import InputError
+from ..modelfile import TrainedModel, load_model
+from ..prediction import Cancelled, iter_predict, volume_geometry
+from ._common import (
+    WorkerGuard,
+    keep_pickers_in_sync,
+    layer_array,
+    layer_picker,
+    model_store,
+    notify,
+    report_error,
+    run_reporting_failures,
+)
+from .train_widget import DEVICES
+
+OUTPUTS = [
+    ("Labels (classes)", "labels"),
+    ("Instances (one id per object)", "instances"),
+    ("Probability map", "probability"),
+]
+
+
+def predict_volume(model: TrainedModel, image, output: str, stop, **options):
+    """Worker body: yield (slices done, total) and return the assembled result."""
+    geometry = volume_geometry(image.shape, model.config.in_channels)
+    result = None
+    for part in iter_predict(model, image, output, stop=stop, **options):
+        if not geometry.is_stack:
+            result = part.data
+        else:
+            if result is None:
+                result = np.empty((geometry.n_slices, *part.data.shape), part.data.dtype)
+            result[part.index] = part.data
+        yield part.done, part.total
+    return result
+
+
+class PredictWidget(QWidget):
+    """Predict labels, instances or probabilities for an Image layer with a trained model."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = viewer
+        self._guard = WorkerGuard(self)
+        self._job = None
+
+        self.image_picker = layer_picker(viewer, Image, "Image")
+        self.model_choice = ComboBox(label="Model", choices=lambda _w=None: model_store.names(), nullable=False)
+        self.output_choice = ComboBox(label="Output", choices=OUTPUTS, value="labels")
+        self.controls = Container(widgets=[self.image_picker, self.model_choice, self.output_choice])
+        self.tile_size = SpinBox(label="Tile size (0 = automatic)", value=0, min=0, max=8192, step=16)
+        self.overlap = SpinBox(label="Tile overlap (-1 = automatic)", value=-1, min=-1, max=4096, step=8)
+        self.batch_size = SpinBox(label="Tiles per batch", value=4, min=1, max=256)
+        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
+        self.advanced_controls = Container(widgets=[self.tile_size, self.overlap, self.batch_size, self.device])
+
+        self.load_button = QPushButton("Load model…")
+        self.run_button = QPushButton("Predict")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m slices")
+        self.status = QLabel(self._idle_text())
+        self.status.setWordWrap(True)
+
+        advanced = QCollapsible("Advanced settings")
+        advanced.addWidget(self.advanced_controls.native)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.controls.native)
+        layout.addWidget(self.load_button)
+        layout.addWidget(advanced)
+        row = QHBoxLayout()
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch()
+
+        self.load_button.clicked.connect(self.load)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        keep_pickers_in_sync(viewer, self.reset_choices)
+        # The store outlives this widget: disconnect when Qt deletes it.
+        model_store.changed.connect(self._models_changed)
+        callback = self._models_changed
+        self.destroyed.connect(lambda *_: model_store.changed.disconnect(callback, missing_ok=True))
+
+    def reset_choices(self, event=None) -> None:
+        self.controls.reset_choices()
+
+    @property
+    def running(self) -> bool:
+        return self._guard.running
+
+    def _idle_text(self) -> str:
+        if model_store.names():
+            return "Choose an image and a model, then press Predict."
+        return "No model yet: train one in the Train widget, or load a model file."
+
+    def _models_changed(self) -> None:
+        names = model_store.names()
+        self.reset_choices()
+        if names:
+            self.model_choice.value = names[-1]  # the newest model is the likely choice
+        if not self.running:
+            self.status.setText(self._idle_text())
+
+    def load(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-pix2pix model (*.pt);;All files (*)")
+        if not path:
+            return
+        try:
+            model = load_model(path)
+        except InputError as error:
+            report_error(error, "Loading the model")
+            return
+        model_store.add(Path(path).stem, model)
+        self.status.setText(f"Loaded {model.describe()}.")
+
+    def run(self) -> None:
+        """Predict in a worker; the result layer is added when it finishes (nothing if cancelled)."""
+        if self.running:
+            return
+        layer = self.image_picker.value
+        if layer is None:
+            notify("Predict: choose an Image layer to predict on.", warning=True)
+            return
+        if not self.model_choice.value:
+            notify("Predict: there is no model yet. Train one in the Train widget, or load a model file.",
+                   warning=True)
+            return
+        model = model_store.get(self.model_choice.value)
+        if layer.rgb and model.config.in_channels == 1:
+            notify(f"Predict: '{layer.name}' is an RGB image, but the model was trained on single-channel "
+                   "images. Convert the image to greyscale first, or train a model on RGB images.", warning=True)
+            return
+        output = self.output_choice.value
+        options = dict(
+            tile_size=self.tile_size.value or None,
+            overlap=None if self.overlap.value < 0 else self.overlap.value,
+            batch_size=self.batch_size.value,
+            device=self.device.value,
+        )
+        self._job = (layer, output, self.model_choice.value)
+        stop = self._guard.new_stop_event()
+        worker = create_worker(run_reporting_failures, predict_volume, model, layer_array(layer), output, stop,
+                               _start_thread=False, _ignore_errors=True, **options)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._guard.start(worker)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"Predicting {output} for '{layer.name}'…")
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        worker.start()
+
+    def cancel(self) -> None:
+        if self.running:
+            self._guard.stop_event.set()
+            self.status.setText("Cancelling…")
+
+    def _on_progress(self, progress) -> None:
+        done, total = progress
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def _on_result(self, result: np.ndarray) -> None:
+        layer, output, model_name = self._job
+        name = f"{layer.name} predicted {output}"
+        placement = dict(name=name, scale=layer.scale[: layer.ndim], translate=layer.translate[: layer.ndim],
+                         metadata={"napari-pix2pix model": model_name})
+        if output == "probability":
+            self.viewer.add_image(result, colormap="magma", contrast_limits=(0, 1), blending="additive", **placement)
+        else:
+            self.viewer.add_labels(result, **placement)
+        self.status.setText(f"Added '{name}' ({' × '.join(map(str, result.shape))}).")
+
+    def _on_error(self, error: Exception) -> None:
+        if isinstance(error, Cancelled):
+            self.status.setText("Prediction cancelled; no layer was added.")
+        else:
+            report_error(error, "Prediction")
+            self.status.setText("Prediction failed; see the notification.")
+
+    def _on_finished(self) -> None:
+        self._guard.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)

@@ -1,0 +1,314 @@
+"""The Train dock widget: pick an image and its labels, start training in a worker, watch it learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ..data import InputError
+from ..modelfile import load_model, save_model
+from ..training import TrainingConfig, TrainingEvent, train
+from ._common import (
+    WorkerGuard,
+    keep_pickers_in_sync,
+    layer_array,
+    layer_picker,
+    model_store,
+    notify,
+    report_error,
+    run_reporting_failures,
+)
+from .loss_plot import LossPlot
+
+MODELS = [
+    ("U-Net (recommended)", "unet"),
+    ("Seed U-Net (original, valid convolutions)", "seed-unet"),
+    ("pix2pix (U-Net + PatchGAN)", "pix2pix"),
+]
+ANNOTATIONS = [
+    ("Automatic", "auto"),
+    ("Dense: labelled slices fully painted", "dense"),
+    ("Sparse scribbles: 0 = not annotated", "sparse"),
+    ("Instances: one id per object", "instances"),
+]
+DEVICES = [("Automatic (GPU if present)", "auto"), ("CPU", "cpu"), ("CUDA GPU", "cuda"), ("Apple MPS", "mps")]
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class TrainWidget(QWidget):
+    """Train a U-Net, the seed U-Net or pix2pix on an Image layer annotated by a Labels layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = viewer
+        self.model = None
+        self._preview_layer = None
+        self._preview_image = None
+        self._training_layer = None
+        self._guard = WorkerGuard(self)
+
+        defaults = TrainingConfig()
+        self.image_picker = layer_picker(viewer, Image, "Image")
+        self.labels_picker = layer_picker(viewer, Labels, "Labels")
+        self.model_choice = ComboBox(label="Model", choices=MODELS, value="unet")
+        self.annotation_choice = ComboBox(label="Annotation", choices=ANNOTATIONS, value="auto")
+        self.epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
+        self.max_minutes = FloatSpinBox(label="Time budget (min)", value=defaults.max_minutes, min=0.1, max=10_000, step=1)
+        self.live_preview = CheckBox(text="Live preview on the current slice", value=True)
+        self.controls = Container(widgets=[
+            self.image_picker, self.labels_picker, self.model_choice, self.annotation_choice,
+            self.epochs, self.max_minutes, self.live_preview,
+        ])
+        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=256)
+        self.patch_size = SpinBox(label="Patch size", value=128, min=16, max=2048, step=16)
+        self.learning_rate = FloatSpinBox(label="Learning rate", value=1e-3, min=1e-6, max=0.5, step=1e-4)
+        self.learning_rate.native.setDecimals(6)
+        self.val_fraction = FloatSpinBox(label="Validation fraction", value=defaults.val_fraction, min=0, max=0.9, step=0.05)
+        self.augment = CheckBox(text="Augmentation (flips, rotations, elastic, intensity)", value=True)
+        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
+        self.seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
+        self.width = SpinBox(label="Width (first-layer channels)", value=defaults.width, min=1, max=256)
+        self.depth = SpinBox(label="Depth (pooling levels)", value=defaults.depth, min=1, max=6)
+        self.advanced_controls = Container(widgets=[
+            self.batch_size, self.patch_size, self.learning_rate, self.val_fraction, self.augment,
+            self.device, self.seed, self.width, self.depth,
+        ])
+        self.model_choice.changed.connect(self._model_defaults)
+
+        self.start_button = QPushButton("Start training")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.setToolTip("Stop after the current step and keep the model trained so far")
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m steps")
+        self.status = QLabel("Choose an image and its labels, then start training.")
+        self.status.setWordWrap(True)
+        self.plot = LossPlot()
+        self.save_button = QPushButton("Save model…")
+        self.save_button.setEnabled(False)
+        self.load_button = QPushButton("Load model…")
+
+        advanced = QCollapsible("Advanced settings")
+        advanced.addWidget(self.advanced_controls.native)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.controls.native)
+        layout.addWidget(advanced)
+        layout.addLayout(_row(self.start_button, self.stop_button))
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot)
+        layout.addLayout(_row(self.save_button, self.load_button))
+        layout.addStretch()
+
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.save_button.clicked.connect(self.save)
+        self.load_button.clicked.connect(self.load)
+        keep_pickers_in_sync(viewer, self.reset_choices)
+        viewer.dims.events.current_step.connect(self._update_preview_image)
+
+    # ------------------------------------------------------------------ napari hooks
+
+    def reset_choices(self, event=None) -> None:
+        self.controls.reset_choices()
+
+    @property
+    def running(self) -> bool:
+        return self._guard.running
+
+    # ------------------------------------------------------------------ actions
+
+    def config(self) -> TrainingConfig:
+        """The settings shown in the widget."""
+        return TrainingConfig(
+            model=self.model_choice.value,
+            annotation=self.annotation_choice.value,
+            epochs=self.epochs.value,
+            max_minutes=self.max_minutes.value,
+            batch_size=self.batch_size.value,
+            patch_size=self.patch_size.value,
+            learning_rate=self.learning_rate.value,
+            val_fraction=self.val_fraction.value,
+            augment=self.augment.value,
+            device=self.device.value,
+            seed=self.seed.value,
+            width=self.width.value,
+            depth=self.depth.value,
+        )
+
+    def start(self) -> None:
+        """Start training in a worker thread; problems are reported as notifications."""
+        if self.running:
+            return
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
+        if image_layer is None:
+            notify("Train: choose an Image layer to train on (File > Open, or File > Open Sample).", warning=True)
+            return
+        if labels_layer is None:
+            notify("Train: add a Labels layer and paint some annotations (Layers > New Labels Layer).", warning=True)
+            return
+        try:
+            config = self.config()
+            config.check()
+        except InputError as error:
+            report_error(error, "Train")
+            return
+        # Copies: the user may keep painting while the worker reads the annotations.
+        labels = np.array(layer_array(labels_layer), copy=True)
+        image = np.asarray(layer_array(image_layer))
+        self._training_layer = image_layer
+        self._update_preview_image()
+        stop = self._guard.new_stop_event()
+        worker = create_worker(
+            run_reporting_failures, train, image, labels, config, stop=stop,
+            preview_source=self._current_preview_image if self.live_preview.value else None,
+            _start_thread=False, _ignore_errors=True,
+        )
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(self._on_trained)
+        worker.errored.connect(lambda error: report_error(error, "Training"))
+        worker.finished.connect(self._on_finished)
+        self._guard.start(worker)
+        self.plot.clear()
+        self.progress.setRange(0, config.epochs * config.steps_per_epoch)
+        self.progress.setValue(0)
+        self.status.setText("Preparing the data…")
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        worker.start()
+
+    def stop(self) -> None:
+        """Ask training to stop after the current step; the model trained so far is kept."""
+        if self.running:
+            self._guard.stop_event.set()
+            self.status.setText("Stopping after the current step…")
+
+    def save(self) -> None:
+        if self.model is None:
+            notify("Train: there is no model to save yet; train or load one first.", warning=True)
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.pt", "napari-pix2pix model (*.pt)")
+        if not path:
+            return
+        try:
+            save_model(self.model, path)
+        except (InputError, OSError) as error:
+            report_error(error, "Saving the model")
+            return
+        notify(f"Model saved to {path}")
+
+    def load(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-pix2pix model (*.pt);;All files (*)")
+        if not path:
+            return
+        try:
+            model = load_model(path)
+        except InputError as error:
+            report_error(error, "Loading the model")
+            return
+        self.model = model
+        name = model_store.add(Path(path).stem, model)
+        self.save_button.setEnabled(True)
+        self.status.setText(f"Loaded '{name}': {model.describe()}. It is available in Predict.")
+
+    # ------------------------------------------------------------------ worker events
+
+    def _on_event(self, event: TrainingEvent) -> None:
+        if event.kind == "start":
+            self.progress.setRange(0, event.total_steps)
+            self.status.setText(f"Device: {event.device}. {event.message[0].upper()}{event.message[1:]}.")
+        elif event.kind == "step":
+            self.progress.setValue(event.step)
+            self.status.setText(
+                f"Epoch {event.epoch}/{event.epochs} · step {event.step}/{event.total_steps} · "
+                f"{_minutes(event.remaining)} left · device: {event.device}"
+            )
+            self.plot.add_point("training loss", event.step, event.loss if event.generator_loss is None else None)
+            self.plot.add_point("generator loss", event.step, event.generator_loss)
+            self.plot.add_point("discriminator loss", event.step, event.discriminator_loss)
+        elif event.kind == "epoch":
+            self.plot.add_point("validation loss", event.step, event.val_loss)
+            self.plot.add_point("validation Dice", event.step, event.val_dice)
+        elif event.kind == "preview":
+            self._show_preview(event.preview)
+        elif event.kind == "finished":
+            self.progress.setValue(event.step)
+            self.status.setText(f"{event.message[0].upper()}{event.message[1:]} (device: {event.device}).")
+
+    def _on_trained(self, model) -> None:
+        self.model = model
+        layer = self._training_layer
+        name = model_store.add(f"{layer.name if layer is not None else 'model'} {model.architecture}", model)
+        self.save_button.setEnabled(True)
+        notify(f"Model '{name}' is trained ({model.describe()}); apply it with Predict, or save it.")
+
+    def _on_finished(self) -> None:
+        self._guard.worker = None
+        self.start_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+
+    # ------------------------------------------------------------------ live preview
+
+    def _update_preview_image(self, event=None) -> None:
+        """Remember the 2D slice of the training image that the viewer shows (GUI thread only)."""
+        layer = self._training_layer
+        if layer is None or layer not in self.viewer.layers:
+            self._preview_image = None
+            return
+        data = layer_array(layer)
+        spatial = data.ndim - (1 if layer.rgb else 0)
+        if spatial == 2:
+            self._preview_image = data
+        elif spatial == 3:
+            z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
+            self._preview_image = np.asarray(data[min(max(z, 0), data.shape[0] - 1)])
+        else:
+            self._preview_image = None
+
+    def _current_preview_image(self):
+        return self._preview_image  # read by the worker thread: a plain attribute read
+
+    def _show_preview(self, preview: np.ndarray) -> None:
+        layer = self._training_layer
+        if layer is None:
+            return
+        if self._preview_layer is not None and self._preview_layer in self.viewer.layers:
+            self._preview_layer.data = preview
+        else:
+            self._preview_layer = self.viewer.add_labels(
+                preview, name=f"{layer.name} preview", opacity=0.5,
+                scale=layer.scale[-2:], translate=layer.translate[-2:],
+            )
+
+    def _model_defaults(self, value: str) -> None:
+        """Patch size and learning rate that suit the chosen model."""
+        self.patch_size.value = 256 if value == "seed-unet" else 128
+        self.learning_rate.value = 2e-4 if value == "pix2pix" else 1e-3
+
+
+def _row(*widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for widget in widgets:
+        row.addWidget(widget)
+    return row

@@ -1,0 +1,302 @@
+"""The napari face: widgets load through the plugin manifest, train in a worker, predict layers,
+and turn every bad input into a notification. Runs under Xvfb (pytest-xvfb)."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QTimer
+from qtpy.QtTest import QTest
+from qtpy.QtWidgets import QFileDialog
+
+from napari_pix2pix._widgets._common import model_store
+from napari_pix2pix.modelfile import save_model
+from napari_pix2pix.synthetic import membrane_volume
+
+PLUGIN = "napari-pix2pix"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    notification_manager.records.clear()
+    return make_napari_viewer(show=True)
+
+
+@pytest.fixture
+def stack(viewer):
+    image, membranes, _ = membrane_volume((3, 64, 64), cell_size=20, seed=4)
+    image_layer = viewer.add_image(image, name="em", scale=(2.0, 0.5, 0.5), translate=(0, 10, 20))
+    labels_layer = viewer.add_labels(membranes, name="em labels", scale=(2.0, 0.5, 0.5), translate=(0, 10, 20))
+    return image_layer, labels_layer
+
+
+def dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    # Let the canvas draw once at its new size: changing layers before the first paint can crash
+    # Mesa's software OpenGL under Xvfb (inside vispy, not in the plugin).
+    QTest.qWait(100)
+    return widget
+
+
+def small_settings(widget, epochs=2):
+    widget.epochs.value = epochs
+    widget.patch_size.value = 64
+    widget.batch_size.value = 2
+    widget.device.value = "cpu"
+    widget.width.value = 4
+    widget.depth.value = 2
+
+
+def messages():
+    return [str(n.message) for n in notification_manager.records]
+
+
+def wait_idle(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+
+
+def test_widgets_and_samples_load_through_the_manifest(viewer):
+    train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
+    viewer.open_sample(PLUGIN, "nuclei")
+    assert [type(layer).__name__ for layer in viewer.layers] == ["Image", "Labels"]
+    assert viewer.layers["nuclei"].data.shape == (4, 256, 256)
+    assert train.image_picker.value is viewer.layers["nuclei"]
+    assert train.labels_picker.value is viewer.layers["nuclei labels"]
+    viewer.open_sample(PLUGIN, "membranes")
+    assert viewer.layers["membranes EM"].data.shape == viewer.layers["membranes EM labels"].data.shape
+    assert predict.image_picker.choices[-1] is viewer.layers["membranes EM"]
+
+
+def test_pickers_follow_renames_and_removals(viewer, stack):
+    train = dock(viewer, "Train")
+    image_layer, _ = stack
+    image_layer.name = "renamed"
+    assert "renamed" in [train.image_picker.native.itemText(i) for i in range(train.image_picker.native.count())]
+    viewer.layers.remove(image_layer)
+    assert train.image_picker.value is None
+
+
+def test_training_runs_to_the_end_with_plot_preview_and_model(viewer, stack, qtbot):
+    train = dock(viewer, "Train")
+    small_settings(train)
+    labels_before = stack[1].data.copy()
+    train.start()
+    assert not train.start_button.isEnabled() and train.stop_button.isEnabled()
+    wait_idle(qtbot, train)
+    assert train.start_button.isEnabled()
+    steps = train.progress.maximum()
+    assert train.progress.value() == steps
+    assert len(train.plot.series["training loss"]) == steps
+    assert len(train.plot.series["validation Dice"]) == 2
+    assert train.model is not None and model_store.get(model_store.names()[-1]) is train.model
+    assert "device: cpu" in train.status.text().lower()
+    preview = viewer.layers["em preview"]
+    assert preview.data.shape == (64, 64) and set(np.unique(preview.data)) <= {0, 1}
+    np.testing.assert_array_equal(stack[1].data, labels_before)  # the user's labels are untouched
+
+
+def test_pix2pix_plots_generator_and_discriminator(viewer, stack, qtbot):
+    train = dock(viewer, "Train")
+    small_settings(train, epochs=1)
+    train.model_choice.value = "pix2pix"
+    assert train.learning_rate.value == pytest.approx(2e-4)
+    train.patch_size.value = 64
+    train.start()
+    wait_idle(qtbot, train)
+    assert len(train.plot.series["generator loss"]) == len(train.plot.series["discriminator loss"]) > 0
+    assert train.model.architecture == "pix2pix"
+
+
+def test_stop_keeps_a_usable_model_and_predict_adds_a_matching_layer(viewer, stack, qtbot):
+    train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
+    small_settings(train, epochs=1000)
+    train.live_preview.value = False
+    train.start()
+    qtbot.waitUntil(lambda: train.progress.value() >= 2, timeout=60_000)
+    train.stop()
+    wait_idle(qtbot, train, timeout=30_000)
+    assert train.progress.value() < train.progress.maximum()
+    assert train.model is not None
+    assert predict.model_choice.value == model_store.names()[-1]
+
+    predict.image_picker.value = stack[0]
+    predict.run()
+    wait_idle(qtbot, predict)
+    result = viewer.layers[-1]
+    assert result.name == "em predicted labels" and type(result).__name__ == "Labels"
+    assert result.data.shape == (3, 64, 64) and result.data.dtype == np.uint8
+    assert set(np.unique(result.data)) <= {0, 1}
+    np.testing.assert_array_equal(result.scale, stack[0].scale)
+    np.testing.assert_array_equal(result.translate, stack[0].translate)
+
+
+def test_predict_outputs_and_cancel(viewer, stack, qtbot, tiny_model):
+    predict = dock(viewer, "Predict")
+    model_store.add("tiny", tiny_model)
+    predict.model_choice.value = "tiny"
+    predict.image_picker.value = stack[0]
+    for output, kind in [("instances", "Labels"), ("probability", "Image")]:
+        predict.output_choice.value = output
+        predict.run()
+        wait_idle(qtbot, predict)
+        assert viewer.layers[-1].name == f"em predicted {output}" and type(viewer.layers[-1]).__name__ == kind
+        assert viewer.layers[-1].data.shape == (3, 64, 64)
+    count = len(viewer.layers)
+    predict.batch_size.value = 1
+    predict.run()
+    predict.cancel()
+    wait_idle(qtbot, predict)
+    assert len(viewer.layers) == count
+    assert "cancelled" in predict.status.text()
+
+
+def test_dask_layer_is_predicted(viewer, qtbot, tiny_model):
+    import dask.array as da
+
+    image, _, _ = membrane_volume((4, 64, 64), cell_size=20, seed=5)
+    layer = viewer.add_image(da.from_array(image, chunks=(1, 64, 64)), name="lazy")
+    predict = dock(viewer, "Predict")
+    model_store.add("tiny", tiny_model)
+    predict.model_choice.value = "tiny"
+    predict.image_picker.value = layer
+    predict.run()
+    wait_idle(qtbot, predict)
+    assert viewer.layers[-1].data.shape == (4, 64, 64)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_missing_layers_are_explained(viewer):
+    train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
+    train.start()
+    predict.run()
+    assert any("choose an Image layer" in m for m in messages())
+    assert not train.running and not predict.running
+
+
+def test_missing_labels_layer_is_explained(viewer):
+    viewer.add_image(np.zeros((32, 32)))
+    dock(viewer, "Train").start()
+    assert any("add a Labels layer" in m for m in messages())
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (np.ones((3, 64, 48), np.uint8), "does not match"),
+        (np.zeros((3, 64, 64), np.uint8), "all zero"),
+    ],
+)
+def test_bad_annotations_are_notified(viewer, qtbot, labels, expected):
+    image, _, _ = membrane_volume((3, 64, 64), cell_size=20, seed=4)
+    viewer.add_image(image, name="em")
+    layer = viewer.add_labels(labels, name="bad")
+    train = dock(viewer, "Train")
+    small_settings(train)
+    train.start()
+    wait_idle(qtbot, train)
+    assert any(expected in m for m in messages())
+    assert train.model is None and train.start_button.isEnabled()
+    assert (layer.data == labels).all()  # the user's layer is untouched
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_gpu_is_notified(viewer, stack, qtbot):
+    train = dock(viewer, "Train")
+    small_settings(train)
+    train.device.value = "cuda"
+    train.start()
+    wait_idle(qtbot, train)
+    assert any("CUDA was chosen" in m for m in messages())
+
+
+def test_out_of_memory_is_notified(viewer, stack, qtbot, monkeypatch):
+    from napari_pix2pix import training
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(training, "_segmentation_step", out_of_memory)
+    train = dock(viewer, "Train")
+    small_settings(train)
+    train.start()
+    wait_idle(qtbot, train)
+    assert any("out of memory" in m and "smaller batch size" in m for m in messages())
+
+
+def test_rgb_image_for_a_grey_model_is_explained(viewer, tiny_model):
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), rgb=True, name="photo")
+    predict = dock(viewer, "Predict")
+    model_store.add("tiny", tiny_model)
+    predict.model_choice.value = "tiny"
+    predict.run()
+    assert any("RGB" in m for m in messages())
+    assert len(viewer.layers) == 1
+
+
+def test_corrupt_model_file_is_notified_and_a_good_one_loads(viewer, tmp_path, monkeypatch, tiny_model):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00" * 100)
+    good = save_model(tiny_model, tmp_path / "good.pt")
+    predict, train = dock(viewer, "Predict"), dock(viewer, "Train")
+    for path in (corrupt, good):
+        monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, p=path, **k: (str(p), ""))
+        predict.load()
+    assert any("corrupt.pt" in m and "not a readable" in m for m in messages())
+    assert predict.model_choice.value == "good"
+    train.load()
+    assert train.model is not None and train.save_button.isEnabled()
+    target = tmp_path / "saved.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    train.save()
+    assert target.exists()
+
+
+# ---------------------------------------------------------------------------- threads and teardown
+
+
+def test_gui_stays_responsive_while_training(viewer, stack, qtbot):
+    train = dock(viewer, "Train")
+    small_settings(train, epochs=1000)
+    stamps = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    timer.start(20)
+    train.start()
+    # Measure once the preview layer exists (adding a layer is napari's one-off cost, not training's).
+    qtbot.waitUntil(lambda: "em preview" in viewer.layers, timeout=60_000)
+    stamps.clear()
+    qtbot.wait(3000)
+    timer.stop()
+    train.stop()
+    wait_idle(qtbot, train, timeout=30_000)
+    gaps = np.diff(stamps)
+    assert len(stamps) > 50 and gaps.max() < 0.25, f"longest event-loop gap {gaps.max():.3f} s"
+
+
+def test_closing_the_widget_stops_training(viewer, stack, qtbot):
+    dock_widget, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    small_settings(train, epochs=1000)
+    train.start()
+    qtbot.waitUntil(lambda: train.progress.value() >= 1, timeout=60_000)
+    worker = train._guard.worker
+    viewer.window.remove_dock_widget(dock_widget)
+    assert train._guard.stop_event.is_set()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
+
+
+def test_closing_the_viewer_mid_training_is_clean(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    image, membranes, _ = membrane_volume((2, 64, 64), cell_size=20, seed=4)
+    viewer.add_image(image)
+    viewer.add_labels(membranes)
+    train = dock(viewer, "Train")
+    small_settings(train, epochs=1000)
+    train.start()
+    qtbot.waitUntil(lambda: train.progress.value() >= 1, timeout=60_000)
+    worker = train._guard.worker
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
