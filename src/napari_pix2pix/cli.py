@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", choices=DEVICES, default="auto")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    gui = commands.add_parser("gui", help="open napari with the Train and Predict widgets and a sample")
+    gui.add_argument("--sample", choices=["nuclei", "membranes", "none"], default="nuclei",
+                     help="sample data to open (default: nuclei)")
+
     demo = commands.add_parser("demo", help="train on the bundled nuclei sample and predict, headless")
     demo.add_argument("--out", default="demo-output", help="folder for the model and labels (default: demo-output)")
     demo.add_argument("--max-minutes", type=float, default=3.0)
@@ -151,6 +155,14 @@ def run_predict(args) -> None:
         else:
             write_tiff_atomically(args.out, data=next(slices))
     print(f"wrote {args.output} {geometry.spatial_shape} to {args.out}")
+
+
+def run_gui(args) -> None:
+    from ._launch import main as launch
+
+    status = launch(None if args.sample == "none" else args.sample)
+    if status:
+        raise SystemExit(status)
 
 
 def run_demo(args) -> None:
@@ -210,7 +222,7 @@ class _progress:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": run_train, "predict": run_predict, "demo": run_demo}[args.command]
+    command = {"train": run_train, "predict": run_predict, "demo": run_demo, "gui": run_gui}[args.command]
     try:
         command(args)
     except (InputError, CommandError) as error:

@@ -413,7 +413,8 @@ def evaluate(model: TrainedModel, validation: SliceSet, device) -> tuple[float, 
 
 
 def _preview(model: TrainedModel, source, device) -> np.ndarray | None:
-    """Labels predicted by the current network for the 2D image ``source()`` returns (None to skip)."""
+    """The current network's prediction for the 2D image ``source()`` returns (None to skip):
+    instance labels for an instance model, class labels otherwise."""
     image = source()
     if image is None:
         return None
@@ -421,7 +422,7 @@ def _preview(model: TrainedModel, source, device) -> np.ndarray | None:
         (_, probabilities), = iter_probabilities(model, np.asarray(image), device=str(device))
     except InputError:
         return None  # a slice the model cannot take (e.g. wrong channels): no preview, training goes on
-    return output_converter(model, "labels")(probabilities)
+    return output_converter(model, "instances" if model.encoding.kind == "instances" else "labels")(probabilities)
 
 
 def _snapshot(network, discriminator) -> dict:

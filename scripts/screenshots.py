@@ -1,0 +1,58 @@
+"""Make the README's screenshots: napari with the plugin, mid-training and after prediction.
+
+Run on a (virtual) display from the repository root:  xvfb-run -a .venv/bin/python scripts/screenshots.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from qtpy.QtTest import QTest
+
+from napari_pix2pix._launch import open_viewer
+
+
+def wait(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        QTest.qWait(100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="docs", help="folder for the PNG files")
+    parser.add_argument("--train-seconds", type=float, default=90, help="training time before the first shot")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+
+    viewer, train, predict = open_viewer("nuclei")
+    viewer.window.resize(1500, 950)
+    viewer.dims.set_current_step(0, 1)
+    QTest.qWait(500)
+    viewer.screenshot(str(out / "screenshot-start.png"), canvas_only=False)
+
+    train.epochs.value = 200
+    train.start()
+    wait(lambda: not train.running, args.train_seconds)
+    viewer.screenshot(str(out / "screenshot-training.png"), canvas_only=False)
+    train.stop()
+    wait(lambda: not train.running, 60)
+
+    viewer.layers["nuclei preview"].visible = False
+    viewer.layers["nuclei labels"].visible = False
+    predict.image_picker.value = viewer.layers["nuclei"]
+    predict.output_choice.value = "instances"
+    predict.run()
+    wait(lambda: not predict.running, 120)
+    QTest.qWait(300)
+    viewer.screenshot(str(out / "screenshot-prediction.png"), canvas_only=False)
+    print(train.status.text())
+    print(predict.status.text())
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
