@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -436,12 +436,3 @@ def _restore(network, discriminator, state: dict) -> None:
     network.load_state_dict(state["network"])
     if discriminator is not None and "discriminator" in state:
         discriminator.load_state_dict(state["discriminator"])
-
-
-def config_from_dict(values: dict) -> TrainingConfig:
-    """A ``TrainingConfig`` from a dict, refusing unknown keys."""
-    known = set(asdict(TrainingConfig()))
-    unknown = set(values) - known
-    if unknown:
-        raise InputError(f"unknown training settings: {sorted(unknown)}")
-    return TrainingConfig(**values)

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 import traceback
+from pathlib import Path
 
 import napari
 import numpy as np
@@ -14,9 +15,10 @@ from magicgui.widgets import ComboBox
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QFileDialog
 
 from ..data import InputError
-from ..modelfile import TrainedModel
+from ..modelfile import TrainedModel, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,19 @@ class ModelStore:
 
 
 model_store = ModelStore()
+
+
+def load_model_dialog(parent) -> tuple[str, TrainedModel] | None:
+    """Ask for a model file, load it safely and add it to the store; None if cancelled or refused."""
+    path, _ = QFileDialog.getOpenFileName(parent, "Load model", "", "napari-pix2pix model (*.pt);;All files (*)")
+    if not path:
+        return None
+    try:
+        model = load_model(path)
+    except InputError as error:
+        report_error(error, "Loading the model")
+        return None
+    return model_store.add(Path(path).stem, model), model
 
 
 def layer_picker(viewer: napari.Viewer, layer_type: type, label: str) -> ComboBox:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..data import InputError
-from ..modelfile import TrainedModel, load_model
+from ..modelfile import TrainedModel
 from ..prediction import Cancelled, iter_predict, volume_geometry
 from ._common import (
     WorkerGuard,
     keep_pickers_in_sync,
     layer_array,
     layer_picker,
+    load_model_dialog,
     model_store,
     notify,
     report_error,
@@ -121,16 +120,9 @@ class PredictWidget(QWidget):
             self.status.setText(self._idle_text())
 
     def load(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-pix2pix model (*.pt);;All files (*)")
-        if not path:
-            return
-        try:
-            model = load_model(path)
-        except InputError as error:
-            report_error(error, "Loading the model")
-            return
-        model_store.add(Path(path).stem, model)
-        self.status.setText(f"Loaded {model.describe()}.")
+        loaded = load_model_dialog(self)
+        if loaded is not None:
+            self.status.setText(f"Loaded '{loaded[0]}': {loaded[1].describe()}.")
 
     def run(self) -> None:
         """Predict in a worker; the result layer is added when it finishes (nothing if cancelled)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import napari
 import numpy as np
@@ -21,13 +20,14 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ..data import InputError
-from ..modelfile import load_model, save_model
+from ..modelfile import save_model
 from ..training import TrainingConfig, TrainingEvent, train
 from ._common import (
     WorkerGuard,
     keep_pickers_in_sync,
     layer_array,
     layer_picker,
+    load_model_dialog,
     model_store,
     notify,
     report_error,
@@ -219,18 +219,11 @@ class TrainWidget(QWidget):
         notify(f"Model saved to {path}")
 
     def load(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-pix2pix model (*.pt);;All files (*)")
-        if not path:
-            return
-        try:
-            model = load_model(path)
-        except InputError as error:
-            report_error(error, "Loading the model")
-            return
-        self.model = model
-        name = model_store.add(Path(path).stem, model)
-        self.save_button.setEnabled(True)
-        self.status.setText(f"Loaded '{name}': {model.describe()}. It is available in Predict.")
+        loaded = load_model_dialog(self)
+        if loaded is not None:
+            name, self.model = loaded
+            self.save_button.setEnabled(True)
+            self.status.setText(f"Loaded '{name}': {self.model.describe()}. It is available in Predict.")
 
     # ------------------------------------------------------------------ worker events
 
