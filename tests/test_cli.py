@@ -29,6 +29,11 @@ def test_train_then_predict(files, capsys):
         result = tifffile.imread(out)
         assert result.shape == (3, 48, 48) and result.dtype == dtype
     assert set(np.unique(tifffile.imread(files / "labels.tif"))) <= {0, 1}
+    separate = files / "separate.tif"
+    assert main(["predict", str(files / "m.pt"), str(files / "image.tif"), "--out", str(separate),
+                 "--output", "instances", "--no-link-slices", "--quiet"]) == 0
+    slices = tifffile.imread(separate)
+    assert not set(np.unique(slices[0])[1:]) & set(np.unique(slices[1])[1:])
 
 
 def test_resume_and_seed_unet(files):

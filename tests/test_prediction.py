@@ -72,7 +72,7 @@ def test_outputs():
     image = np.random.default_rng(2).random((2, 32, 32), dtype=np.float32)
     probability = predict(model, image, "probability", device="cpu")
     assert probability.dtype == np.float32 and 0 <= probability.min() and probability.max() <= 1
-    instances = predict(model, image, "instances", device="cpu")
+    instances = predict(model, image, "instances", device="cpu", link_slices=False)
     assert instances.dtype == np.uint32
     first, second = set(np.unique(instances[0])) - {0}, set(np.unique(instances[1])) - {0}
     assert not first & second  # ids are unique across slices
@@ -107,3 +107,21 @@ def test_wrong_channels_and_shapes_are_explained():
         predict(model, np.full((32, 32), np.nan, np.float32), device="cpu")
     with pytest.raises(InputError, match="output must be"):
         predict(model, np.zeros((32, 32)), "outline", device="cpu")
+
+
+def test_instances_continue_across_slices_of_a_stack():
+    from napari_pix2pix.prediction import renumber_instances
+
+    first = np.zeros((20, 20), np.uint32)
+    first[2:8, 2:8] = 1
+    first[12:18, 12:18] = 2
+    second = np.zeros_like(first)
+    second[3:9, 2:8] = 5  # the same object, shifted by a row
+    second[12:18, 1:6] = 7  # a new object
+    linked_first, next_id = renumber_instances(first, None, 1)
+    linked_second, next_id = renumber_instances(second, linked_first, next_id)
+    assert linked_second[5, 5] == linked_first[5, 5]
+    assert linked_second[15, 3] not in (0, *np.unique(linked_first))
+    assert next_id == 4
+    separate, _ = renumber_instances(second, None, next_id)
+    assert not set(np.unique(separate)[1:]) & set(np.unique(linked_first)[1:])

@@ -139,6 +139,7 @@ def test_predict_outputs_and_cancel(viewer, stack, qtbot, tiny_model):
     predict.image_picker.value = stack[0]
     for output, kind in [("instances", "Labels"), ("probability", "Image")]:
         predict.output_choice.value = output
+        assert predict.link_slices.visible == (output == "instances")
         predict.run()
         wait_idle(qtbot, predict)
         assert viewer.layers[-1].name == f"em predicted {output}" and type(viewer.layers[-1]).__name__ == kind

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="TIFF file to write")
     predict.add_argument("--output", choices=OUTPUTS, default="labels",
                          help="class labels, instance labels, or foreground probability (default: labels)")
+    predict.add_argument("--no-link-slices", action="store_true",
+                         help="instances: number each slice's objects separately instead of following "
+                              "objects from slice to slice (for time series rather than z-stacks)")
     predict.add_argument("--tile-size", type=int, default=None)
     predict.add_argument("--overlap", type=int, default=None)
     predict.add_argument("--batch-size", type=int, default=4)
@@ -146,7 +149,8 @@ def run_predict(args) -> None:
     model = load_model(args.model)
     image = read_tiff(args.image, lazy=True)
     geometry = volume_geometry(image.shape, model.config.in_channels)
-    results = iter_predict(model, image, args.output, args.tile_size, args.overlap, args.batch_size, args.device)
+    results = iter_predict(model, image, args.output, args.tile_size, args.overlap, args.batch_size, args.device,
+                           link_slices=not args.no_link_slices)
     with _progress(args.quiet, "predicting", total=geometry.n_slices, unit="slice") as bar:
         slices = (bar.advance(r).data for r in results)
         if geometry.is_stack:

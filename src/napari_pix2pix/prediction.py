@@ -328,6 +328,7 @@ def iter_predict(
     batch_size: int = 4,
     device: str = "auto",
     stop: threading.Event | None = None,
+    link_slices: bool = True,
 ) -> Iterator[SliceResult]:
     """Predict ``image`` slice by slice, yielding each finished slice.
 
@@ -347,20 +348,22 @@ def iter_predict(
         'auto', 'cpu', 'cuda' or 'mps'.
     stop : threading.Event, optional
         Set it to cancel; ``Cancelled`` is raised before the next batch.
+    link_slices : bool
+        For instances in a stack: an object continuing from the previous slice (overlap IoU ≥ 0.5)
+        keeps its id, so objects are 3D. False gives every slice's objects their own ids.
     """
     if output not in OUTPUTS:
         raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
     on_device = _device_converter(model, output)
     to_output = (lambda result: result) if on_device else output_converter(model, output)
     n_slices = volume_geometry(image.shape, model.config.in_channels).n_slices
-    instance_offset = 0
+    previous, next_id = None, 1
     slices = _iter_slices(model, image, on_device or (lambda p: p), tile_size, overlap, batch_size, device, stop)
     for done, (index, converted) in enumerate(slices, start=1):
         result = to_output(converted)
         if output == "instances":
-            # Keep ids unique across the slices of a stack.
-            result[result > 0] += instance_offset
-            instance_offset = max(instance_offset, int(result.max()))
+            result, next_id = renumber_instances(result, previous if link_slices else None, next_id)
+            previous = result
         yield SliceResult(index, result, done, n_slices)
 
 
@@ -434,6 +437,34 @@ def _device_converter(model: TrainedModel, output: str) -> Callable[[torch.Tenso
 
 _TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16,
                  np.dtype(np.uint32): torch.uint32, np.dtype(np.int64): torch.int64}
+
+
+def renumber_instances(current: np.ndarray, previous: np.ndarray | None, next_id: int) -> tuple[np.ndarray, int]:
+    """Give the objects of one slice ids unique in the stack, continuing those of ``previous``.
+
+    An object whose overlap with an object of the previous slice has an IoU of at least 0.5 takes
+    that object's id (IoU > 0.5 makes the match one-to-one); every other object gets a new id from
+    ``next_id``. Returns the renumbered slice and the next free id.
+    """
+    ids = np.unique(current)
+    ids = ids[ids > 0]
+    matches: dict[int, int] = {}
+    if previous is not None and ids.size:
+        both = (previous > 0) & (current > 0)
+        pairs, overlap = np.unique(np.stack([previous[both], current[both]]), axis=1, return_counts=True)
+        if overlap.size:
+            previous_area = np.bincount(previous.ravel())[pairs[0]]
+            current_area = np.bincount(current.ravel())[pairs[1]]
+            iou = overlap / (previous_area + current_area - overlap)
+            matches = {int(c): int(p) for p, c, v in zip(pairs[0], pairs[1], iou) if v >= 0.5}
+    lookup = np.zeros(int(current.max()) + 1, dtype=np.uint32)
+    for object_id in ids:
+        if int(object_id) in matches:
+            lookup[object_id] = matches[int(object_id)]
+        else:
+            lookup[object_id] = next_id
+            next_id += 1
+    return lookup[current], next_id
 
 
 def _components(probabilities: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
@@ -60,7 +60,10 @@ class PredictWidget(QWidget):
         self.image_picker = layer_picker(viewer, Image, "Image")
         self.model_choice = ComboBox(label="Model", choices=lambda _w=None: model_store.names(), nullable=False)
         self.output_choice = ComboBox(label="Output", choices=OUTPUTS, value="labels")
-        self.controls = Container(widgets=[self.image_picker, self.model_choice, self.output_choice])
+        self.link_slices = CheckBox(text="Follow objects from slice to slice (3D instances)", value=True)
+        self.controls = Container(widgets=[self.image_picker, self.model_choice, self.output_choice, self.link_slices])
+        self.output_choice.changed.connect(lambda value: setattr(self.link_slices, "visible", value == "instances"))
+        self.link_slices.visible = False
         self.tile_size = SpinBox(label="Tile size (0 = automatic)", value=0, min=0, max=8192, step=16)
         self.overlap = SpinBox(label="Tile overlap (-1 = automatic)", value=-1, min=-1, max=4096, step=8)
         self.batch_size = SpinBox(label="Tiles per batch", value=4, min=1, max=256)
@@ -147,6 +150,7 @@ class PredictWidget(QWidget):
             overlap=None if self.overlap.value < 0 else self.overlap.value,
             batch_size=self.batch_size.value,
             device=self.device.value,
+            link_slices=self.link_slices.value,
         )
         self._job = (layer, output, self.model_choice.value)
         stop = self._guard.new_stop_event()
