@@ -1,0 +1,139 @@
+"""Memory on a big volume: peak resident memory while predicting a lazily loaded stack.
+
+A raw uint16 volume (2 GB by default) is written to a temporary folder and opened as a dask array
+that reads one slice from disk when asked. Each measurement runs in a fresh process, which reports
+its resident memory before predicting (Python, torch, the model) and its peak while the labels
+stream to a file. The extra memory should be that of a tile batch going through the network plus
+about one slice, whatever the depth; the last rows run longer (``--long``) with a smaller network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import common
+import numpy as np
+
+SCRIPT = Path(__file__).resolve()
+
+
+def write_volume(path: Path, depth: int, side: int) -> None:
+    """A synthetic EM-like stack, one slice at a time (tiled from a 512² section, shifted per slice)."""
+    from napari_pix2pix.synthetic import membrane_volume
+
+    section = membrane_volume((512, 512), seed=0)[0].astype(np.uint16) * 200
+    plane = np.tile(section, (side // 512 + 1, side // 512 + 1))
+    with open(path, "wb") as f:
+        for z in range(depth):
+            f.write(np.ascontiguousarray(plane[z % 512 : z % 512 + side, :side]).tobytes())
+
+
+def lazy_volume(path: Path, depth: int, side: int):
+    """A dask array over the raw file; each slice is read from disk only when computed."""
+    import dask
+    import dask.array as da
+
+    def read(z):
+        return np.fromfile(path, np.uint16, count=side * side, offset=z * side * side * 2).reshape(side, side)
+
+    slices = [da.from_delayed(dask.delayed(read)(z), (side, side), np.uint16) for z in range(depth)]
+    return da.stack(slices)
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process in MB (Linux)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 1e6
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
+
+
+def measure(args) -> dict:
+    """Child process: predict ``args.slices`` slices of the volume, or one tile batch only."""
+    import torch
+
+    from napari_pix2pix.data import LabelEncoding, Normalisation
+    from napari_pix2pix.modelfile import TrainedModel
+    from napari_pix2pix.models import ModelConfig, build_model
+    from napari_pix2pix.prediction import iter_predict, tile_layout
+
+    torch.set_num_threads(2)
+    config = ModelConfig("unet", 1, 2, width=args.width, depth=args.net_depth)
+    model = TrainedModel(config, build_model(config).eval(), LabelEncoding("dense", (0, 1)),
+                         Normalisation((0.0,), (4000.0,)), 128)
+    volume = lazy_volume(args.volume, args.depth, args.side)[: args.slices]
+    before = rss_mb()
+    if args.tile_batch_only:
+        layout = tile_layout(model, args.side, args.side, None, None)
+        with torch.inference_mode():
+            model.network(torch.zeros(4, 1, layout.in_h, layout.in_w))
+    else:
+        with open(args.volume.with_suffix(".labels"), "wb") as out:
+            for result in iter_predict(model, volume, device="cpu"):
+                out.write(result.data.tobytes())
+    return {"before": before, "peak": peak_mb()}
+
+
+def run_child(volume: Path, depth: int, side: int, slices: int, width: int, net_depth: int,
+              tile_batch_only: bool = False) -> dict:
+    command = [sys.executable, str(SCRIPT), "--child", "--volume", str(volume), "--depth", str(depth),
+               "--side", str(side), "--slices", str(slices), "--width", str(width), "--net-depth", str(net_depth)]
+    if tile_batch_only:
+        command.append("--tile-batch-only")
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--gigabytes", type=float, default=2.0, help="size of the volume (default 2)")
+    p.add_argument("--side", type=int, default=2048, help="slice side in pixels (default 2048)")
+    p.add_argument("--slices", type=int, nargs="+", default=[2, 4, 8],
+                   help="depths predicted with the default U-Net (default: 2 4 8)")
+    p.add_argument("--long", type=int, default=32,
+                   help="slices predicted with a small U-Net (width 4, depth 2); 0: the whole volume (default 32)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--volume", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--depth", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--width", type=int, default=16, help=argparse.SUPPRESS)
+    p.add_argument("--net-depth", type=int, default=4, help=argparse.SUPPRESS)
+    p.add_argument("--tile-batch-only", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        args.slices = args.slices[0]
+        print(json.dumps(measure(args)))
+        return
+    depth = max(1, int(args.gigabytes * 1e9 / (args.side**2 * 2)))
+    with tempfile.TemporaryDirectory() as folder:
+        volume = Path(folder) / "volume.raw"
+        write_volume(volume, depth, args.side)
+        rows = []
+        for width, net_depth, slices_list in ((16, 4, args.slices), (4, 2, [args.long or depth])):
+            network = f"U-Net width {width}, depth {net_depth}"
+            batch = run_child(volume, depth, args.side, 1, width, net_depth, tile_batch_only=True)
+            rows.append({"network": network, "slices predicted": "one tile batch only",
+                         "GB read": 0.0, "extra MB": batch["peak"] - batch["before"]})
+            print(rows[-1], flush=True)
+            for slices in slices_list:
+                result = run_child(volume, depth, args.side, slices, width, net_depth)
+                rows.append({"network": network, "slices predicted": slices,
+                             "GB read": slices * args.side**2 * 2 / 1e9, "extra MB": result["peak"] - result["before"]})
+                print(rows[-1], flush=True)
+    notes = (f"Machine: {common.machine_cpu()}. Volume: {depth} × {args.side} × {args.side} uint16 "
+             f"({depth * args.side**2 * 2 / 1e9:.2f} GB) as a dask array reading one slice per chunk from a raw "
+             f"file; output: labels streamed to a file. One slice is {args.side**2 * 4 / 1e6:.0f} MB as float32. "
+             "'extra MB' = peak resident memory minus resident memory before predicting (the process already "
+             "held Python, torch and the model).")
+    common.report(args, "bench_memory.py", "Memory on a big volume (cpu)", notes + "\n\n" + common.markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()

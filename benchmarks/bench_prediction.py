@@ -1,0 +1,111 @@
+"""Prediction throughput: the engine's tiled ``predict`` on a 3D stack against bare forward passes.
+
+The engine reads each slice, normalises it, mirror-pads and tiles it, batches tiles across slices,
+blends the overlaps and turns the probabilities into labels. The bare baseline runs the same
+network once over the same slices, already normalised and on the device, and keeps the raw output.
+For the seed U-Net (valid convolutions) the bare pass gives a smaller output than its input; the
+engine pads the slices with mirrored context so every pixel gets a label, and that cost is shown
+on its own (input pixels the network must process per output pixel).
+"""
+
+from __future__ import annotations
+
+import time
+
+import common
+import numpy as np
+import torch
+
+from napari_pix2pix.data import LabelEncoding, Normalisation
+from napari_pix2pix.devices import autocast
+from napari_pix2pix.modelfile import TrainedModel
+from napari_pix2pix.models import ModelConfig, build_model
+from napari_pix2pix.prediction import predict, tile_layout
+from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.training import TrainingConfig
+
+BATCH = 4  # the engine's default tile batch; the bare pass takes as many slices at a time
+
+
+def untrained_model(architecture: str, image: np.ndarray) -> TrainedModel:
+    """A model with random weights (speed does not depend on them) and the image's normalisation."""
+    torch.manual_seed(0)
+    config = ModelConfig(architecture, 1, 2)
+    normalisation = Normalisation.fit(image[..., None])
+    patch = TrainingConfig(model=architecture).patch
+    return TrainedModel(config, build_model(config).eval(), LabelEncoding("dense", (0, 1)), normalisation, patch)
+
+
+def time_engine(model: TrainedModel, stack: np.ndarray, device: torch.device) -> float:
+    predict(model, stack[:1], device=str(device))  # warm-up
+    common.synchronize(device)
+    start = time.perf_counter()
+    predict(model, stack, device=str(device))
+    return time.perf_counter() - start
+
+
+def time_bare(model: TrainedModel, stack: np.ndarray, device: torch.device) -> float:
+    """One forward pass over the normalised slices, ``BATCH`` at a time, output left on the device."""
+    inputs = torch.from_numpy(model.normalisation.apply(stack[:, None])).to(device)
+    network = model.network.to(device).eval()
+
+    def run(slices):
+        with torch.inference_mode(), autocast(device):
+            for i in range(0, len(slices), BATCH):
+                network(slices[i : i + BATCH])
+        common.synchronize(device)
+
+    run(inputs[:1])  # warm-up
+    start = time.perf_counter()
+    run(inputs)
+    return time.perf_counter() - start
+
+
+def padding_factor(model: TrainedModel, height: int, width: int) -> float:
+    """Input pixels the engine's tiles feed the network per pixel of the slice."""
+    layout = tile_layout(model, height, width, None, None)
+    return len(layout.tiles) * layout.in_h * layout.in_w / (height * width)
+
+
+def benchmark(architecture: str, stack: np.ndarray, device: torch.device, rounds: int) -> dict:
+    model = untrained_model(architecture, stack)
+    megapixels = stack.size / 1e6
+    engine, bare = [], []
+    for _ in range(rounds):  # interleaved, so a busy machine slows both alike
+        engine.append(time_engine(model, stack, device))
+        bare.append(time_bare(model, stack, device))
+    engine_s, bare_s = min(engine), min(bare)
+    factor = padding_factor(model, *stack.shape[1:])
+    row = {"model": architecture, "stack": "×".join(map(str, stack.shape)),
+           "bare MP/s": megapixels / bare_s, "engine MP/s": megapixels / engine_s,
+           "engine / bare": bare_s / engine_s, "network input px per slice px": factor}
+    if not model.network.padded:
+        row["engine / bare, padding excluded"] = bare_s / engine_s * factor
+    return row
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["unet", "seed-unet", "pix2pix"])
+    p.add_argument("--slices", type=int, default=None, help="stack depth (default: 4 on CPU, 64 on CUDA)")
+    p.add_argument("--size", type=int, default=512, help="slice side in pixels (default 512)")
+    p.add_argument("--rounds", type=int, default=2, help="timed repetitions, best kept (default 2)")
+    p.add_argument("--label", default="", help="tag for the rows, e.g. 'before'")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    slices = args.slices or (64 if device.type == "cuda" else 4)
+    stack, _, _ = membrane_volume((slices, args.size, args.size), seed=0)
+    rows = []
+    for architecture in args.models:
+        row = benchmark(architecture, stack, device, args.rounds)
+        rows.append({"engine": args.label, **row} if args.label else row)
+        print(rows[-1], flush=True)
+    precision = "mixed precision (autocast)" if device.type == "cuda" else "float32"
+    notes = (f"Machine: {common.machine(device)}; {precision}; output: labels; tile batch {BATCH}; "
+             "MP = megapixels of the stack; best of the rounds.")
+    title = f"Prediction throughput ({args.device}{', ' + args.label if args.label else ''})"
+    common.report(args, "bench_prediction.py", title, notes + "\n\n" + common.markdown_table(rows), args.label)
+
+
+if __name__ == "__main__":
+    main()
