@@ -63,7 +63,8 @@ def measure(args) -> dict:
     from napari_pix2pix.data import LabelEncoding, Normalisation
     from napari_pix2pix.modelfile import TrainedModel
     from napari_pix2pix.models import ModelConfig, build_model
-    from napari_pix2pix.prediction import iter_predict, tile_layout
+    from napari_pix2pix.prediction import iter_predict
+    from napari_pix2pix.tiling import tile_layout
 
     torch.set_num_threads(2)
     config = ModelConfig("unet", 1, 2, width=args.width, depth=args.net_depth)

@@ -20,7 +20,8 @@ from napari_pix2pix.data import LabelEncoding, Normalisation
 from napari_pix2pix.devices import autocast
 from napari_pix2pix.modelfile import TrainedModel
 from napari_pix2pix.models import ModelConfig, build_model
-from napari_pix2pix.prediction import predict, tile_layout
+from napari_pix2pix.prediction import predict
+from napari_pix2pix.tiling import tile_layout
 from napari_pix2pix.synthetic import membrane_volume
 from napari_pix2pix.training import TrainingConfig
 
