@@ -10,7 +10,7 @@ from napari_pix2pix.training import TrainingConfig, fit
 def tiny_config(**overrides) -> TrainingConfig:
     """A small network and a short run: seconds on a CPU."""
     settings = dict(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, width=4, depth=2,
-                    max_minutes=None, device="cpu", val_fraction=0.25)
+                    max_minutes=None, device="cpu", val_fraction=0.25, learning_rate=1e-3)
     settings.update(overrides)
     return TrainingConfig(**settings)
 

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=4)
     train.add_argument("--patch-size", type=int, default=None,
                        help="training patch side (default: 128; 256 for seed-unet)")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3; 2e-4 for pix2pix)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4; 2e-4 for pix2pix)")
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
     train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4)")

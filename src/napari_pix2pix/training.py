@@ -51,7 +51,7 @@ class TrainingConfig:
     steps_per_epoch: int = 20
     batch_size: int = 4
     patch_size: int | None = None  # None: 128, or 256 for the seed U-Net (whose output is 117²)
-    learning_rate: float | None = None  # None: 1e-3, or 2e-4 for pix2pix as in Isola et al.
+    learning_rate: float | None = None  # None: 3e-4 (steadier validation than 1e-3, same end point), 2e-4 for pix2pix
     val_fraction: float = 0.2
     augment: bool = True
     device: str = "auto"
@@ -90,7 +90,7 @@ class TrainingConfig:
     def lr(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        return 2e-4 if self.model == "pix2pix" else 1e-3
+        return 2e-4 if self.model == "pix2pix" else 3e-4
 
 
 @dataclass

@@ -82,7 +82,7 @@ class TrainWidget(QWidget):
         ])
         self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=256)
         self.patch_size = SpinBox(label="Patch size", value=128, min=16, max=2048, step=16)
-        self.learning_rate = FloatSpinBox(label="Learning rate", value=1e-3, min=1e-6, max=0.5, step=1e-4)
+        self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-6, max=0.5, step=1e-4)
         self.learning_rate.native.setDecimals(6)
         self.val_fraction = FloatSpinBox(label="Validation fraction", value=defaults.val_fraction, min=0, max=0.9, step=0.05)
         self.augment = CheckBox(text="Augmentation (flips, rotations, elastic, intensity)", value=True)
@@ -297,7 +297,7 @@ class TrainWidget(QWidget):
     def _model_defaults(self, value: str) -> None:
         """Patch size and learning rate that suit the chosen model."""
         self.patch_size.value = 256 if value == "seed-unet" else 128
-        self.learning_rate.value = 2e-4 if value == "pix2pix" else 1e-3
+        self.learning_rate.value = TrainingConfig(model=value).lr
 
 
 def _row(*widgets) -> QHBoxLayout:
