@@ -22,6 +22,9 @@ from ..modelfile import TrainedModel, load_model
 
 logger = logging.getLogger(__name__)
 
+# Device choices shown by both widgets: (label, value for devices.resolve_device).
+DEVICES = [("Automatic (GPU if present)", "auto"), ("CPU", "cpu"), ("CUDA GPU", "cuda"), ("Apple MPS", "mps")]
+
 
 class ModelStore:
     """Models trained or loaded in this session, by name, shared by every widget."""

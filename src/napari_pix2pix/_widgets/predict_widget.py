@@ -14,6 +14,7 @@ from superqt import QCollapsible
 from ..modelfile import TrainedModel
 from ..prediction import Cancelled, iter_predict, volume_geometry
 from ._common import (
+    DEVICES,
     WorkerGuard,
     keep_pickers_in_sync,
     layer_array,
@@ -24,7 +25,6 @@ from ._common import (
     report_error,
     run_reporting_failures,
 )
-from .train_widget import DEVICES
 
 OUTPUTS = [
     ("Labels (classes)", "labels"),

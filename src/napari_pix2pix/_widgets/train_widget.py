@@ -23,6 +23,7 @@ from ..data import InputError
 from ..modelfile import save_model
 from ..training import TrainingConfig, TrainingEvent, train
 from ._common import (
+    DEVICES,
     WorkerGuard,
     keep_pickers_in_sync,
     layer_array,
@@ -46,7 +47,6 @@ ANNOTATIONS = [
     ("Sparse scribbles: 0 = not annotated", "sparse"),
     ("Instances: one id per object", "instances"),
 ]
-DEVICES = [("Automatic (GPU if present)", "auto"), ("CPU", "cpu"), ("CUDA GPU", "cuda"), ("Apple MPS", "mps")]
 
 
 def _minutes(seconds: float | None) -> str:
