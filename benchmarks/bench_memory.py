@@ -3,14 +3,16 @@
 A raw uint16 volume (2 GB by default) is written to a temporary folder and opened as a dask array
 that reads one slice from disk when asked. Each measurement runs in a fresh process, which reports
 its resident memory before predicting (Python, torch, the model) and its peak while the labels
-stream to a file. The extra memory should be that of a tile batch going through the network plus
-about one slice, whatever the depth; the last rows run longer (``--long``) with a smaller network.
+stream to a file. Each depth is also run as the network alone on the same number of tile batches,
+so the difference is the engine's own memory: it should be about one slice, whatever the depth.
+The last rows run longer (``--long``) with a smaller network.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -57,7 +59,8 @@ def peak_mb() -> float:
 
 
 def measure(args) -> dict:
-    """Child process: predict ``args.slices`` slices of the volume, or one tile batch only."""
+    """Child process: predict ``args.slices`` slices of the volume, or (``--network-only``) push the
+    same number of tile batches through the network alone, on zeros made once."""
     import torch
 
     from napari_pix2pix.data import LabelEncoding, Normalisation
@@ -72,10 +75,12 @@ def measure(args) -> dict:
                          Normalisation((0.0,), (4000.0,)), 128)
     volume = lazy_volume(args.volume, args.depth, args.side)[: args.slices]
     before = rss_mb()
-    if args.tile_batch_only:
+    if args.network_only:
         layout = tile_layout(model, args.side, args.side, None, None)
+        tiles = torch.zeros(4, 1, layout.in_h, layout.in_w)
         with torch.inference_mode():
-            model.network(torch.zeros(4, 1, layout.in_h, layout.in_w))
+            for _ in range(-(-args.slices * len(layout.tiles) // 4)):
+                model.network(tiles)
     else:
         with open(args.volume.with_suffix(".labels"), "wb") as out:
             for result in iter_predict(model, volume, device="cpu"):
@@ -84,12 +89,16 @@ def measure(args) -> dict:
 
 
 def run_child(volume: Path, depth: int, side: int, slices: int, width: int, net_depth: int,
-              tile_batch_only: bool = False) -> dict:
+              network_only: bool = False, default_malloc: bool = False) -> dict:
     command = [sys.executable, str(SCRIPT), "--child", "--volume", str(volume), "--depth", str(depth),
                "--side", str(side), "--slices", str(slices), "--width", str(width), "--net-depth", str(net_depth)]
-    if tile_batch_only:
-        command.append("--tile-batch-only")
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    if network_only:
+        command.append("--network-only")
+    # glibc's dynamic mmap threshold keeps large freed blocks in the heap, so identical runs peak up to
+    # ±100 MB apart; a fixed threshold hands every large block back when it is freed, and the peak is
+    # then the memory really in use (identical runs agree within 1 MB). --default-malloc turns this off.
+    environment = dict(os.environ) if default_malloc else {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -97,16 +106,19 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--gigabytes", type=float, default=2.0, help="size of the volume (default 2)")
     p.add_argument("--side", type=int, default=2048, help="slice side in pixels (default 2048)")
-    p.add_argument("--slices", type=int, nargs="+", default=[2, 4, 8],
-                   help="depths predicted with the default U-Net (default: 2 4 8)")
-    p.add_argument("--long", type=int, default=32,
-                   help="slices predicted with a small U-Net (width 4, depth 2); 0: the whole volume (default 32)")
+    p.add_argument("--slices", type=int, nargs="+", default=[2, 8],
+                   help="depths predicted with the default U-Net (default: 2 8)")
+    p.add_argument("--long", type=int, default=24,
+                   help="slices predicted with a small U-Net (width 4, depth 2); 0: the whole volume (default 24)")
+    p.add_argument("--label", default="", help="tag for the rows and the section, e.g. 'before'")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="measure with glibc's default allocator settings (peaks then vary by ±100 MB between runs)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--volume", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--depth", type=int, help=argparse.SUPPRESS)
     p.add_argument("--width", type=int, default=16, help=argparse.SUPPRESS)
     p.add_argument("--net-depth", type=int, default=4, help=argparse.SUPPRESS)
-    p.add_argument("--tile-batch-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--network-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         args.slices = args.slices[0]
@@ -117,23 +129,32 @@ def main() -> None:
         volume = Path(folder) / "volume.raw"
         write_volume(volume, depth, args.side)
         rows = []
+        slice_mb = args.side**2 * 4 / 1e6
         for width, net_depth, slices_list in ((16, 4, args.slices), (4, 2, [args.long or depth])):
-            network = f"U-Net width {width}, depth {net_depth}"
-            batch = run_child(volume, depth, args.side, 1, width, net_depth, tile_batch_only=True)
-            rows.append({"network": network, "slices predicted": "one tile batch only",
-                         "GB read": 0.0, "extra MB": batch["peak"] - batch["before"]})
-            print(rows[-1], flush=True)
             for slices in slices_list:
-                result = run_child(volume, depth, args.side, slices, width, net_depth)
-                rows.append({"network": network, "slices predicted": slices,
-                             "GB read": slices * args.side**2 * 2 / 1e9, "extra MB": result["peak"] - result["before"]})
+                alone = run_child(volume, depth, args.side, slices, width, net_depth, True, args.default_malloc)
+                engine = run_child(volume, depth, args.side, slices, width, net_depth, False, args.default_malloc)
+                network_mb = alone["peak"] - alone["before"]
+                engine_mb = engine["peak"] - engine["before"]
+                tag = {"engine": args.label} if args.label else {}
+                rows.append({**tag, "network": f"U-Net width {width}, depth {net_depth}", "slices predicted": slices,
+                             "GB read": slices * args.side**2 * 2 / 1e9, "network alone, extra MB": network_mb,
+                             "engine, extra MB": engine_mb, "engine − network alone, MB": engine_mb - network_mb,
+                             "… in float32 slices": (engine_mb - network_mb) / slice_mb})
                 print(rows[-1], flush=True)
     notes = (f"Machine: {common.machine_cpu()}. Volume: {depth} × {args.side} × {args.side} uint16 "
              f"({depth * args.side**2 * 2 / 1e9:.2f} GB) as a dask array reading one slice per chunk from a raw "
              f"file; output: labels streamed to a file. One slice is {args.side**2 * 4 / 1e6:.0f} MB as float32. "
              "'extra MB' = peak resident memory minus resident memory before predicting (the process already "
-             "held Python, torch and the model).")
-    common.report(args, "bench_memory.py", "Memory on a big volume (cpu)", notes + "\n\n" + common.markdown_table(rows))
+             "held Python, torch and the model); 'network alone' pushes the same number of tile batches "
+             "(zeros made once) through the network in a fresh process, so the difference is what the "
+             "engine's reading, tiling, blending and labelling add. "
+             + ("glibc's default allocator settings." if args.default_malloc else
+                "Children run with `MALLOC_MMAP_THRESHOLD_=131072`, so freed large blocks go back to the system "
+                "and the peak is the memory in use (with glibc's default dynamic threshold, identical runs "
+                "peak up to ±100 MB apart)."))
+    title = f"Memory on a big volume (cpu{', ' + args.label if args.label else ''})"
+    common.report(args, "bench_memory.py", title, notes + "\n\n" + common.markdown_table(rows), args.label)
 
 
 if __name__ == "__main__":

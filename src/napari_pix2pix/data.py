@@ -205,7 +205,10 @@ class Normalisation:
         """(…, C) image → float32 scaled so the training range maps to about [0, 1]."""
         low = np.asarray(self.low, dtype=np.float32)
         scale = 1.0 / (np.asarray(self.high, dtype=np.float32) - low)
-        return (image.astype(np.float32) - low) * scale
+        scaled = np.array(image, dtype=np.float32)  # a copy, scaled in place: one float32 image at a time
+        scaled -= low
+        scaled *= scale
+        return scaled
 
     def to_dict(self) -> dict:
         return {"low": list(self.low), "high": list(self.high)}

@@ -104,8 +104,11 @@ def _iter_slices(model, image, convert, tile_size, overlap, batch_size, device, 
     """``convert(probabilities)`` of each slice, as numpy, in order.
 
     Tiles are cut, blended and converted on the device, so only the slice going in and the output
-    coming back cross to the host. Finished slices are handed on one batch late: their copy back is
-    queued before the next batch, and the caller works on them while the device runs that batch.
+    coming back cross to the host. Memory holds one tile batch and about one slice: a tile is copied
+    into the batch as it is cut (the mirror padding is done per tile, never for the whole slice), a
+    slice's class sums exist from its first computed tile to its last, and a slice big enough to fill
+    batches on its own finishes before the next one is read. Finished slices are handed on one batch
+    late: their copy back is queued before the next batch, and the caller works on them meanwhile.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
@@ -113,61 +116,98 @@ def _iter_slices(model, image, convert, tile_size, overlap, batch_size, device, 
     layout = tile_layout(model, geometry.height, geometry.width, tile_size, overlap)
     torch_device = resolve_device(device)
     network = model.network.to(torch_device).eval()
-    weights = {(y, x): torch.from_numpy(layout.weights(y, x)).to(torch_device) for y, x in layout.tiles}
-    pads = ((0, 0), *layout.padding())
+    weights: dict[tuple[int, int], torch.Tensor] = {}  # one map per kind of tile (at most 9), shared
+    by_borders: dict[tuple[bool, ...], torch.Tensor] = {}
+    for y, x in layout.tiles:
+        borders = layout.borders(y, x)
+        if borders not in by_borders:
+            by_borders[borders] = torch.from_numpy(layout.weights(y, x)).to(torch_device)
+        weights[(y, x)] = by_borders[borders]
+    (pad_y, _), (pad_x, _) = layout.padding()
+    rows = {y: _mirrored_window(y - pad_y, layout.in_h, geometry.height, torch_device) for y, _ in layout.tiles}
+    columns = {x: _mirrored_window(x - pad_x, layout.in_w, geometry.width, torch_device) for _, x in layout.tiles}
     n_classes = model.encoding.n_classes
-    sums: dict[int, torch.Tensor] = {}  # slice index → weighted sum of its tiles' probabilities
+    inputs = torch.empty((batch_size, geometry.channels, layout.in_h, layout.in_w), device=torch_device)
+    batch: list[tuple[int, int, int]] = []
+    sums: dict[int, torch.Tensor] = {}  # slice index → weighted sum of its computed tiles' probabilities
     tiles_left: dict[int, int] = {}
-    batch: list[tuple[int, int, int, torch.Tensor]] = []
-    copies: list[tuple[int, torch.Tensor, torch.cuda.Event | None]] = []  # outputs on their way to the host
+    finished: list[tuple[int, torch.Tensor, torch.cuda.Event | None]] = []  # outputs on their way to the host
 
     def run_batch():
         if stop is not None and stop.is_set():
             raise Cancelled
-        inputs = torch.stack([tile for *_, tile in batch])
         with torch.inference_mode(), autocast(torch_device):
-            probabilities = torch.softmax(network(inputs).float(), dim=1)
-        for (index, y, x, _), tile in zip(batch, probabilities):
+            probabilities = torch.softmax(network(inputs[: len(batch)]).float(), dim=1)
+        for (index, y, x), tile in zip(batch, probabilities):
             h = min(layout.out_h, layout.height - y)
             w = min(layout.out_w, layout.width - x)
-            sums[index][:, y : y + h, x : x + w] += (tile * weights[(y, x)])[:, :h, :w]
+            if index not in sums:
+                sums[index] = torch.zeros((n_classes, geometry.height, geometry.width), device=torch_device)
+            sums[index][:, y : y + h, x : x + w].addcmul_(tile[:, :h, :w], weights[(y, x)][:h, :w])
             tiles_left[index] -= 1
+            if tiles_left[index] == 0:
+                del tiles_left[index]
+                output = convert(sums.pop(index)).to("cpu", non_blocking=True)
+                event = torch.cuda.Event() if torch_device.type == "cuda" else None
+                if event is not None:
+                    event.record()
+                finished.append((index, output, event))
         batch.clear()
 
-    def hand_over(pending):
-        for index, output, event in pending:
+    def hand_over(ready):
+        for index, output, event in ready:
             if event is not None:
                 event.synchronize()
             yield index, output.numpy()
 
-    def queue_finished():
-        pending = []
-        for index in sorted(i for i, left in tiles_left.items() if left == 0):
-            del tiles_left[index]
-            output = convert(sums.pop(index)).to("cpu", non_blocking=True)
-            event = torch.cuda.Event() if torch_device.type == "cuda" else None
-            if event is not None:
-                event.record()
-            pending.append((index, output, event))
-        return pending
-
     upload = _Uploader(torch_device)
+    pending: list = []
     for index in range(geometry.n_slices):
-        plane = read_slice(image, index, geometry, model)
-        if any(any(p) for p in pads):
-            plane = np.pad(plane, pads, mode="reflect")
-        padded = upload(plane)
-        sums[index] = torch.zeros((n_classes, geometry.height, geometry.width), device=torch_device)
+        plane = upload(read_slice(image, index, geometry, model))
         tiles_left[index] = len(layout.tiles)
-        for y, x in layout.tiles:
-            batch.append((index, y, x, padded[:, y : y + layout.in_h, x : x + layout.in_w]))
-            if len(batch) == batch_size:
+        for number, (y, x) in enumerate(layout.tiles, start=1):
+            inputs[len(batch)] = _window(plane, rows[y], columns[x])
+            batch.append((index, y, x))
+            last = number == len(layout.tiles)
+            if last:
+                del plane  # every tile of it is in a batch: it is not needed while they run
+            # A slice that fills batches on its own is finished before the next one is read.
+            if len(batch) == batch_size or (last and number >= batch_size):
                 run_batch()
-                ready, copies = copies, queue_finished()
+                ready, pending = pending, finished[:]
+                finished.clear()
                 yield from hand_over(ready)
     if batch:
         run_batch()
-    yield from hand_over(copies + queue_finished())
+    yield from hand_over(pending + finished)
+
+
+def _window(plane: torch.Tensor, rows, columns) -> torch.Tensor:
+    """The (C, rows, columns) window of ``plane`` given by two ``_mirrored_window``s."""
+    (row_slice, row_index), (column_slice, column_index) = rows, columns
+    window = plane[:, row_slice, column_slice]
+    if row_index is not None:
+        window = window.index_select(1, row_index)
+    if column_index is not None:
+        window = window.index_select(2, column_index)
+    return window
+
+
+def _mirrored_window(start: int, length: int, size: int, device: torch.device) -> tuple[slice, torch.Tensor | None]:
+    """Rows ``start`` … ``start + length`` of an axis of ``size`` pixels, mirrored at its ends like
+    ``numpy.pad(mode="reflect")``: a plain slice where the window lies inside, else a slice covering
+    the pixels it needs and the indices to take within that slice."""
+    if start >= 0 and start + length <= size:
+        return slice(start, start + length), None
+    positions = np.arange(start, start + length)
+    if size == 1:
+        positions = np.zeros_like(positions)
+    else:
+        period = 2 * (size - 1)
+        positions = np.abs(positions) % period
+        positions = np.where(positions >= size, period - positions, positions)
+    low, high = int(positions.min()), int(positions.max()) + 1
+    return slice(low, high), torch.from_numpy(positions - low).to(device)
 
 
 class _Uploader:
@@ -216,7 +256,8 @@ def iter_predict(
     model : TrainedModel
     image : array-like
         (Y, X) or (Z, Y, X), channels last if the model was trained on several channels. A dask
-        array is read one slice at a time, so memory stays bounded by a tile batch and a few slices.
+        array is read one slice at a time, so memory stays bounded by a tile batch and one slice's
+        working data (its input and class sums), whatever the depth.
     output : {'labels', 'instances', 'probability'}
         Class labels (in the annotation's values), instance labels, or the foreground probability.
     tile_size, overlap : int, optional
@@ -309,11 +350,16 @@ def _device_converter(model: TrainedModel, output: str) -> Callable[[torch.Tenso
     def to_labels(p: torch.Tensor) -> torch.Tensor:
         if p.device not in lookups:
             lookups[p.device] = torch.from_numpy(values.astype(np.int64)).to(p.device)
-        return lookups[p.device][p.argmax(dim=0)].to(_TORCH_DTYPES[values.dtype])
+        labels = torch.empty(p.shape[1:], dtype=_TORCH_DTYPES[values.dtype], device=p.device)
+        rows = max(1, _CONVERT_PIXELS // p.shape[2])  # argmax gives int64: convert a band of rows at a time
+        for top in range(0, p.shape[1], rows):
+            labels[top : top + rows] = lookups[p.device][p[:, top : top + rows].argmax(dim=0)]
+        return labels
 
     return to_labels
 
 
+_CONVERT_PIXELS = 2**18
 _TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16,
                  np.dtype(np.uint32): torch.uint32, np.dtype(np.int64): torch.int64}
 

@@ -50,10 +50,17 @@ class TileLayout:
             pads.append((self.offset, covered - size + inp - out - self.offset))
         return tuple(pads)
 
+    def borders(self, y: int, x: int) -> tuple[bool, bool, bool, bool]:
+        """Which sides of tile (y, x) lie on the slice's edge: top, bottom, left, right.
+        Tiles with the same borders have the same weights."""
+        return (y == 0, y == self.starts(self.height, self.out_h)[-1],
+                x == 0, x == self.starts(self.width, self.out_w)[-1])
+
     def weights(self, y: int, x: int) -> np.ndarray:
         """Blending weights (out_h, out_w): 1 inside, ramping to 0 before edges shared with a neighbour."""
-        wy = self._ramp(self.out_h, first=y == 0, last=y == self.starts(self.height, self.out_h)[-1])
-        wx = self._ramp(self.out_w, first=x == 0, last=x == self.starts(self.width, self.out_w)[-1])
+        top, bottom, left, right = self.borders(y, x)
+        wy = self._ramp(self.out_h, first=top, last=bottom)
+        wx = self._ramp(self.out_w, first=left, last=right)
         return np.outer(wy, wx).astype(np.float32)
 
     def _ramp(self, size: int, first: bool, last: bool) -> np.ndarray:
