@@ -12,6 +12,7 @@ from napari_pix2pix.data import (
     check_finite,
     check_labels,
     make_encoding,
+    split_train_validation,
 )
 
 
@@ -101,3 +102,35 @@ def test_augmentation_moves_image_and_labels_together():
     agreement = ((new_images[:, 0] > 0.5).long() == new_targets).float().mean()
     assert agreement > 0.97
     assert set(new_targets.unique().tolist()) <= {0, 1}
+
+
+def test_validation_takes_whole_slices_from_a_deep_stack():
+    images = np.random.default_rng(0).random((10, 1, 32, 32)).astype(np.float32)
+    targets = np.ones((10, 32, 32), np.int64)
+    train, validation = split_train_validation(images, targets, 0.2, np.random.default_rng(0))
+    assert len(train) == 8 and len(validation) == 2
+    assert validation.images.shape[2:] == (32, 32)
+
+
+@pytest.mark.parametrize("slices", [1, 3])
+def test_few_slices_each_give_up_a_band_of_their_annotations(slices):
+    images = np.random.default_rng(0).random((slices, 1, 200, 50)).astype(np.float32)
+    targets = np.full((slices, 200, 50), IGNORE, np.int64)
+    targets[:, 20:120] = 1  # annotated rows 20–119 only: the band must come from them
+    train, validation = split_train_validation(images, targets, 0.2, np.random.default_rng(0))
+    assert len(train) == slices  # every slice still trains
+    held_out = validation.targets != IGNORE
+    assert held_out.sum() == pytest.approx(0.2 * (targets != IGNORE).sum(), rel=0.05)
+    # No label is both trained on and scored, and none is lost.
+    assert ((train.targets != IGNORE).sum() + held_out.sum()) == (targets != IGNORE).sum()
+    # Validation keeps only the rows it needs: the band and some context above it.
+    assert validation.images.shape[2] < 200
+    assert validation.images.shape[2] == validation.targets.shape[1]
+
+
+def test_nothing_is_held_out_when_a_slice_has_one_annotated_row():
+    images = np.zeros((1, 1, 40, 40), np.float32)
+    targets = np.full((1, 40, 40), IGNORE, np.int64)
+    targets[0, 10] = 1
+    train, validation = split_train_validation(images, targets, 0.2, np.random.default_rng(0))
+    assert validation is None and (train.targets != IGNORE).sum() == 40

@@ -232,28 +232,47 @@ class SliceSet:
         return self.images.shape[0]
 
 
-def split_train_validation(images: np.ndarray, targets: np.ndarray, val_fraction: float, rng: np.random.Generator):
-    """Hold out ``val_fraction`` of the annotated data for validation.
+VALIDATION_CONTEXT = 64  # rows of image kept above a held-out band, so it is predicted with context
 
-    Whole slices are held out when there are at least two; a single image gives up a band of rows
-    at the bottom instead. Returns (train, validation) ``SliceSet``s; validation is None for 0.
+
+def split_train_validation(images: np.ndarray, targets: np.ndarray, val_fraction: float, rng: np.random.Generator):
+    """Hold out about ``val_fraction`` of the annotated data for validation.
+
+    A stack with enough slices (slices × fraction ≥ 1) gives up whole slices, chosen at random. A
+    smaller stack or a single image would lose too much that way, so every slice stays in training
+    and gives up the band of rows at its bottom holding ``val_fraction`` of its annotated pixels:
+    those labels are hidden from training (their image stays visible as context) and scored
+    instead. Returns (train, validation) ``SliceSet``s; validation is None for a fraction of 0 or
+    when nothing could be held out.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"validation fraction must be in [0, 1), got {val_fraction}")
     if val_fraction == 0:
         return SliceSet(images, targets), None
     n = images.shape[0]
-    if n >= 2:
-        n_val = min(n - 1, max(1, round(n * val_fraction)))
+    if n >= 2 and n * val_fraction >= 1:
+        n_val = min(n - 1, round(n * val_fraction))
         order = rng.permutation(n)
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
         return SliceSet(images[train], targets[train]), SliceSet(images[val], targets[val])
-    height = images.shape[2]
-    cut = height - max(1, round(height * val_fraction))
-    return (
-        SliceSet(images[:, :, :cut], targets[:, :cut]),
-        SliceSet(images[:, :, cut:], targets[:, cut:]),
-    )
+    train_targets, val_targets = targets.copy(), np.full_like(targets, IGNORE)
+    height = targets.shape[1]
+    top = height
+    for i, slice_targets in enumerate(targets):
+        per_row = (slice_targets != IGNORE).sum(axis=1)
+        from_bottom = np.cumsum(per_row[::-1])
+        if from_bottom[-1] == 0:
+            continue
+        cut = height - (int(np.searchsorted(from_bottom, val_fraction * from_bottom[-1])) + 1)
+        if cut <= 0 or not per_row[:cut].any():
+            continue  # holding out would leave this slice nothing to train on
+        val_targets[i, cut:], train_targets[i, cut:] = slice_targets[cut:], IGNORE
+        top = min(top, cut)
+    if top == height:
+        return SliceSet(images, targets), None
+    # Only the rows around the held-out bands need predicting when validating.
+    rows = slice(max(0, top - VALIDATION_CONTEXT), height)
+    return SliceSet(images, train_targets), SliceSet(images[:, :, rows], val_targets[:, rows])
 
 
 class PatchSampler:
