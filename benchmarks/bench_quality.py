@@ -240,7 +240,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     if not args.no_doc:
         plot(results, args.plot)
-    notes = (f"Machine: {common.machine_cpu()}, shared with other work. Budget: {args.minutes:g} minutes of "
+    notes = (f"Machine: {common.machine_cpu()}. Budget: {args.minutes:g} minutes of "
              "training per method (`--minutes`); the last point of each curve is shown (for the networks: the "
              "weights the engine returns, i.e. the best by its validation Dice). Adapted Rand error: lower is "
              f"better; the others: higher is better. Curves: `{args.plot.relative_to(common.REPO)}`.")
