@@ -179,7 +179,7 @@ def run_demo(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     image, labels = nuclei_stack()
     print(f"training a U-Net on 3 of the 4 nuclei tiles for up to {args.max_minutes:g} minutes; tile 4 is held out")
-    config = TrainingConfig(max_minutes=args.max_minutes, epochs=200, val_fraction=0.34, device=args.device)
+    config = TrainingConfig(max_minutes=args.max_minutes, epochs=200, device=args.device)
     with _progress(False, "training") as bar:
         model = fit(image[:3], labels[:3], config, callback=bar.training_event)
     save_model(model, out / "model.pt")
