@@ -96,7 +96,7 @@ def run_child(volume: Path, depth: int, side: int, slices: int, width: int, net_
         command.append("--network-only")
     # glibc's dynamic mmap threshold keeps large freed blocks in the heap, so identical runs peak up to
     # ±100 MB apart; a fixed threshold hands every large block back when it is freed, and the peak is
-    # then the memory really in use (identical runs agree within 1 MB). --default-malloc turns this off.
+    # then the memory really in use (identical runs agree within 2 MB). --default-malloc turns this off.
     environment = dict(os.environ) if default_malloc else {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     output = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -144,7 +144,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
     notes = (f"Machine: {common.machine_cpu()}. Volume: {depth} × {args.side} × {args.side} uint16 "
              f"({depth * args.side**2 * 2 / 1e9:.2f} GB) as a dask array reading one slice per chunk from a raw "
-             f"file; output: labels streamed to a file. One slice is {args.side**2 * 4 / 1e6:.0f} MB as float32. "
+             f"file; output: labels streamed to a file. One slice is {slice_mb:.0f} MB as float32. "
              "'extra MB' = peak resident memory minus resident memory before predicting (the process already "
              "held Python, torch and the model); 'network alone' pushes the same number of tile batches "
              "(zeros made once) through the network in a fresh process, so the difference is what the "

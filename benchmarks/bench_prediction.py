@@ -49,18 +49,7 @@ def time_engine(model: TrainedModel, stack: np.ndarray, device: torch.device) ->
 def time_bare(model: TrainedModel, stack: np.ndarray, device: torch.device) -> float:
     """One forward pass over the normalised slices, ``BATCH`` at a time, output left on the device."""
     inputs = torch.from_numpy(model.normalisation.apply(stack[:, None])).to(device)
-    network = model.network.to(device).eval()
-
-    def run(slices):
-        with torch.inference_mode(), autocast(device):
-            for i in range(0, len(slices), BATCH):
-                network(slices[i : i + BATCH])
-        common.synchronize(device)
-
-    run(inputs[:1])  # warm-up
-    start = time.perf_counter()
-    run(inputs)
-    return time.perf_counter() - start
+    return _time_forward(model, [inputs[i : i + BATCH] for i in range(0, len(inputs), BATCH)], device)
 
 
 def time_tiles(model: TrainedModel, stack: np.ndarray, device: torch.device) -> float:
@@ -69,17 +58,22 @@ def time_tiles(model: TrainedModel, stack: np.ndarray, device: torch.device) -> 
     layout = tile_layout(model, *stack.shape[1:], None, None)
     count = len(layout.tiles) * len(stack)
     tiles = torch.rand(BATCH, 1, layout.in_h, layout.in_w, device=device)
+    return _time_forward(model, [tiles[: min(BATCH, count - i)] for i in range(0, count, BATCH)], device)
+
+
+def _time_forward(model: TrainedModel, batches: list[torch.Tensor], device: torch.device) -> float:
+    """Seconds for the network's forward passes over ``batches``, after one warm-up pass."""
     network = model.network.to(device).eval()
 
-    def run(n):
+    def run(inputs):
         with torch.inference_mode(), autocast(device):
-            for i in range(0, n, BATCH):
-                network(tiles[: min(BATCH, n - i)])
+            for batch in inputs:
+                network(batch)
         common.synchronize(device)
 
-    run(1)  # warm-up
+    run(batches[:1])
     start = time.perf_counter()
-    run(count)
+    run(batches)
     return time.perf_counter() - start
 
 

@@ -250,7 +250,7 @@ def split_train_validation(images: np.ndarray, targets: np.ndarray, val_fraction
     if val_fraction == 0:
         return SliceSet(images, targets), None
     n = images.shape[0]
-    if n >= 2 and n * val_fraction >= 1:
+    if n * val_fraction >= 1:  # (so n ≥ 2, as the fraction is below 1)
         n_val = min(n - 1, round(n * val_fraction))
         order = rng.permutation(n)
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .data import InputError, LabelEncoding, Normalisation
+from .data import INSTANCE_CLASSES, InputError, LabelEncoding, Normalisation
 from .models import ModelConfig, UNet, build_discriminator, build_model
 
 FORMAT = "napari-pix2pix model"
@@ -49,10 +49,11 @@ class TrainedModel:
         """One line for people: architecture, classes and how well it validated."""
         metric = [h["val_dice"] for h in self.history if h.get("val_dice") is not None]
         best = f", best validation Dice {max(metric):.3f}" if metric else ""
-        return (
-            f"{self.architecture} ({self.encoding.kind} labels {list(self.encoding.class_values)}), "
-            f"trained {len(self.history)} epochs{best}"
-        )
+        if self.encoding.kind == "instances":
+            labels = "instance labels: " + ", ".join(INSTANCE_CLASSES)
+        else:
+            labels = f"{self.encoding.kind} labels {list(self.encoding.class_values)}"
+        return f"{self.architecture} ({labels}), trained {len(self.history)} epochs{best}"
 
 
 def _plain(value):

@@ -116,16 +116,16 @@ def _iter_slices(model, image, convert, tile_size, overlap, batch_size, device, 
     layout = tile_layout(model, geometry.height, geometry.width, tile_size, overlap)
     torch_device = resolve_device(device)
     network = model.network.to(torch_device).eval()
-    weights: dict[tuple[int, int], torch.Tensor] = {}  # one map per kind of tile (at most 9), shared
-    by_borders: dict[tuple[bool, ...], torch.Tensor] = {}
-    for y, x in layout.tiles:
-        borders = layout.borders(y, x)
-        if borders not in by_borders:
-            by_borders[borders] = torch.from_numpy(layout.weights(y, x)).to(torch_device)
-        weights[(y, x)] = by_borders[borders]
-    (pad_y, _), (pad_x, _) = layout.padding()
-    rows = {y: _mirrored_window(y - pad_y, layout.in_h, geometry.height, torch_device) for y, _ in layout.tiles}
-    columns = {x: _mirrored_window(x - pad_x, layout.in_w, geometry.width, torch_device) for _, x in layout.tiles}
+    tiles = layout.tiles
+    by_borders: dict[tuple[bool, ...], torch.Tensor] = {}  # tiles with the same borders share a map (at most 9)
+    for y, x in tiles:
+        if layout.borders(y, x) not in by_borders:
+            by_borders[layout.borders(y, x)] = torch.from_numpy(layout.weights(y, x)).to(torch_device)
+    weights = {(y, x): by_borders[layout.borders(y, x)] for y, x in tiles}
+    rows = {y: _mirrored_window(y - layout.offset, layout.in_h, geometry.height, torch_device)
+            for y in layout.starts(geometry.height, layout.out_h)}
+    columns = {x: _mirrored_window(x - layout.offset, layout.in_w, geometry.width, torch_device)
+               for x in layout.starts(geometry.width, layout.out_w)}
     n_classes = model.encoding.n_classes
     inputs = torch.empty((batch_size, geometry.channels, layout.in_h, layout.in_w), device=torch_device)
     batch: list[tuple[int, int, int]] = []
@@ -164,11 +164,11 @@ def _iter_slices(model, image, convert, tile_size, overlap, batch_size, device, 
     pending: list = []
     for index in range(geometry.n_slices):
         plane = upload(read_slice(image, index, geometry, model))
-        tiles_left[index] = len(layout.tiles)
-        for number, (y, x) in enumerate(layout.tiles, start=1):
+        tiles_left[index] = len(tiles)
+        for number, (y, x) in enumerate(tiles, start=1):
             inputs[len(batch)] = _window(plane, rows[y], columns[x])
             batch.append((index, y, x))
-            last = number == len(layout.tiles)
+            last = number == len(tiles)
             if last:
                 del plane  # every tile of it is in a batch: it is not needed while they run
             # A slice that fills batches on its own is finished before the next one is read.

@@ -20,8 +20,8 @@ class TileLayout:
     """Where the tiles of one slice go, for a network mapping an input tile to an output tile.
 
     ``out_h × out_w`` output pixels come from an ``in_h × in_w`` input window whose pixel
-    (``offset``, ``offset``) lies under output pixel (0, 0). The slice is mirror-padded so every
-    window exists; consecutive tiles overlap by ``overlap`` output pixels.
+    (``offset``, ``offset``) lies under output pixel (0, 0); window pixels past the slice's edge are
+    mirrored. Consecutive tiles overlap by ``overlap`` output pixels.
     """
 
     height: int
@@ -41,14 +41,6 @@ class TileLayout:
     @property
     def tiles(self) -> list[tuple[int, int]]:
         return [(y, x) for y in self.starts(self.height, self.out_h) for x in self.starts(self.width, self.out_w)]
-
-    def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Mirror padding (before, after) along Y and X so every tile's input window exists."""
-        pads = []
-        for size, inp, out in ((self.height, self.in_h, self.out_h), (self.width, self.in_w, self.out_w)):
-            covered = self.starts(size, out)[-1] + out
-            pads.append((self.offset, covered - size + inp - out - self.offset))
-        return tuple(pads)
 
     def borders(self, y: int, x: int) -> tuple[bool, bool, bool, bool]:
         """Which sides of tile (y, x) lie on the slice's edge: top, bottom, left, right.
