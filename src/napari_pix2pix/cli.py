@@ -7,61 +7,24 @@ temporary file and renamed, so a failed or interrupted run leaves no partial fil
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .data import ANNOTATION_KINDS, InputError
 from .devices import DEVICES
+from .encodings import ANNOTATION_CHOICES, AUTO
+from .errors import InputError
 from .models import ARCHITECTURES
-from .prediction import OUTPUTS
+from .outputs import OUTPUTS
 
 EXIT_BAD_INPUT = 2
 
 
-class CommandError(Exception):
-    """A problem to report in one line, with exit status 2."""
-
-
-def read_tiff(path: str, lazy: bool = False) -> np.ndarray:
-    """Read a TIFF file; ``lazy`` memory-maps it when possible so big volumes stream from disk."""
-    import tifffile
-
-    if not Path(path).is_file():
-        raise CommandError(f"{path}: no such file")
-    try:
-        if lazy:
-            try:
-                return tifffile.memmap(path, mode="r")
-            except (ValueError, tifffile.TiffFileError, OSError):
-                pass  # compressed or tiled: read it whole instead
-        return tifffile.imread(path)
-    except Exception as error:  # tifffile raises several types for broken files
-        raise CommandError(f"{path}: not a readable TIFF image ({type(error).__name__}: {error})") from None
-
-
-def write_tiff_atomically(path: str, data=None, slices=None, shape=None, dtype=None) -> None:
-    """Write ``data`` (or an iterator of ``slices`` of ``shape``/``dtype``) via a temporary file."""
-    import tifffile
-
-    target = Path(path)
-    if not target.parent.exists():
-        raise CommandError(f"cannot write {path}: the folder {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp.tif", dir=target.parent)
-    os.close(fd)
-    try:
-        if data is not None:
-            tifffile.imwrite(tmp, data, photometric="minisblack")
-        else:
-            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            tifffile.imwrite(tmp, data=slices, shape=shape, dtype=dtype, photometric="minisblack",
-                             bigtiff=nbytes > 2**31)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def _architecture_help() -> str:
+    lines = [f"{name} ({spec.label}; patch {spec.patch_size}, learning rate {spec.learning_rate:g})"
+             for name, spec in ARCHITECTURES.items()]
+    return "network: " + "; ".join(lines) + " (default: unet)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,17 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("image", help="TIFF image: (Y,X) or (Z,Y,X), optionally channels last")
     train.add_argument("labels", help="TIFF integer labels of the same shape (0 = background, or not annotated)")
     train.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
-    train.add_argument("--model", choices=ARCHITECTURES, default="unet", help="network (default: unet)")
-    train.add_argument("--annotation", choices=ANNOTATION_KINDS, default="auto",
+    train.add_argument("--model", choices=list(ARCHITECTURES), default="unet", help=_architecture_help())
+    train.add_argument("--annotation", choices=ANNOTATION_CHOICES, default=AUTO,
                        help="how to read the labels: dense classes, sparse scribbles (0 = not annotated), "
                             "or instances (default: auto)")
     train.add_argument("--epochs", type=int, default=50)
     train.add_argument("--max-minutes", type=float, default=10.0, help="time budget (default: 10)")
     train.add_argument("--steps-per-epoch", type=int, default=20)
     train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--patch-size", type=int, default=None,
-                       help="training patch side (default: 128; 256 for seed-unet)")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4; 2e-4 for pix2pix)")
+    train.add_argument("--patch-size", type=int, default=None, help="training patch side (default: the network's)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: the network's)")
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
     train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4)")
@@ -99,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="model file written by 'train'")
     predict.add_argument("image", help="TIFF image or stack")
     predict.add_argument("--out", required=True, help="TIFF file to write")
-    predict.add_argument("--output", choices=OUTPUTS, default="labels",
-                         help="class labels, instance labels, or foreground probability (default: labels)")
+    predict.add_argument("--output", choices=list(OUTPUTS), default="labels",
+                         help="; ".join(f"{name}: {kind.label.lower()}" for name, kind in OUTPUTS.items())
+                         + " (default: labels)")
     predict.add_argument("--no-link-slices", action="store_true",
                          help="instances: number each slice's objects separately instead of following "
                               "objects from slice to slice (for time series rather than z-stacks)")
@@ -122,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args) -> None:
-    from .modelfile import load_model, save_model
+    from .io import load_model, read_tiff, save_model
     from .training import TrainingConfig, fit
 
     image, labels = read_tiff(args.image), read_tiff(args.labels)
@@ -135,7 +98,7 @@ def run_train(args) -> None:
         val_fraction=args.val_fraction, augment=not args.no_augment, device=args.device, seed=args.seed, **settings,
     )
     if not Path(args.out).resolve().parent.exists():
-        raise CommandError(f"cannot write {args.out}: its folder does not exist")
+        raise InputError(f"cannot write {args.out}: its folder does not exist")
     with _progress(args.quiet, "training") as bar:
         model = fit(image, labels, config, callback=bar.training_event, resume=resume)
     save_model(model, args.out)
@@ -143,21 +106,20 @@ def run_train(args) -> None:
 
 
 def run_predict(args) -> None:
-    from .modelfile import load_model
+    from .io import load_model, read_tiff, write_tiff
     from .prediction import iter_predict, output_dtype, volume_geometry
 
     model = load_model(args.model)
     image = read_tiff(args.image, lazy=True)
     geometry = volume_geometry(image.shape, model.config.in_channels)
-    results = iter_predict(model, image, args.output, args.tile_size, args.overlap, args.batch_size, args.device,
-                           link_slices=not args.no_link_slices)
+    results = iter_predict(model, image, args.output, tile_size=args.tile_size, overlap=args.overlap,
+                           batch_size=args.batch_size, device=args.device, link_slices=not args.no_link_slices)
     with _progress(args.quiet, "predicting", total=geometry.n_slices, unit="slice") as bar:
         slices = (bar.advance(r).data for r in results)
         if geometry.is_stack:
-            write_tiff_atomically(args.out, slices=slices, shape=geometry.spatial_shape,
-                                  dtype=output_dtype(model, args.output))
+            write_tiff(args.out, slices=slices, shape=geometry.spatial_shape, dtype=output_dtype(model, args.output))
         else:
-            write_tiff_atomically(args.out, data=next(slices))
+            write_tiff(args.out, next(slices))
     print(f"wrote {args.output} {geometry.spatial_shape} to {args.out}")
 
 
@@ -170,7 +132,7 @@ def run_gui(args) -> None:
 
 
 def run_demo(args) -> None:
-    from .modelfile import save_model
+    from .io import save_model, write_tiff
     from .prediction import predict
     from .samples import nuclei_stack
     from .training import TrainingConfig, fit
@@ -184,7 +146,7 @@ def run_demo(args) -> None:
         model = fit(image[:3], labels[:3], config, callback=bar.training_event)
     save_model(model, out / "model.pt")
     instances = predict(model, image[3], "instances", device=args.device)
-    write_tiff_atomically(str(out / "held-out-instances.tif"), data=instances)
+    write_tiff(out / "held-out-instances.tif", instances)
     truth = labels[3] > 0
     found = instances > 0
     dice = 2 * (truth & found).sum() / (truth.sum() + found.sum())
@@ -208,15 +170,17 @@ class _progress:
         self.bar.close()
 
     def training_event(self, event) -> None:
-        if event.kind == "start":
+        from .training import EventKind
+
+        if event.kind == EventKind.START:
             self.bar.total = event.total_steps
             self.bar.write(event.message, file=sys.stderr)
-        elif event.kind == "step":
+        elif event.kind == EventKind.STEP:
             self.bar.update(event.step - self.bar.n)
             self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", refresh=False)
-        elif event.kind == "epoch" and event.val_dice is not None:
+        elif event.kind == EventKind.EPOCH and event.val_dice is not None:
             self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", val_dice=f"{event.val_dice:.3f}")
-        elif event.kind == "finished":
+        elif event.kind == EventKind.FINISHED:
             self.bar.write(event.message, file=sys.stderr)
 
     def advance(self, result):
@@ -229,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     command = {"train": run_train, "predict": run_predict, "demo": run_demo, "gui": run_gui}[args.command]
     try:
         command(args)
-    except (InputError, CommandError) as error:
+    except InputError as error:
         print(f"napari-pix2pix {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError:

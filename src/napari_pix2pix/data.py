@@ -1,8 +1,8 @@
-"""Turning user arrays into training data: checks, label encoding, normalisation, patch sampling.
+"""Turning user arrays into training data: normalisation, validation split, patch sampling.
 
 Everything here takes and returns numpy arrays (or torch tensors for batches), with no hidden state;
-the objects that must travel with a model (``LabelEncoding``, ``Normalisation``) are small dataclasses
-that serialise to plain dicts.
+``Normalisation``, which travels with a model, is a small dataclass that serialises to a plain dict.
+Input checks live in ``checks.py``, annotation kinds in ``encodings.py``.
 """
 
 from __future__ import annotations
@@ -12,169 +12,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-ANNOTATION_KINDS = ("auto", "dense", "sparse", "instances")
-IGNORE = -1  # class index of pixels that do not count in the loss
-# Classes of the instance encoding: background, object interior, object boundary.
-INSTANCE_CLASSES = ("background", "interior", "boundary")
-
-
-class InputError(ValueError):
-    """Bad user input; the message says what is wrong and how to fix it."""
-
-
-# ----------------------------------------------------------------------------- input checks
+from .checks import check_fraction, check_numeric, image_layout
+from .encodings import IGNORE
+from .errors import InputError
 
 
 def as_channels_last(image, labels_shape: tuple[int, ...] | None = None, in_channels: int | None = None) -> np.ndarray:
-    """Return ``image`` as float32 (Z, Y, X, C), checking it against the labels or the model.
-
-    Parameters
-    ----------
-    image : array-like
-        (Y, X), (Z, Y, X), or either with a trailing channel axis.
-    labels_shape : tuple, optional
-        Spatial shape the image must have (training). A trailing image axis beyond it is channels.
-    in_channels : int, optional
-        Channels the model expects (prediction). With more than one, the last axis is channels.
-    """
+    """Return ``image`` as (Z, Y, X, C), checking it against the labels or the model
+    (see ``checks.image_layout`` for how the axes are read)."""
     image = np.asarray(image)
-    if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise InputError(f"the image must hold numbers, not {image.dtype}")
-    if labels_shape is not None:
-        if image.shape == tuple(labels_shape):
-            has_channels = False
-        elif image.shape[:-1] == tuple(labels_shape):
-            has_channels = True
-        else:
-            raise InputError(
-                f"image shape {image.shape} does not match labels shape {tuple(labels_shape)}: "
-                "the labels must cover the image pixel for pixel (same Y, X and Z sizes)"
-            )
-    else:
-        has_channels = bool(in_channels and in_channels > 1)
-    spatial_ndim = image.ndim - has_channels
-    if spatial_ndim not in (2, 3):
-        raise InputError(
-            f"expected a 2D image or a 3D stack (optionally with a last channel axis), got shape {image.shape}"
-        )
-    if in_channels is not None:
-        channels = image.shape[-1] if has_channels else 1
-        if channels != in_channels:
-            raise InputError(
-                f"the model was trained on {in_channels}-channel images but this image has {channels} "
-                f"(shape {image.shape}); convert it to match (e.g. greyscale) or train a model on such images"
-            )
-    if not has_channels:
+    check_numeric(image.dtype)
+    layout = image_layout(image.shape, labels_shape, in_channels)
+    if not layout.has_channel_axis:
         image = image[..., None]
-    if spatial_ndim == 2:
+    if len(layout.spatial_shape) == 2:
         image = image[None]
     return image
-
-
-def check_finite(image: np.ndarray) -> None:
-    """Raise ``InputError`` if a float image holds NaN or infinite pixels."""
-    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-        bad = int(np.size(image) - np.isfinite(image).sum())
-        raise InputError(f"the image has {bad} NaN or infinite pixels; replace them (e.g. with 0) before training")
-
-
-def check_labels(labels) -> np.ndarray:
-    """Return labels as an int64 array, refusing float, boolean-free empty or negative labels."""
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        labels = labels.astype(np.uint8)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise InputError(
-            f"labels must be integers (a Labels layer or an integer mask), got {labels.dtype}; "
-            "convert a probability map with a threshold first"
-        )
-    if not labels.any():
-        raise InputError("the labels are all zero: paint at least one object (or scribble) before training")
-    if labels.min() < 0:
-        raise InputError("labels must not be negative")
-    if labels.ndim not in (2, 3):
-        raise InputError(f"labels must be 2D or a 3D stack, got shape {labels.shape}")
-    return labels.astype(np.int64, copy=False)
-
-
-# ----------------------------------------------------------------------------- label encoding
-
-
-@dataclass(frozen=True)
-class LabelEncoding:
-    """How label values map to network classes, and back.
-
-    ``kind`` is ``dense`` (0 is a class on annotated slices), ``sparse`` (0 means "not annotated")
-    or ``instances`` (object ids become background / interior / boundary classes).
-    ``class_values[i]`` is the label value predicted for class ``i``.
-    """
-
-    kind: str
-    class_values: tuple[int, ...]
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_values)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "class_values": [int(v) for v in self.class_values]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LabelEncoding:
-        return cls(str(d["kind"]), tuple(int(v) for v in d["class_values"]))
-
-    def encode(self, labels: np.ndarray) -> np.ndarray:
-        """Class index per pixel (int64), ``IGNORE`` where the pixel does not count."""
-        if self.kind == "instances":
-            return encode_instances(labels)
-        lookup = np.full(int(labels.max()) + 1, IGNORE, dtype=np.int64)
-        for index, value in enumerate(self.class_values):
-            if value < lookup.size:
-                lookup[value] = index
-        return lookup[labels]
-
-
-def choose_annotation_kind(labels: np.ndarray) -> str:
-    """Guess the annotation kind: many distinct ids mean instance labels, else dense classes."""
-    values = np.unique(labels)
-    return "instances" if np.count_nonzero(values) > 8 else "dense"
-
-
-def make_encoding(labels: np.ndarray, kind: str = "auto") -> LabelEncoding:
-    """The ``LabelEncoding`` for ``labels`` annotated as ``kind`` (see ``ANNOTATION_KINDS``)."""
-    if kind not in ANNOTATION_KINDS:
-        raise InputError(f"annotation kind must be one of {ANNOTATION_KINDS}, got {kind!r}")
-    if kind == "auto":
-        kind = choose_annotation_kind(labels)
-    if kind == "instances":
-        return LabelEncoding("instances", (0, 1, 1))
-    values = [int(v) for v in np.unique(labels)]
-    if kind == "sparse":
-        values = [v for v in values if v != 0]
-        if len(values) < 2:
-            raise InputError(
-                "sparse (scribble) annotation needs at least two label values, one per class "
-                "(e.g. 1 = background, 2 = cells); 0 means 'not annotated'"
-            )
-    elif len(values) < 2:
-        raise InputError(
-            "dense annotation needs at least two classes, but every annotated pixel has the value "
-            f"{values[0]}; label the background as 0 and the objects with another value"
-        )
-    return LabelEncoding(kind, tuple(values))
-
-
-def encode_instances(labels: np.ndarray) -> np.ndarray:
-    """Instance ids → 0 background, 1 object interior, 2 object boundary (touching objects split)."""
-    from skimage.segmentation import find_boundaries
-
-    classes = (labels > 0).astype(np.int64)
-    for z in range(labels.shape[0]) if labels.ndim == 3 else [None]:
-        plane = labels[z] if z is not None else labels
-        boundary = find_boundaries(plane, mode="inner") & (plane > 0)
-        target = classes[z] if z is not None else classes
-        target[boundary] = 2
-    return classes
 
 
 def annotated_slices(labels: np.ndarray) -> np.ndarray:
@@ -245,8 +98,7 @@ def split_train_validation(images: np.ndarray, targets: np.ndarray, val_fraction
     instead. Returns (train, validation) ``SliceSet``s; validation is None for a fraction of 0 or
     when nothing could be held out.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    check_fraction("validation fraction", val_fraction)
     if val_fraction == 0:
         return SliceSet(images, targets), None
     n = images.shape[0]

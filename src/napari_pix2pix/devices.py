@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from .data import InputError
+from .errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

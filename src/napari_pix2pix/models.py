@@ -6,13 +6,15 @@ The names follow the course project this plugin grew from (``ContractingBlock``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCHITECTURES = ("unet", "seed-unet", "pix2pix")
+from .errors import InputError
 
 
 def crop(image: torch.Tensor, new_shape: tuple[int, ...]) -> torch.Tensor:
@@ -102,8 +104,7 @@ class ModelConfig:
     depth: int = 4
 
     def __post_init__(self):
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        get_architecture(self.architecture)
         for name in ("in_channels", "out_channels", "width", "depth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -220,15 +221,102 @@ class Discriminator(nn.Module):
         return self.patch_logits(self.features(torch.cat([condition, target], dim=1)))
 
 
-def build_model(config: ModelConfig) -> UNet:
+# ----------------------------------------------------------------------------- the registry
+
+
+@runtime_checkable
+class SizeContract(Protocol):
+    """What tiling and patch sampling need to know about a network's input and output sizes.
+
+    A same-size network (``padded``) maps an input of side n to an output of side n and takes sides
+    that are multiples of ``size_multiple``; a valid-convolution network maps a larger input to a
+    smaller output whose pixel 0 lies under input pixel ``output_offset``.
+    """
+
+    @property
+    def padded(self) -> bool: ...
+
+    @property
+    def size_multiple(self) -> int: ...
+
+    def output_size(self, input_size: int) -> int: ...
+
+    def output_offset(self, input_size: int) -> int: ...
+
+    def min_input_size(self) -> int: ...
+
+
+class SegmentationNetwork(SizeContract, Protocol):
+    """A network the engine trains and tiles: an ``nn.Module`` mapping (N, C, H, W) images to
+    (N, classes, H', W') logits, with the size contract."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One network the plugin offers, with the defaults that suit it.
+
+    ``build`` makes the segmentation network (for pix2pix: the generator) from a ``ModelConfig``;
+    ``build_discriminator``, when given, makes it an adversarial (pix2pix) architecture.
+    """
+
+    name: str
+    label: str
+    build: Callable[[ModelConfig], nn.Module]
+    patch_size: int = 128
+    learning_rate: float = 3e-4  # steadier validation than 1e-3 for the same end point (docs/benchmarks.md)
+    betas: tuple[float, float] = (0.9, 0.999)
+    build_discriminator: Callable[[ModelConfig], nn.Module] | None = None
+
+    @property
+    def adversarial(self) -> bool:
+        return self.build_discriminator is not None
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(architecture: Architecture) -> Architecture:
+    """Offer ``architecture`` everywhere: training, the Train widget, the command line, model files."""
+    ARCHITECTURES[architecture.name] = architecture
+    return architecture
+
+
+def get_architecture(name: str) -> Architecture:
+    """The registered architecture called ``name``; ``InputError`` listing the choices if none is."""
+    try:
+        return ARCHITECTURES[name]
+    except (KeyError, TypeError):
+        raise InputError(f"model must be one of {tuple(ARCHITECTURES)}, got {name!r}") from None
+
+
+def build_model(config: ModelConfig) -> nn.Module:
     """The segmentation network (for pix2pix: the generator) described by ``config``."""
-    if config.architecture == "seed-unet":
-        return UNet(config.in_channels, config.out_channels, config.width, config.depth, padded=False)
-    if config.architecture == "pix2pix":
-        return Generator(config.in_channels, config.out_channels, config.width, config.depth)
-    return UNet(config.in_channels, config.out_channels, config.width, config.depth, padded=True)
+    return get_architecture(config.architecture).build(config)
 
 
-def build_discriminator(config: ModelConfig) -> Discriminator:
-    """The PatchGAN judging (image channels + class maps) for a pix2pix ``config``."""
-    return Discriminator(config.in_channels + config.out_channels, config.width)
+def build_discriminator(config: ModelConfig) -> nn.Module:
+    """The discriminator of an adversarial ``config``'s architecture."""
+    architecture = get_architecture(config.architecture)
+    if architecture.build_discriminator is None:
+        raise InputError(f"the {architecture.label} has no discriminator")
+    return architecture.build_discriminator(config)
+
+
+register_architecture(Architecture(
+    "unet", "U-Net (recommended)",
+    lambda c: UNet(c.in_channels, c.out_channels, c.width, c.depth, padded=True),
+))
+register_architecture(Architecture(
+    "seed-unet", "Seed U-Net (original, valid convolutions)",
+    lambda c: UNet(c.in_channels, c.out_channels, c.width, c.depth, padded=False),
+    patch_size=256,  # its output is 117² for a 256² input
+))
+register_architecture(Architecture(
+    "pix2pix", "pix2pix (U-Net + PatchGAN)",
+    lambda c: Generator(c.in_channels, c.out_channels, c.width, c.depth),
+    learning_rate=2e-4, betas=(0.5, 0.999),  # Isola et al. 2017
+    # The PatchGAN judges (image channels + class maps).
+    build_discriminator=lambda c: Discriminator(c.in_channels + c.out_channels, c.width),
+))

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import InputError
-from .modelfile import TrainedModel
+from .errors import InputError
+from .trained_model import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def tile_layout(model: TrainedModel, height: int, width: int, tile_size: int | N
     is split into equal ones, so no tile reaches far past the slice's edge. For the valid (seed)
     U-Net it is the input tile, of which a border is context only.
     """
-    network = model.network
+    network = model.sizes
     if network.padded:
         multiple = network.size_multiple
         tile_size = int(tile_size or max(4 * model.patch_size, 512))

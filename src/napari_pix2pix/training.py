@@ -3,7 +3,12 @@
 ``train`` is a generator: it yields small ``TrainingEvent``s (step, epoch, losses, validation,
 preview) and returns the ``TrainedModel``. The napari widget runs it in a worker thread and only
 draws the events; the command line prints them. Setting the ``stop`` event ends training after
-the current step and still returns the model trained so far.
+the current step and still returns the model trained so far. ``Trainer`` is the same loop as an
+object, for callers that want the live model (``trainer.model``) or to wrap ``trainer.step``.
+
+The pieces: ``prepare_data`` (checks, encoding, normalisation, validation split), a step object
+per kind of training (``SegmentationStep``, ``Pix2PixStep``), ``BestWeights`` (which weights to
+keep) and ``Trainer.run`` (the loop, its stop reasons and epoch bookkeeping).
 """
 
 from __future__ import annotations
@@ -14,44 +19,50 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .augment import augment_batch
-from .data import (
-    IGNORE,
-    InputError,
-    LabelEncoding,
-    Normalisation,
-    PatchSampler,
-    SliceSet,
-    annotated_slices,
-    as_channels_last,
-    check_finite,
-    check_labels,
-    make_encoding,
-    split_train_validation,
-)
+from .checks import check_at_least, check_finite, check_fraction, check_labels
+from .data import Normalisation, PatchSampler, SliceSet, annotated_slices, as_channels_last, split_train_validation
 from .devices import amp_dtype, autocast, describe, resolve_device
-from .modelfile import TrainedModel
-from .models import ARCHITECTURES, ModelConfig, build_discriminator, build_model, crop
-from .prediction import iter_probabilities, output_converter
+from .encodings import AUTO, IGNORE, LabelEncoding, make_encoding
+from .errors import InputError
+from .models import (
+    Architecture,
+    ModelConfig,
+    SizeContract,
+    build_discriminator,
+    build_model,
+    crop,
+    get_architecture,
+)
+from .outputs import get_output
+from .prediction import iter_probabilities, stream_slices
+from .trained_model import TrainedModel
 
 
 @dataclass
 class TrainingConfig:
-    """Every training setting, with defaults that learn well in minutes on two CPU cores."""
+    """Every training setting, with defaults that learn well in minutes on two CPU cores.
+
+    ``patch_size`` and ``learning_rate`` left as None take the architecture's defaults (see
+    ``models.ARCHITECTURES``).
+    """
 
     model: str = "unet"
-    annotation: str = "auto"
+    annotation: str = AUTO
     epochs: int = 50
     max_minutes: float | None = 10.0
     steps_per_epoch: int = 20
     batch_size: int = 4
-    patch_size: int | None = None  # None: 128, or 256 for the seed U-Net (whose output is 117²)
-    learning_rate: float | None = None  # None: 3e-4 (steadier validation than 1e-3, same end point), 2e-4 for pix2pix
+    patch_size: int | None = None
+    learning_rate: float | None = None
     val_fraction: float = 0.2
     augment: bool = True
     device: str = "auto"
@@ -64,40 +75,43 @@ class TrainingConfig:
 
     def check(self) -> None:
         """Raise ``InputError`` naming the first setting that is out of range."""
-        if self.model not in ARCHITECTURES:
-            raise InputError(f"model must be one of {ARCHITECTURES}, got {self.model!r}")
+        get_architecture(self.model)
         for name in ("epochs", "steps_per_epoch", "batch_size", "patch", "width", "depth", "preview_every"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+            check_at_least(name, getattr(self, name))
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"the time budget must be positive, got {self.max_minutes} minutes")
         if self.learning_rate is not None and not (0 < self.learning_rate < 1):
             raise InputError(f"learning rate must be between 0 and 1, got {self.learning_rate}")
-        if self.model != "seed-unet" and self.patch % 2**self.depth:
-            raise InputError(
-                f"patch size must be a multiple of {2**self.depth} for a depth-{self.depth} U-Net, got {self.patch}"
-            )
-        if not 0 <= self.val_fraction < 1:
-            raise InputError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
+        check_fraction("validation fraction", self.val_fraction)
+
+    @property
+    def architecture(self) -> Architecture:
+        return get_architecture(self.model)
 
     @property
     def patch(self) -> int:
-        if self.patch_size is not None:
-            return self.patch_size
-        return 256 if self.model == "seed-unet" else 128
+        return self.patch_size if self.patch_size is not None else self.architecture.patch_size
 
     @property
     def lr(self) -> float:
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 2e-4 if self.model == "pix2pix" else 3e-4
+        return self.learning_rate if self.learning_rate is not None else self.architecture.learning_rate
+
+
+class EventKind(str, Enum):
+    """What a ``TrainingEvent`` reports."""
+
+    START = "start"
+    STEP = "step"
+    EPOCH = "epoch"
+    PREVIEW = "preview"
+    FINISHED = "finished"
 
 
 @dataclass
 class TrainingEvent:
     """A progress report from ``train``; fields that do not apply are None."""
 
-    kind: str  # 'start', 'step', 'epoch', 'preview' or 'finished'
+    kind: EventKind
     step: int = 0
     total_steps: int = 0
     epoch: int = 0
@@ -114,12 +128,11 @@ class TrainingEvent:
     preview: np.ndarray | None = field(default=None, repr=False)
 
 
-class TrainingError(InputError):
-    """Training could not run (the message says why and what to try)."""
+# ----------------------------------------------------------------------------- data
 
 
 @dataclass
-class _Prepared:
+class PreparedData:
     encoding: LabelEncoding
     normalisation: Normalisation
     train: SliceSet
@@ -127,7 +140,7 @@ class _Prepared:
     in_channels: int
 
 
-def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | None, rng) -> _Prepared:
+def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | None, rng) -> PreparedData:
     """Check the inputs and turn them into normalised slices with class targets."""
     labels = check_labels(labels)
     image = as_channels_last(image, labels_shape=labels.shape)
@@ -140,8 +153,7 @@ def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | N
         )
     if resume is not None:
         encoding, normalisation = resume.encoding, resume.normalisation
-        kind = encoding.kind if config.annotation == "auto" else config.annotation
-        fresh = make_encoding(labels, kind)
+        fresh = make_encoding(labels, encoding.kind if config.annotation == AUTO else config.annotation)
         if fresh.kind != encoding.kind or not set(fresh.class_values) <= set(encoding.class_values):
             raise InputError(
                 f"the model to resume was trained on {encoding.kind} labels {list(encoding.class_values)}, "
@@ -153,191 +165,23 @@ def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | N
     slices = annotated_slices(labels)
     images = np.moveaxis(normalisation.apply(image[slices]), -1, 1)
     targets = encoding.encode(labels[slices])
-    if encoding.kind == "sparse":
-        targets[labels[slices] == 0] = IGNORE
-    train, validation = split_train_validation(images, targets, config.val_fraction, rng)
-    return _Prepared(encoding, normalisation, train, validation, image.shape[-1])
+    train_set, validation = split_train_validation(images, targets, config.val_fraction, rng)
+    return PreparedData(encoding, normalisation, train_set, validation, image.shape[-1])
 
 
-def train(
-    image,
-    labels,
-    config: TrainingConfig | None = None,
-    stop: threading.Event | None = None,
-    preview_source: Callable[[], np.ndarray | None] | None = None,
-    resume: TrainedModel | None = None,
-) -> Generator[TrainingEvent, None, TrainedModel]:
-    """Train on ``image`` with ``labels``; yields ``TrainingEvent``s and returns the ``TrainedModel``.
-
-    Parameters
-    ----------
-    image : array-like
-        (Y, X) or (Z, Y, X), optionally with a trailing channel axis.
-    labels : array-like of int
-        Same spatial shape. Slices without any label are skipped; see ``data.make_encoding`` for
-        how dense, sparse and instance annotations are read.
-    config : TrainingConfig
-    stop : threading.Event, optional
-        Checked every step; once set, training ends and the best model so far is returned.
-    preview_source : callable, optional
-        Returns the 2D image (Y, X[, C]) to preview on, or None; every ``preview_every`` steps the
-        current model's labels for it are yielded in a 'preview' event.
-    resume : TrainedModel, optional
-        Continue training this model (same architecture, channels and classes).
-
-    Examples
-    --------
-    >>> from napari_pix2pix.training import TrainingConfig, fit
-    >>> model = fit(image, labels, TrainingConfig(epochs=5))  # doctest: +SKIP
-    """
-    config = copy.copy(config or TrainingConfig())
-    if resume is not None:
-        config.model, config.width, config.depth = resume.architecture, resume.config.width, resume.config.depth
-    config.check()
-    device = resolve_device(config.device)
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    augment_generator = torch.Generator().manual_seed(config.seed)
-    data = prepare_data(image, labels, config, resume, rng)
-
-    model_config = ModelConfig(config.model, data.in_channels, data.encoding.n_classes, config.width, config.depth)
-    network = build_model(model_config)
-    if resume is not None:
-        network.load_state_dict(resume.network.state_dict())
-    network.to(device)
-    patch_size = _patch_size(network, config.patch, data.train.images.shape[2:])
-    output_size = network.output_size(patch_size)
-    sampler = PatchSampler(data.train, patch_size, output_size, rng)
-    history = list(resume.history) if resume is not None else []
-    result = TrainedModel(model_config, network, data.encoding, data.normalisation, patch_size, history, None, str(device))
-
-    pix2pix = config.model == "pix2pix"
-    optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=(0.5, 0.999) if pix2pix else (0.9, 0.999))
-    discriminator = d_optimiser = None
-    if pix2pix:
-        discriminator = build_discriminator(model_config).to(device)
-        if resume is not None and resume.discriminator_state is not None:
-            discriminator.load_state_dict(resume.discriminator_state)
-        d_optimiser = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
-    use_amp = config.mixed_precision and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype(device) == torch.float16)
-
-    total_steps = config.epochs * config.steps_per_epoch
-    budget = config.max_minutes * 60 if config.max_minutes else math.inf
-    device_name = describe(device)
-    start = time.monotonic()
-    best_score, best_state = -math.inf, _snapshot(network, discriminator)
-    yield TrainingEvent("start", 0, total_steps, 0, config.epochs, device=device_name,
-                        message=f"training {config.model} on {device_name}, {len(data.train)} slice(s), "
-                        f"{data.encoding.n_classes} classes ({data.encoding.kind})")
-
-    step, epoch, message = 0, 0, ""
-    epoch_losses: list[dict] = []
-    while step < total_steps:
-        if stop is not None and stop.is_set():
-            message = "stopped by the user"
-            break
-        if time.monotonic() - start > budget:
-            message = f"time budget of {config.max_minutes:g} minutes reached"
-            break
-        network.train()
-        images, targets = sampler.sample(config.batch_size)
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if config.augment:
-            images, targets = augment_batch(images, targets, augment_generator)
-        if pix2pix:
-            losses = _pix2pix_step(network, discriminator, optimiser, d_optimiser, images, targets,
-                                   data.encoding.n_classes, config.l1_weight, device, use_amp, scaler)
-        else:
-            losses = _segmentation_step(network, optimiser, images, targets, device, use_amp, scaler)
-        step += 1
-        if not all(math.isfinite(v) for v in losses.values()):
-            _restore(network, discriminator, best_state)
-            message = (f"training stopped at step {step}: the loss became {losses['loss']} (not a number); "
-                       "the last good weights are kept. Try a lower learning rate")
-            break
-        epoch_losses.append(losses)
-        elapsed = time.monotonic() - start
-        remaining = min(budget - elapsed, (total_steps - step) * elapsed / step)
-        yield TrainingEvent("step", step, total_steps, epoch + 1, config.epochs, elapsed, max(0.0, remaining),
-                            device=device_name, **_rename(losses))
-
-        if preview_source is not None and step % config.preview_every == 0:
-            preview = _preview(result, preview_source, device)
-            if preview is not None:
-                yield TrainingEvent("preview", step, total_steps, epoch + 1, config.epochs, elapsed,
-                                    device=device_name, preview=preview)
-
-        if step % config.steps_per_epoch == 0 or step == total_steps:
-            epoch += 1
-            record = {k: float(np.mean([l[k] for l in epoch_losses])) for k in epoch_losses[0]}
-            epoch_losses.clear()
-            val_loss = val_dice = None
-            if data.validation is not None:
-                val_loss, val_dice = evaluate(result, data.validation, device)
-            score = val_dice if val_dice is not None else -record["loss"]
-            if score > best_score:
-                best_score, best_state = score, _snapshot(network, discriminator)
-            record.update(epoch=len(history) + 1, step=step, val_loss=val_loss, val_dice=val_dice,
-                          elapsed=time.monotonic() - start)
-            history.append(record)
-            yield TrainingEvent("epoch", step, total_steps, epoch, config.epochs, record["elapsed"],
-                                max(0.0, min(budget - record["elapsed"], (total_steps - step) * record["elapsed"] / step)),
-                                val_loss=val_loss, val_dice=val_dice, device=device_name, **_rename(record))
-
-    if epoch_losses and data.validation is None:
-        # A partial last epoch still counts when there is no validation to choose by.
-        best_state = _snapshot(network, discriminator)
-    _restore(network, discriminator, best_state)
-    network.eval()
-    if discriminator is not None:
-        result.discriminator_state = {k: v.cpu() for k, v in discriminator.state_dict().items()}
-    summary = message or f"finished {step} steps"
-    if history and history[-1].get("val_dice") is not None:
-        summary += f"; best validation Dice {max(h['val_dice'] for h in history if h['val_dice'] is not None):.3f}"
-    yield TrainingEvent("finished", step, total_steps, epoch, config.epochs, time.monotonic() - start, 0.0,
-                        device=device_name, message=summary)
-    return result
+# ----------------------------------------------------------------------------- steps
 
 
-def fit(image, labels, config: TrainingConfig | None = None, callback=None, **options) -> TrainedModel:
-    """Run ``train`` to the end (optionally calling ``callback(event)``) and return the model."""
-    generator = train(image, labels, config, **options)
-    while True:
-        try:
-            event = next(generator)
-        except StopIteration as done:
-            return done.value
-        if callback is not None:
-            callback(event)
+class Precision:
+    """Mixed precision on CUDA (with a gradient scaler for float16); plain float32 elsewhere."""
 
+    def __init__(self, device: torch.device, mixed_precision: bool):
+        self.device = device
+        self.enabled = mixed_precision and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and amp_dtype(device) == torch.float16)
 
-def _patch_size(network, requested: int, slice_shape: tuple[int, int]) -> int:
-    """The training patch: the requested size, shrunk for small images (padded U-Net only)."""
-    if not network.padded:
-        minimum = network.min_input_size()
-        if requested < minimum:
-            raise InputError(f"patch size {requested} is too small for the seed U-Net; use at least {minimum}")
-        return requested
-    multiple = network.size_multiple
-    fits = -(-max(slice_shape) // multiple) * multiple
-    return min(requested, fits)
-
-
-def _rename(losses: dict) -> dict:
-    names = {"loss": "loss", "g_loss": "generator_loss", "d_loss": "discriminator_loss"}
-    return {names[k]: v for k, v in losses.items() if k in names}
-
-
-def _segmentation_step(network, optimiser, images, targets, device, use_amp, scaler) -> dict:
-    with autocast(device, use_amp):
-        logits = network(images)
-    loss = segmentation_loss(logits.float(), crop(targets, logits.shape))
-    optimiser.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimiser)
-    scaler.update()
-    return {"loss": loss.item()}
+    def autocast(self):
+        return autocast(self.device, self.enabled)
 
 
 def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -354,48 +198,325 @@ def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return ce + (1 - dice.mean())
 
 
-def _pix2pix_step(generator, discriminator, g_optimiser, d_optimiser, images, targets, n_classes, l1_weight,
-                  device, use_amp, scaler) -> dict:
+class SegmentationStep:
+    """One supervised update of ``network``: ``segmentation_loss`` on its (cropped) output."""
+
+    def __init__(self, network: nn.Module, config: TrainingConfig, precision: Precision):
+        self.network = network
+        self.precision = precision
+        self.optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=config.architecture.betas)
+        self.modules: dict[str, nn.Module] = {"network": network}
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        with self.precision.autocast():
+            logits = self.network(images)
+        loss = segmentation_loss(logits.float(), crop(targets, logits.shape))
+        self.optimiser.zero_grad(set_to_none=True)
+        scaler = self.precision.scaler
+        scaler.scale(loss).backward()
+        scaler.step(self.optimiser)
+        scaler.update()
+        return {"loss": loss.item()}
+
+
+class Pix2PixStep:
     """One pix2pix update: the conditional-GAN loss plus λ·L1 between class maps (Isola et al. 2017)."""
-    annotated = (targets != IGNORE).unsqueeze(1)
-    real = F.one_hot(targets.clamp_min(0), n_classes).permute(0, 3, 1, 2).float()
-    with autocast(device, use_amp):
-        fake = torch.softmax(generator(images).float(), dim=1)
-    # Where nothing is annotated the "real" map is the generator's own, so D learns nothing there.
-    real = torch.where(annotated, real, fake.detach())
 
-    with autocast(device, use_amp):
-        real_logits = discriminator(images, real)
-        fake_logits = discriminator(images, fake.detach())
-    d_loss = 0.5 * (
-        F.binary_cross_entropy_with_logits(real_logits.float(), torch.ones_like(real_logits, dtype=torch.float32))
-        + F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32))
-    )
-    d_optimiser.zero_grad(set_to_none=True)
-    scaler.scale(d_loss).backward()
-    scaler.step(d_optimiser)
+    def __init__(self, generator: nn.Module, model_config: ModelConfig, config: TrainingConfig,
+                 precision: Precision, resume: TrainedModel | None):
+        self.generator = generator
+        self.precision = precision
+        self.n_classes = model_config.out_channels
+        self.l1_weight = config.l1_weight
+        betas = config.architecture.betas
+        self.optimiser = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
+        self.discriminator = build_discriminator(model_config).to(precision.device)
+        if resume is not None and resume.discriminator_state is not None:
+            self.discriminator.load_state_dict(resume.discriminator_state)
+        self.d_optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
+        self.modules = {"network": generator, "discriminator": self.discriminator}
 
-    with autocast(device, use_amp):
-        judged = discriminator(images, fake)
-    adversarial = F.binary_cross_entropy_with_logits(judged.float(), torch.ones_like(judged, dtype=torch.float32))
-    l1 = (torch.abs(fake - real) * annotated).sum() / (annotated.sum() * n_classes).clamp_min(1)
-    g_loss = adversarial + l1_weight * l1
-    g_optimiser.zero_grad(set_to_none=True)
-    scaler.scale(g_loss).backward()
-    scaler.step(g_optimiser)
-    scaler.update()
-    return {"loss": l1.item(), "g_loss": g_loss.item(), "d_loss": d_loss.item()}
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        annotated = (targets != IGNORE).unsqueeze(1)
+        real = F.one_hot(targets.clamp_min(0), self.n_classes).permute(0, 3, 1, 2).float()
+        with self.precision.autocast():
+            fake = torch.softmax(self.generator(images).float(), dim=1)
+        # Where nothing is annotated the "real" map is the generator's own, so D learns nothing there.
+        real = torch.where(annotated, real, fake.detach())
+        d_loss = 0.5 * (self._judge(images, real, True) + self._judge(images, fake.detach(), False))
+        self._update(d_loss, self.d_optimiser)
+        l1 = (torch.abs(fake - real) * annotated).sum() / (annotated.sum() * self.n_classes).clamp_min(1)
+        g_loss = self._judge(images, fake, True) + self.l1_weight * l1
+        self._update(g_loss, self.optimiser)
+        self.precision.scaler.update()
+        return {"loss": l1.item(), "g_loss": g_loss.item(), "d_loss": d_loss.item()}
+
+    def _judge(self, images: torch.Tensor, maps: torch.Tensor, real: bool) -> torch.Tensor:
+        """The discriminator's loss for calling ``maps`` real (or fake)."""
+        with self.precision.autocast():
+            logits = self.discriminator(images, maps).float()
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
+
+    def _update(self, loss: torch.Tensor, optimiser: torch.optim.Optimizer) -> None:
+        optimiser.zero_grad(set_to_none=True)
+        self.precision.scaler.scale(loss).backward()
+        self.precision.scaler.step(optimiser)
 
 
-def evaluate(model: TrainedModel, validation: SliceSet, device) -> tuple[float, float]:
-    """Validation loss (cross-entropy) and Dice of the foreground classes, on whole held-out slices."""
-    identity = TrainedModel(model.config, model.network, model.encoding,
-                            Normalisation((0.0,) * model.config.in_channels, (1.0,) * model.config.in_channels),
-                            model.patch_size)
-    images = np.moveaxis(validation.images, 1, -1)
-    images = images if model.config.in_channels > 1 else images[..., 0]
+# ----------------------------------------------------------------------------- bookkeeping
+
+
+class BestWeights:
+    """A copy of the best weights seen so far (by score), to restore at the end or after a failure."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        self.modules = modules
+        self.score = -math.inf
+        self.state = self._snapshot()
+
+    def _snapshot(self) -> dict:
+        return {name: {k: v.detach().clone() for k, v in module.state_dict().items()}
+                for name, module in self.modules.items()}
+
+    def offer(self, score: float) -> None:
+        if score > self.score:
+            self.score, self.state = score, self._snapshot()
+
+    def keep_current(self) -> None:
+        self.state = self._snapshot()
+
+    def restore(self) -> None:
+        for name, module in self.modules.items():
+            module.load_state_dict(self.state[name])
+
+
+_EVENT_NAMES = {"loss": "loss", "g_loss": "generator_loss", "d_loss": "discriminator_loss"}
+
+
+def _loss_fields(losses: dict) -> dict:
+    return {_EVENT_NAMES[k]: v for k, v in losses.items() if k in _EVENT_NAMES}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Trainer:
+    """Sets a training run up (data, network, step, sampler) and runs it with ``run()``.
+
+    ``model`` is the live ``TrainedModel`` (its network trains in place); ``step`` is the callable
+    doing one update, ``step(images, targets) -> {"loss": …}``, which callers may wrap.
+    """
+
+    def __init__(self, image, labels, config: TrainingConfig | None = None, *, stop: threading.Event | None = None,
+                 preview_source: Callable[[], np.ndarray | None] | None = None, resume: TrainedModel | None = None):
+        config = copy.copy(config or TrainingConfig())
+        if resume is not None:
+            config.model, config.width, config.depth = resume.architecture, resume.config.width, resume.config.depth
+        config.check()
+        self.config, self.stop, self.preview_source = config, stop, preview_source
+        self.device = resolve_device(config.device)
+        rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        self.augment_generator = torch.Generator().manual_seed(config.seed)
+        self.data = data = prepare_data(image, labels, config, resume, rng)
+
+        model_config = ModelConfig(config.model, data.in_channels, data.encoding.n_classes, config.width, config.depth)
+        network = build_model(model_config)
+        if resume is not None:
+            network.load_state_dict(resume.network.state_dict())
+        network.to(self.device)
+        sizes = cast(SizeContract, network)
+        patch_size = training_patch_size(sizes, config.patch, data.train.images.shape[2:], config.model)
+        self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng)
+        history = list(resume.history) if resume is not None else []
+        self.model = TrainedModel(model_config, network, data.encoding, data.normalisation, patch_size, history,
+                                  None, str(self.device))
+        precision = Precision(self.device, config.mixed_precision)
+        self.step: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+        if config.architecture.adversarial:
+            self.step = Pix2PixStep(network, model_config, config, precision, resume)
+        else:
+            self.step = SegmentationStep(network, config, precision)
+        self.best = BestWeights(self.step.modules)  # the weights that make the model: kept, restored, saved
+        self.total_steps = config.epochs * config.steps_per_epoch
+        self.budget = config.max_minutes * 60 if config.max_minutes else math.inf
+        self.device_name = describe(self.device)
+        self.steps_done = self.epochs_done = 0
+        self.start = time.monotonic()
+
+    def run(self) -> Generator[TrainingEvent, None, TrainedModel]:
+        """Train until the epochs, the time budget or ``stop`` end it; yield events, return the model."""
+        data, config = self.data, self.config
+        self.start = time.monotonic()
+        yield self._event(EventKind.START, message=f"training {config.model} on {self.device_name}, "
+                          f"{len(data.train)} slice(s), {data.encoding.n_classes} classes ({data.encoding.kind})")
+        epoch_losses: list[dict] = []
+        message = ""
+        while self.steps_done < self.total_steps:
+            message = self._interruption()
+            if message:
+                break
+            losses = self._train_one_step()
+            if not all(math.isfinite(v) for v in losses.values()):
+                self.best.restore()
+                message = (f"training stopped at step {self.steps_done}: the loss became {losses['loss']} "
+                           "(not a number); the last good weights are kept. Try a lower learning rate")
+                break
+            epoch_losses.append(losses)
+            yield self._event(EventKind.STEP, epoch=self.epochs_done + 1, remaining=self._remaining(),
+                              **_loss_fields(losses))
+            if self.preview_source is not None and self.steps_done % config.preview_every == 0:
+                preview = self._preview()
+                if preview is not None:
+                    yield self._event(EventKind.PREVIEW, epoch=self.epochs_done + 1, preview=preview)
+            if self.steps_done % config.steps_per_epoch == 0 or self.steps_done == self.total_steps:
+                yield self._end_epoch(epoch_losses)
+                epoch_losses = []
+        yield self._finish(message, partial_epoch=bool(epoch_losses))
+        return self.model
+
+    def _interruption(self) -> str:
+        """Why training must end before the next step ('' to go on)."""
+        if self.stop is not None and self.stop.is_set():
+            return "stopped by the user"
+        if time.monotonic() - self.start > self.budget:
+            return f"time budget of {self.config.max_minutes:g} minutes reached"
+        return ""
+
+    def _train_one_step(self) -> dict[str, float]:
+        self.model.network.train()
+        images, targets = self.sampler.sample(self.config.batch_size)
+        images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        if self.config.augment:
+            images, targets = augment_batch(images, targets, self.augment_generator)
+        losses = self.step(images, targets)
+        self.steps_done += 1
+        return losses
+
+    def _end_epoch(self, epoch_losses: list[dict]) -> TrainingEvent:
+        """Record the epoch in the history, validate, and keep the weights if they are the best."""
+        self.epochs_done += 1
+        record: dict = {k: float(np.mean([losses[k] for losses in epoch_losses])) for k in epoch_losses[0]}
+        val_loss = val_dice = None
+        if self.data.validation is not None:
+            val_loss, val_dice = evaluate(self.model, self.data.validation, self.device)
+        self.best.offer(val_dice if val_dice is not None else -record["loss"])
+        record.update(epoch=len(self.model.history) + 1, step=self.steps_done, val_loss=val_loss, val_dice=val_dice,
+                      elapsed=time.monotonic() - self.start)
+        self.model.history.append(record)
+        return self._event(EventKind.EPOCH, epoch=self.epochs_done, remaining=self._remaining(),
+                           val_loss=val_loss, val_dice=val_dice, **_loss_fields(record))
+
+    def _finish(self, message: str, partial_epoch: bool) -> TrainingEvent:
+        if partial_epoch and self.data.validation is None:
+            self.best.keep_current()  # a partial last epoch still counts when there is no validation to choose by
+        self.best.restore()
+        self.model.network.eval()
+        discriminator = self.best.modules.get("discriminator")
+        if discriminator is not None:
+            self.model.discriminator_state = {k: v.cpu() for k, v in discriminator.state_dict().items()}
+        summary = message or f"finished {self.steps_done} steps"
+        dices = [h["val_dice"] for h in self.model.history if h.get("val_dice") is not None]
+        if dices and self.model.history[-1].get("val_dice") is not None:
+            summary += f"; best validation Dice {max(dices):.3f}"
+        return self._event(EventKind.FINISHED, epoch=self.epochs_done, remaining=0.0, message=summary)
+
+    def _event(self, kind: EventKind, **fields) -> TrainingEvent:
+        elapsed = 0.0 if kind == EventKind.START else time.monotonic() - self.start
+        return TrainingEvent(kind=kind, step=self.steps_done, total_steps=self.total_steps, epochs=self.config.epochs,
+                             elapsed=elapsed, device=self.device_name, **fields)
+
+    def _remaining(self) -> float:
+        """Seconds left: until the time budget or, at the pace so far, the last step, whichever is sooner."""
+        elapsed = time.monotonic() - self.start
+        by_pace = (self.total_steps - self.steps_done) * elapsed / max(1, self.steps_done)
+        return max(0.0, min(self.budget - elapsed, by_pace))
+
+    def _preview(self) -> np.ndarray | None:
+        """The current network's output for the 2D image ``preview_source()`` returns (None to skip),
+        in the output its annotation kind is predicted as by default."""
+        assert self.preview_source is not None
+        image = self.preview_source()
+        if image is None:
+            return None
+        try:
+            ((_, probabilities),) = iter_probabilities(self.model, np.asarray(image), device=self.device)
+        except InputError:
+            return None  # a slice the model cannot take (e.g. wrong channels): no preview, training goes on
+        encoding = self.model.encoding
+        return get_output(encoding.default_output).on_host(encoding)(probabilities)
+
+
+def train(
+    image,
+    labels,
+    config: TrainingConfig | None = None,
+    *,
+    stop: threading.Event | None = None,
+    preview_source: Callable[[], np.ndarray | None] | None = None,
+    resume: TrainedModel | None = None,
+) -> Generator[TrainingEvent, None, TrainedModel]:
+    """Train on ``image`` with ``labels``; yields ``TrainingEvent``s and returns the ``TrainedModel``.
+
+    Parameters
+    ----------
+    image : array-like
+        (Y, X) or (Z, Y, X), optionally with a trailing channel axis.
+    labels : array-like of int
+        Same spatial shape. Slices without any label are skipped; see ``encodings`` for how dense,
+        sparse and instance annotations are read.
+    config : TrainingConfig
+    stop : threading.Event, optional
+        Checked every step; once set, training ends and the best model so far is returned.
+    preview_source : callable, optional
+        Returns the 2D image (Y, X[, C]) to preview on, or None; every ``preview_every`` steps the
+        current model's labels for it are yielded in a 'preview' event.
+    resume : TrainedModel, optional
+        Continue training this model (same architecture, channels and classes).
+
+    Examples
+    --------
+    >>> from napari_pix2pix.training import TrainingConfig, fit
+    >>> model = fit(image, labels, TrainingConfig(epochs=5))  # doctest: +SKIP
+    """
+    trainer = Trainer(image, labels, config, stop=stop, preview_source=preview_source, resume=resume)
+    return (yield from trainer.run())
+
+
+def fit(image, labels, config: TrainingConfig | None = None, callback=None, **options) -> TrainedModel:
+    """Run ``train`` to the end (optionally calling ``callback(event)``) and return the model."""
+    generator = train(image, labels, config, **options)
+    while True:
+        try:
+            event = next(generator)
+        except StopIteration as done:
+            return done.value
+        if callback is not None:
+            callback(event)
+
+
+def training_patch_size(sizes: SizeContract, requested: int, slice_shape: tuple[int, ...], name: str) -> int:
+    """The training patch for network ``name``: the requested size, shrunk for small images
+    (same-size networks only)."""
+    if not sizes.padded:
+        minimum = sizes.min_input_size()
+        if requested < minimum:
+            raise InputError(f"patch size {requested} is too small for the {name} network; use at least {minimum}")
+        return requested
+    multiple = sizes.size_multiple
+    if requested % multiple:
+        raise InputError(f"patch size must be a multiple of {multiple} for this {name} network, got {requested}")
+    fits = -(-max(slice_shape) // multiple) * multiple
+    return min(requested, fits)
+
+
+def evaluate(model: TrainedModel, validation: SliceSet, device) -> tuple[float | None, float | None]:
+    """Validation loss (cross-entropy) and Dice of the foreground classes, on whole held-out slices
+    (already normalised); (None, None) when nothing in them is annotated."""
+    planes = ((i, np.ascontiguousarray(image)) for i, image in enumerate(validation.images))
+    height, width = validation.images.shape[2:]
     losses, intersection, total = [], 0.0, 0.0
-    for index, probabilities in iter_probabilities(identity, images, batch_size=4, device=str(device)):
+    for index, probabilities in stream_slices(model, planes, height, width, batch_size=4, device=device):
         target = validation.targets[index]
         annotated = target != IGNORE
         if not annotated.any():
@@ -410,29 +531,3 @@ def evaluate(model: TrainedModel, validation: SliceSet, device) -> tuple[float, 
     if not losses:
         return None, None
     return float(np.mean(losses)), (2 * intersection / total if total else 1.0)
-
-
-def _preview(model: TrainedModel, source, device) -> np.ndarray | None:
-    """The current network's prediction for the 2D image ``source()`` returns (None to skip):
-    instance labels for an instance model, class labels otherwise."""
-    image = source()
-    if image is None:
-        return None
-    try:
-        (_, probabilities), = iter_probabilities(model, np.asarray(image), device=str(device))
-    except InputError:
-        return None  # a slice the model cannot take (e.g. wrong channels): no preview, training goes on
-    return output_converter(model, "instances" if model.encoding.kind == "instances" else "labels")(probabilities)
-
-
-def _snapshot(network, discriminator) -> dict:
-    state = {"network": {k: v.detach().clone() for k, v in network.state_dict().items()}}
-    if discriminator is not None:
-        state["discriminator"] = {k: v.detach().clone() for k, v in discriminator.state_dict().items()}
-    return state
-
-
-def _restore(network, discriminator, state: dict) -> None:
-    network.load_state_dict(state["network"])
-    if discriminator is not None and "discriminator" in state:
-        discriminator.load_state_dict(state["discriminator"])

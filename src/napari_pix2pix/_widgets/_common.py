@@ -17,8 +17,9 @@ from psygnal import Signal
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QFileDialog
 
-from ..data import InputError
-from ..modelfile import TrainedModel, load_model
+from ..errors import InputError
+from ..io import load_model
+from ..trained_model import TrainedModel
 
 logger = logging.getLogger(__name__)
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, SpinBox
-from napari.layers import Image
+from napari.layers import Image, Layer
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..modelfile import TrainedModel
-from ..prediction import Cancelled, iter_predict, volume_geometry
+from ..errors import Cancelled
+from ..outputs import OUTPUTS, get_output
+from ..prediction import iter_predict, volume_geometry
+from ..trained_model import TrainedModel
 from ._common import (
     DEVICES,
     WorkerGuard,
@@ -25,12 +26,6 @@ from ._common import (
     report_error,
     run_reporting_failures,
 )
-
-OUTPUTS = [
-    ("Labels (classes)", "labels"),
-    ("Instances (one id per object)", "instances"),
-    ("Probability map", "probability"),
-]
 
 
 def predict_volume(model: TrainedModel, image, output: str, stop, **options):
@@ -59,10 +54,11 @@ class PredictWidget(QWidget):
 
         self.image_picker = layer_picker(viewer, Image, "Image")
         self.model_choice = ComboBox(label="Model", choices=lambda _w=None: model_store.names(), nullable=False)
-        self.output_choice = ComboBox(label="Output", choices=OUTPUTS, value="labels")
+        self.output_choice = ComboBox(label="Output", choices=[(kind.label, name) for name, kind in OUTPUTS.items()],
+                                      value="labels")
         self.link_slices = CheckBox(text="Follow objects from slice to slice (3D instances)", value=True)
         self.controls = Container(widgets=[self.image_picker, self.model_choice, self.output_choice, self.link_slices])
-        self.output_choice.changed.connect(lambda value: setattr(self.link_slices, "visible", value == "instances"))
+        self.output_choice.changed.connect(lambda value: setattr(self.link_slices, "visible", OUTPUTS[value].objects))
         self.link_slices.visible = False
         self.tile_size = SpinBox(label="Tile size (0 = automatic)", value=0, min=0, max=8192, step=16)
         self.overlap = SpinBox(label="Tile overlap (-1 = automatic)", value=-1, min=-1, max=4096, step=8)
@@ -180,12 +176,10 @@ class PredictWidget(QWidget):
     def _on_result(self, result: np.ndarray) -> None:
         layer, output, model_name = self._job
         name = f"{layer.name} predicted {output}"
-        placement = dict(name=name, scale=layer.scale[: layer.ndim], translate=layer.translate[: layer.ndim],
-                         metadata={"napari-pix2pix model": model_name})
-        if output == "probability":
-            self.viewer.add_image(result, colormap="magma", contrast_limits=(0, 1), blending="additive", **placement)
-        else:
-            self.viewer.add_labels(result, **placement)
+        kind = get_output(output)
+        options = dict(name=name, scale=layer.scale[: layer.ndim], translate=layer.translate[: layer.ndim],
+                       metadata={"napari-pix2pix model": model_name}, **kind.layer_options)
+        self.viewer.add_layer(Layer.create(result, options, kind.layer_type))
         self.status.setText(f"Added '{name}' ({' × '.join(map(str, result.shape))}).")
 
     def _on_error(self, error: Exception) -> None:

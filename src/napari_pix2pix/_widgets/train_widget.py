@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
@@ -19,9 +18,11 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..data import InputError
-from ..modelfile import save_model
-from ..training import TrainingConfig, TrainingEvent, train
+from ..encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
+from ..errors import InputError
+from ..io import save_model
+from ..models import ARCHITECTURES, get_architecture
+from ..training import EventKind, TrainingConfig, TrainingEvent, train
 from ._common import (
     DEVICES,
     WorkerGuard,
@@ -36,17 +37,8 @@ from ._common import (
 )
 from .loss_plot import LossPlot
 
-MODELS = [
-    ("U-Net (recommended)", "unet"),
-    ("Seed U-Net (original, valid convolutions)", "seed-unet"),
-    ("pix2pix (U-Net + PatchGAN)", "pix2pix"),
-]
-ANNOTATIONS = [
-    ("Automatic", "auto"),
-    ("Dense: labelled slices fully painted", "dense"),
-    ("Sparse scribbles: 0 = not annotated", "sparse"),
-    ("Instances: one id per object", "instances"),
-]
+def _annotation_label(choice: str) -> str:
+    return ENCODINGS[choice].label if choice in ENCODINGS else "Automatic"
 
 
 def _minutes(seconds: float | None) -> str:
@@ -71,8 +63,10 @@ class TrainWidget(QWidget):
         defaults = TrainingConfig()
         self.image_picker = layer_picker(viewer, Image, "Image")
         self.labels_picker = layer_picker(viewer, Labels, "Labels")
-        self.model_choice = ComboBox(label="Model", choices=MODELS, value="unet")
-        self.annotation_choice = ComboBox(label="Annotation", choices=ANNOTATIONS, value="auto")
+        self.model_choice = ComboBox(label="Model", choices=[(spec.label, name) for name, spec in ARCHITECTURES.items()],
+                                     value=defaults.model)
+        self.annotation_choice = ComboBox(label="Annotation", choices=[(_annotation_label(c), c) for c in ANNOTATION_CHOICES],
+                                          value=AUTO)
         self.epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
         self.max_minutes = FloatSpinBox(label="Time budget (min)", value=defaults.max_minutes, min=0.1, max=10_000, step=1)
         self.live_preview = CheckBox(text="Live preview on the current slice", value=True)
@@ -81,7 +75,7 @@ class TrainWidget(QWidget):
             self.epochs, self.max_minutes, self.live_preview,
         ])
         self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=256)
-        self.patch_size = SpinBox(label="Patch size", value=128, min=16, max=2048, step=16)
+        self.patch_size = SpinBox(label="Patch size", value=defaults.patch, min=16, max=2048, step=16)
         self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-6, max=0.5, step=1e-4)
         self.learning_rate.native.setDecimals(6)
         self.val_fraction = FloatSpinBox(label="Validation fraction", value=defaults.val_fraction, min=0, max=0.9, step=0.05)
@@ -228,10 +222,10 @@ class TrainWidget(QWidget):
     # ------------------------------------------------------------------ worker events
 
     def _on_event(self, event: TrainingEvent) -> None:
-        if event.kind == "start":
+        if event.kind == EventKind.START:
             self.progress.setRange(0, event.total_steps)
             self.status.setText(f"Device: {event.device}. {event.message[0].upper()}{event.message[1:]}.")
-        elif event.kind == "step":
+        elif event.kind == EventKind.STEP:
             self.progress.setValue(event.step)
             self.status.setText(
                 f"Epoch {event.epoch}/{event.epochs} · step {event.step}/{event.total_steps} · "
@@ -240,12 +234,12 @@ class TrainWidget(QWidget):
             self.plot.add_point("training loss", event.step, event.loss if event.generator_loss is None else None)
             self.plot.add_point("generator loss", event.step, event.generator_loss)
             self.plot.add_point("discriminator loss", event.step, event.discriminator_loss)
-        elif event.kind == "epoch":
+        elif event.kind == EventKind.EPOCH:
             self.plot.add_point("validation loss", event.step, event.val_loss)
             self.plot.add_point("validation Dice", event.step, event.val_dice)
-        elif event.kind == "preview":
+        elif event.kind == EventKind.PREVIEW:
             self._show_preview(event.preview)
-        elif event.kind == "finished":
+        elif event.kind == EventKind.FINISHED:
             self.progress.setValue(event.step)
             self.status.setText(f"{event.message[0].upper()}{event.message[1:]} (device: {event.device}).")
 
@@ -296,8 +290,9 @@ class TrainWidget(QWidget):
 
     def _model_defaults(self, value: str) -> None:
         """Patch size and learning rate that suit the chosen model."""
-        self.patch_size.value = 256 if value == "seed-unet" else 128
-        self.learning_rate.value = TrainingConfig(model=value).lr
+        architecture = get_architecture(value)
+        self.patch_size.value = architecture.patch_size
+        self.learning_rate.value = architecture.learning_rate
 
 
 def _row(*widgets) -> QHBoxLayout:

@@ -9,51 +9,21 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__
-from .data import INSTANCE_CLASSES, InputError, LabelEncoding, Normalisation
-from .models import ModelConfig, UNet, build_discriminator, build_model
+from .. import __version__
+from ..data import Normalisation
+from ..encodings import LabelEncoding
+from ..errors import InputError, ModelFileError
+from ..models import ModelConfig, build_discriminator, build_model
+from ..trained_model import TrainedModel
+from .atomic import atomic_write
 
 FORMAT = "napari-pix2pix model"
 FORMAT_VERSION = 1
-
-
-class ModelFileError(InputError):
-    """A model file that cannot be used; the message names the file and the problem."""
-
-
-@dataclass
-class TrainedModel:
-    """A trained network with everything needed to apply it to new images."""
-
-    config: ModelConfig
-    network: UNet
-    encoding: LabelEncoding
-    normalisation: Normalisation
-    patch_size: int = 256
-    history: list[dict] = field(default_factory=list)
-    discriminator_state: dict | None = None
-    device: str = "cpu"
-
-    @property
-    def architecture(self) -> str:
-        return self.config.architecture
-
-    def describe(self) -> str:
-        """One line for people: architecture, classes and how well it validated."""
-        metric = [h["val_dice"] for h in self.history if h.get("val_dice") is not None]
-        best = f", best validation Dice {max(metric):.3f}" if metric else ""
-        if self.encoding.kind == "instances":
-            labels = "instance labels: " + ", ".join(INSTANCE_CLASSES)
-        else:
-            labels = f"{self.encoding.kind} labels {list(self.encoding.class_values)}"
-        return f"{self.architecture} ({labels}), trained {len(self.history)} epochs{best}"
 
 
 def _plain(value):
@@ -70,10 +40,6 @@ def _plain(value):
 def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` atomically; an interrupted save leaves any old file intact."""
     path = Path(path)
-    if path.is_dir():
-        raise ModelFileError(f"{path} is a folder; give a file name such as {path / 'model.pt'}")
-    if not path.parent.exists():
-        raise ModelFileError(f"cannot save the model: the folder {path.parent} does not exist")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -92,16 +58,11 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
     }
     if model.discriminator_state is not None:
         payload["discriminator_state_dict"] = {k: v.detach().cpu() for k, v in model.discriminator_state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_write(path) as tmp:
+            torch.save(payload, tmp)
+    except InputError as error:
+        raise ModelFileError(f"cannot save the model: {error}") from None
     return path
 
 

@@ -1,0 +1,109 @@
+"""Input checks at the public boundary, written once and used by training, prediction, the command
+line and the widgets alike. Each raises ``InputError`` naming the input and what was expected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+def check_numeric(dtype: np.dtype, what: str = "the image") -> None:
+    """Refuse arrays that do not hold plain numbers (bool, complex, strings, objects)."""
+    dtype = np.dtype(dtype)
+    if dtype == bool or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise InputError(f"{what} must hold numbers, not {dtype}")
+
+
+def check_finite(array: np.ndarray, where: str = "the image") -> None:
+    """Refuse a float array holding NaN or infinite values."""
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = int(finite.size - np.count_nonzero(finite))
+            raise InputError(f"{where} has {bad} NaN or infinite pixels; replace them (e.g. with 0) first")
+
+
+def check_at_least(name: str, value, minimum: int = 1) -> None:
+    """Refuse a count below ``minimum``; ``name`` is shown as the user sees it."""
+    if int(value) < minimum:
+        raise InputError(f"{name.replace('_', ' ')} must be at least {minimum}, got {value}")
+
+
+def check_fraction(name: str, value: float) -> None:
+    """Refuse a fraction outside [0, 1)."""
+    if not 0.0 <= value < 1.0:
+        raise InputError(f"{name} must be in [0, 1), got {value}")
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where the spatial axes and the channels of an image are."""
+
+    spatial_shape: tuple[int, ...]  # (Y, X) or (Z, Y, X)
+    channels: int
+    has_channel_axis: bool
+
+
+def image_layout(
+    shape: tuple[int, ...], labels_shape: tuple[int, ...] | None = None, in_channels: int | None = None
+) -> ImageLayout:
+    """Read the axes of an image from its shape alone (a lazy array is not loaded).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image's shape: (Y, X), (Z, Y, X), or either with a trailing channel axis.
+    labels_shape : tuple of int, optional
+        Training: the spatial shape the image must have; a trailing axis beyond it is channels.
+    in_channels : int, optional
+        Prediction: the channels the model expects; with more than one, the last axis is channels.
+    """
+    shape = tuple(int(n) for n in shape)
+    if labels_shape is not None:
+        labels_shape = tuple(int(n) for n in labels_shape)
+        if shape == labels_shape:
+            has_channels = False
+        elif shape[:-1] == labels_shape:
+            has_channels = True
+        else:
+            raise InputError(
+                f"image shape {shape} does not match labels shape {labels_shape}: "
+                "the labels must cover the image pixel for pixel (same Y, X and Z sizes)"
+            )
+    else:
+        has_channels = bool(in_channels and in_channels > 1)
+    spatial = shape[:-1] if has_channels else shape
+    channels = shape[-1] if has_channels else 1
+    if in_channels is not None and has_channels and channels != in_channels:
+        raise InputError(
+            f"the model was trained on {in_channels}-channel images but this image has {channels} "
+            f"(shape {shape}); convert it to match (e.g. greyscale) or train a model on such images"
+        )
+    if len(spatial) not in (2, 3):
+        hint = "; an RGB image needs a model trained on RGB images" if shape and shape[-1] in (3, 4) else ""
+        raise InputError(
+            f"expected a 2D image or a 3D stack (optionally with a last channel axis), got shape {shape}{hint}"
+        )
+    return ImageLayout(spatial, channels, has_channels)
+
+
+def check_labels(labels) -> np.ndarray:
+    """Return labels as an int64 array, refusing float, empty, negative or wrongly shaped labels."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(
+            f"labels must be integers (a Labels layer or an integer mask), got {labels.dtype}; "
+            "convert a probability map with a threshold first"
+        )
+    if not labels.any():
+        raise InputError("the labels are all zero: paint at least one object (or scribble) before training")
+    if labels.min() < 0:
+        raise InputError("labels must not be negative")
+    if labels.ndim not in (2, 3):
+        raise InputError(f"labels must be 2D or a 3D stack, got shape {labels.shape}")
+    return labels.astype(np.int64, copy=False)

@@ -1,0 +1,51 @@
+"""Reading and writing TIFF images (the command line's files)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .atomic import atomic_write
+
+
+def read_tiff(path: str | os.PathLike, lazy: bool = False) -> np.ndarray:
+    """Read a TIFF file; ``lazy`` memory-maps it when possible so big volumes stream from disk."""
+    import tifffile
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        if lazy:
+            try:
+                return tifffile.memmap(path, mode="r")
+            except (ValueError, tifffile.TiffFileError, OSError):
+                pass  # compressed or tiled: read it whole instead
+        return tifffile.imread(path)
+    except Exception as error:  # tifffile raises several types for broken files
+        raise InputError(f"{path}: not a readable TIFF image ({type(error).__name__}: {error})") from None
+
+
+def write_tiff(
+    path: str | os.PathLike,
+    data: np.ndarray | None = None,
+    *,
+    slices: Iterable[np.ndarray] | None = None,
+    shape: tuple[int, ...] | None = None,
+    dtype: np.dtype | None = None,
+) -> None:
+    """Write ``data``, or an iterator of ``slices`` making an array of ``shape`` and ``dtype``,
+    atomically (see ``atomic_write``); slices are written as they come, so a stack need not fit in memory."""
+    import tifffile
+
+    with atomic_write(path, suffix=".tmp.tif") as tmp:
+        if data is not None:
+            tifffile.imwrite(tmp, data, photometric="minisblack")
+        else:
+            assert shape is not None and dtype is not None, "slices need a shape and a dtype"
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            tifffile.imwrite(tmp, data=slices, shape=shape, dtype=dtype, photometric="minisblack",
+                             bigtiff=nbytes > 2**31)

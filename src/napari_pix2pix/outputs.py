@@ -1,0 +1,81 @@
+"""Output kinds: what a prediction can be turned into. One ``OutputKind`` per entry of ``OUTPUTS``
+says its dtype, how one slice's class probabilities become it (on the device where possible, else
+on the host), and which napari layer shows it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .encodings import LabelEncoding
+from .errors import InputError
+
+HostConverter = Callable[[np.ndarray], np.ndarray]
+DeviceConverter = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """One kind of prediction output.
+
+    ``on_device`` (may be None) converts (K, Y, X) probabilities where they were computed, so only
+    the result crosses to the host; ``on_host`` does the same on numpy arrays. ``objects`` outputs
+    number objects, so their ids are made unique (and followed) across the slices of a stack.
+    ``layer_type`` and ``layer_options`` say how napari shows it.
+    """
+
+    name: str
+    label: str
+    dtype: Callable[[LabelEncoding], np.dtype]
+    on_host: Callable[[LabelEncoding], HostConverter]
+    on_device: Callable[[LabelEncoding], DeviceConverter] | None = None
+    objects: bool = False
+    layer_type: str = "labels"
+    layer_options: dict = field(default_factory=dict)
+
+
+def _probability_on_host(encoding: LabelEncoding) -> HostConverter:
+    return lambda p: (1.0 - p[0]).astype(np.float32)
+
+
+def _probability_on_device(encoding: LabelEncoding) -> DeviceConverter:
+    return lambda p: 1.0 - p[0]
+
+
+OUTPUTS: dict[str, OutputKind] = {
+    kind.name: kind
+    for kind in (
+        OutputKind(
+            "labels", "Labels (classes)",
+            dtype=lambda encoding: encoding.labels_dtype,
+            on_host=lambda encoding: encoding.labels_on_host,
+            on_device=lambda encoding: encoding.labels_on_device,
+        ),
+        OutputKind(
+            "instances", "Instances (one id per object)",
+            dtype=lambda encoding: np.dtype(np.uint32),
+            on_host=lambda encoding: encoding.instances,
+            objects=True,
+        ),
+        OutputKind(
+            # Probability of anything but the first class (background, or the lowest label value).
+            "probability", "Probability map",
+            dtype=lambda encoding: np.dtype(np.float32),
+            on_host=_probability_on_host,
+            on_device=_probability_on_device,
+            layer_type="image",
+            layer_options={"colormap": "magma", "contrast_limits": (0, 1), "blending": "additive"},
+        ),
+    )
+}
+
+
+def get_output(name: str) -> OutputKind:
+    """The output kind called ``name``; ``InputError`` listing the choices if there is none."""
+    try:
+        return OUTPUTS[name]
+    except (KeyError, TypeError):
+        raise InputError(f"output must be one of {tuple(OUTPUTS)}, got {name!r}") from None

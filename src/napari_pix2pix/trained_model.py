@@ -1,0 +1,41 @@
+"""``TrainedModel``: a network with everything needed to apply it to new images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import cast
+
+from torch import nn
+
+from .data import Normalisation
+from .encodings import LabelEncoding
+from .models import ModelConfig, SizeContract
+
+
+@dataclass
+class TrainedModel:
+    """A trained network with its architecture, classes, normalisation and training history."""
+
+    config: ModelConfig
+    network: nn.Module  # satisfies ``models.SegmentationNetwork``
+    encoding: LabelEncoding
+    normalisation: Normalisation
+    patch_size: int = 256
+    history: list[dict] = field(default_factory=list)
+    discriminator_state: dict | None = None
+    device: str = "cpu"
+
+    @property
+    def architecture(self) -> str:
+        return self.config.architecture
+
+    def describe(self) -> str:
+        """One line for people: architecture, classes and how well it validated."""
+        metric = [h["val_dice"] for h in self.history if h.get("val_dice") is not None]
+        best = f", best validation Dice {max(metric):.3f}" if metric else ""
+        return f"{self.architecture} ({self.encoding.describe()}), trained {len(self.history)} epochs{best}"
+
+    @property
+    def sizes(self) -> SizeContract:
+        """The network's size contract (which inputs it takes, what outputs it gives)."""
+        return cast(SizeContract, self.network)
