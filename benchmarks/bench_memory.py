@@ -63,16 +63,18 @@ def measure(args) -> dict:
     same number of tile batches through the network alone, on zeros made once."""
     import torch
 
-    from napari_pix2pix.data import LabelEncoding, Normalisation
-    from napari_pix2pix.modelfile import TrainedModel
+    from napari_pix2pix.data import Normalisation
+    from napari_pix2pix.encodings import DenseEncoding
     from napari_pix2pix.models import ModelConfig, build_model
     from napari_pix2pix.prediction import iter_predict
     from napari_pix2pix.tiling import tile_layout
+    from napari_pix2pix.trained_model import TrainedModel
 
     torch.set_num_threads(2)
     config = ModelConfig("unet", 1, 2, width=args.width, depth=args.net_depth)
-    model = TrainedModel(config, build_model(config).eval(), LabelEncoding("dense", (0, 1)),
-                         Normalisation((0.0,), (4000.0,)), 128)
+    model = TrainedModel(
+        config, build_model(config).eval(), DenseEncoding((0, 1)), Normalisation((0.0,), (4000.0,)), 128
+    )
     volume = lazy_volume(args.volume, args.depth, args.side)[: args.slices]
     before = rss_mb()
     if args.network_only:
@@ -88,10 +90,33 @@ def measure(args) -> dict:
     return {"before": before, "peak": peak_mb()}
 
 
-def run_child(volume: Path, depth: int, side: int, slices: int, width: int, net_depth: int,
-              network_only: bool = False, default_malloc: bool = False) -> dict:
-    command = [sys.executable, str(SCRIPT), "--child", "--volume", str(volume), "--depth", str(depth),
-               "--side", str(side), "--slices", str(slices), "--width", str(width), "--net-depth", str(net_depth)]
+def run_child(
+    volume: Path,
+    depth: int,
+    side: int,
+    slices: int,
+    width: int,
+    net_depth: int,
+    network_only: bool = False,
+    default_malloc: bool = False,
+) -> dict:
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--child",
+        "--volume",
+        str(volume),
+        "--depth",
+        str(depth),
+        "--side",
+        str(side),
+        "--slices",
+        str(slices),
+        "--width",
+        str(width),
+        "--net-depth",
+        str(net_depth),
+    ]
     if network_only:
         command.append("--network-only")
     # glibc's dynamic mmap threshold keeps large freed blocks in the heap, so identical runs peak up to
@@ -106,13 +131,21 @@ def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--gigabytes", type=float, default=2.0, help="size of the volume (default 2)")
     p.add_argument("--side", type=int, default=2048, help="slice side in pixels (default 2048)")
-    p.add_argument("--slices", type=int, nargs="+", default=[2, 8],
-                   help="depths predicted with the default U-Net (default: 2 8)")
-    p.add_argument("--long", type=int, default=24,
-                   help="slices predicted with a small U-Net (width 4, depth 2); 0: the whole volume (default 24)")
+    p.add_argument(
+        "--slices", type=int, nargs="+", default=[2, 8], help="depths predicted with the default U-Net (default: 2 8)"
+    )
+    p.add_argument(
+        "--long",
+        type=int,
+        default=24,
+        help="slices predicted with a small U-Net (width 4, depth 2); 0: the whole volume (default 24)",
+    )
     p.add_argument("--label", default="", help="tag for the rows and the section, e.g. 'before'")
-    p.add_argument("--default-malloc", action="store_true",
-                   help="measure with glibc's default allocator settings (peaks then vary by ±100 MB between runs)")
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="measure with glibc's default allocator settings (peaks then vary by ±100 MB between runs)",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--volume", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--depth", type=int, help=argparse.SUPPRESS)
@@ -137,22 +170,35 @@ def main() -> None:
                 network_mb = alone["peak"] - alone["before"]
                 engine_mb = engine["peak"] - engine["before"]
                 tag = {"engine": args.label} if args.label else {}
-                rows.append({**tag, "network": f"U-Net width {width}, depth {net_depth}", "slices predicted": slices,
-                             "GB read": slices * args.side**2 * 2 / 1e9, "network alone, extra MB": network_mb,
-                             "engine, extra MB": engine_mb, "engine − network alone, MB": engine_mb - network_mb,
-                             "… in float32 slices": (engine_mb - network_mb) / slice_mb})
+                rows.append(
+                    {
+                        **tag,
+                        "network": f"U-Net width {width}, depth {net_depth}",
+                        "slices predicted": slices,
+                        "GB read": slices * args.side**2 * 2 / 1e9,
+                        "network alone, extra MB": network_mb,
+                        "engine, extra MB": engine_mb,
+                        "engine − network alone, MB": engine_mb - network_mb,
+                        "… in float32 slices": (engine_mb - network_mb) / slice_mb,
+                    }
+                )
                 print(rows[-1], flush=True)
-    notes = (f"Machine: {common.machine_cpu()}. Volume: {depth} × {args.side} × {args.side} uint16 "
-             f"({depth * args.side**2 * 2 / 1e9:.2f} GB) as a dask array reading one slice per chunk from a raw "
-             f"file; output: labels streamed to a file. One slice is {slice_mb:.0f} MB as float32. "
-             "'extra MB' = peak resident memory minus resident memory before predicting (the process already "
-             "held Python, torch and the model); 'network alone' pushes the same number of tile batches "
-             "(zeros made once) through the network in a fresh process, so the difference is what the "
-             "engine's reading, tiling, blending and labelling add. "
-             + ("glibc's default allocator settings." if args.default_malloc else
-                "Children run with `MALLOC_MMAP_THRESHOLD_=131072`, so freed large blocks go back to the system "
-                "and the peak is the memory in use (with glibc's default dynamic threshold, identical runs "
-                "peak up to ±100 MB apart)."))
+    notes = (
+        f"Machine: {common.machine_cpu()}. Volume: {depth} × {args.side} × {args.side} uint16 "
+        f"({depth * args.side**2 * 2 / 1e9:.2f} GB) as a dask array reading one slice per chunk from a raw "
+        f"file; output: labels streamed to a file. One slice is {slice_mb:.0f} MB as float32. "
+        "'extra MB' = peak resident memory minus resident memory before predicting (the process already "
+        "held Python, torch and the model); 'network alone' pushes the same number of tile batches "
+        "(zeros made once) through the network in a fresh process, so the difference is what the "
+        "engine's reading, tiling, blending and labelling add. "
+        + (
+            "glibc's default allocator settings."
+            if args.default_malloc
+            else "Children run with `MALLOC_MMAP_THRESHOLD_=131072`, so freed large blocks go back to the system "
+            "and the peak is the memory in use (with glibc's default dynamic threshold, identical runs "
+            "peak up to ±100 MB apart)."
+        )
+    )
     title = f"Memory on a big volume (cpu{', ' + args.label if args.label else ''})"
     common.report(args, "bench_memory.py", title, notes + "\n\n" + common.markdown_table(rows), args.label)
 

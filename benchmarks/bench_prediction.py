@@ -17,13 +17,14 @@ import common
 import numpy as np
 import torch
 
-from napari_pix2pix.data import LabelEncoding, Normalisation
+from napari_pix2pix.data import Normalisation
 from napari_pix2pix.devices import autocast
-from napari_pix2pix.modelfile import TrainedModel
+from napari_pix2pix.encodings import DenseEncoding
 from napari_pix2pix.models import ModelConfig, build_model
 from napari_pix2pix.prediction import predict
-from napari_pix2pix.tiling import tile_layout
 from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.tiling import tile_layout
+from napari_pix2pix.trained_model import TrainedModel
 from napari_pix2pix.training import TrainingConfig
 
 BATCH = 4  # the engine's default tile batch; the bare pass takes as many slices at a time
@@ -35,7 +36,7 @@ def untrained_model(architecture: str, image: np.ndarray) -> TrainedModel:
     config = ModelConfig(architecture, 1, 2)
     normalisation = Normalisation.fit(image[..., None])
     patch = TrainingConfig(model=architecture).patch
-    return TrainedModel(config, build_model(config).eval(), LabelEncoding("dense", (0, 1)), normalisation, patch)
+    return TrainedModel(config, build_model(config).eval(), DenseEncoding((0, 1)), normalisation, patch)
 
 
 def time_engine(model: TrainedModel, stack: np.ndarray, device: torch.device) -> float:
@@ -94,9 +95,14 @@ def benchmark(architecture: str, stack: np.ndarray, device: torch.device, rounds
             tiles.append(time_tiles(model, stack, device))
     engine_s, bare_s = min(engine), min(bare)
     factor = padding_factor(model, *stack.shape[1:])
-    row = {"model": architecture, "stack": "×".join(map(str, stack.shape)),
-           "bare MP/s": megapixels / bare_s, "engine MP/s": megapixels / engine_s,
-           "engine / bare": bare_s / engine_s, "network input px per slice px": factor}
+    row = {
+        "model": architecture,
+        "stack": "×".join(map(str, stack.shape)),
+        "bare MP/s": megapixels / bare_s,
+        "engine MP/s": megapixels / engine_s,
+        "engine / bare": bare_s / engine_s,
+        "network input px per slice px": factor,
+    }
     if tiles:
         row["network on the engine's tiles / bare"] = bare_s / min(tiles)
         row["engine / network on its tiles"] = min(tiles) / engine_s
@@ -120,8 +126,10 @@ def main() -> None:
         rows.append({"engine": args.label, **row} if args.label else row)
         print(rows[-1], flush=True)
     precision = "mixed precision (autocast)" if device.type == "cuda" else "float32"
-    notes = (f"Machine: {common.machine(device)}; {precision}; output: labels; tile batch {BATCH}; "
-             "MP = megapixels of the stack; best of the rounds.")
+    notes = (
+        f"Machine: {common.machine(device)}; {precision}; output: labels; tile batch {BATCH}; "
+        "MP = megapixels of the stack; best of the rounds."
+    )
     title = f"Prediction throughput ({args.device}{', ' + args.label if args.label else ''})"
     common.report(args, "bench_prediction.py", title, notes + "\n\n" + common.markdown_table(rows), args.label)
 

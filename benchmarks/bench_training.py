@@ -32,12 +32,13 @@ def bare_step_function(architecture: str, config: training.TrainingConfig, devic
     """A hand-written training step with the engine's network, optimiser and loss on fixed tensors."""
     model_config = ModelConfig(architecture, 1, 2, config.width, config.depth)
     network = build_model(model_config).to(device).train()
-    betas = (0.5, 0.999) if architecture == "pix2pix" else (0.9, 0.999)
+    betas = config.architecture.betas
     optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=betas)
     images = torch.rand(config.batch_size, 1, config.patch, config.patch, device=device)
     targets = torch.randint(0, 2, (config.batch_size, config.patch, config.patch), device=device)
     amp = config.mixed_precision and device.type == "cuda"
     if architecture != "pix2pix":
+
         def step():
             with autocast(device, amp):
                 logits = network(images)
@@ -45,6 +46,7 @@ def bare_step_function(architecture: str, config: training.TrainingConfig, devic
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+
         return step
 
     discriminator = build_discriminator(model_config).to(device).train()
@@ -55,18 +57,23 @@ def bare_step_function(architecture: str, config: training.TrainingConfig, devic
         with autocast(device, amp):
             fake = torch.softmax(network(images).float(), dim=1)
             real_logits, fake_logits = discriminator(images, real), discriminator(images, fake.detach())
-        d_loss = 0.5 * (F.binary_cross_entropy_with_logits(real_logits.float(), torch.ones_like(real_logits.float()))
-                        + F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits.float())))
+        d_loss = 0.5 * (
+            F.binary_cross_entropy_with_logits(real_logits.float(), torch.ones_like(real_logits.float()))
+            + F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits.float()))
+        )
         d_optimiser.zero_grad(set_to_none=True)
         d_loss.backward()
         d_optimiser.step()
         with autocast(device, amp):
             judged = discriminator(images, fake)
-        g_loss = (F.binary_cross_entropy_with_logits(judged.float(), torch.ones_like(judged.float()))
-                  + config.l1_weight * (fake - real).abs().mean())
+        g_loss = (
+            F.binary_cross_entropy_with_logits(judged.float(), torch.ones_like(judged.float()))
+            + config.l1_weight * (fake - real).abs().mean()
+        )
         optimiser.zero_grad(set_to_none=True)
         g_loss.backward()
         optimiser.step()
+
     return step
 
 
@@ -85,7 +92,7 @@ def time_engine(events, steps: int) -> list[float]:
     times = []
     last = time.perf_counter()
     while len(times) < steps:
-        if next(events).kind == "step":
+        if next(events).kind == training.EventKind.STEP:
             now = time.perf_counter()
             times.append(now - last)
             last = now
@@ -95,7 +102,7 @@ def time_engine(events, steps: int) -> list[float]:
 def epoch_cost(events) -> float:
     """Seconds from the last step to the 'epoch' event: validation and keeping the best weights."""
     start = time.perf_counter()
-    while next(events).kind != "epoch":
+    while next(events).kind != training.EventKind.EPOCH:
         pass
     return time.perf_counter() - start
 
@@ -109,8 +116,15 @@ def step_flops(step) -> float:
 
 def benchmark(architecture: str, image, labels, device: torch.device, steps: int, rounds: int, amp: bool) -> dict:
     """Interleave engine and bare steps for one architecture; return a table row."""
-    config = training.TrainingConfig(model=architecture, device=str(device), max_minutes=None, epochs=2,
-                                     steps_per_epoch=2 + rounds * steps, mixed_precision=amp, seed=0)
+    config = training.TrainingConfig(
+        model=architecture,
+        device=str(device),
+        max_minutes=None,
+        epochs=2,
+        steps_per_epoch=2 + rounds * steps,
+        mixed_precision=amp,
+        seed=0,
+    )
     torch.manual_seed(0)
     bare = bare_step_function(architecture, config, device)
     events = training.train(image, labels, config)
@@ -128,9 +142,17 @@ def benchmark(architecture: str, image, labels, device: torch.device, steps: int
     engine = float(np.median(engine_times)) + validation / STEPS_PER_EPOCH
     bare_s = float(np.median(bare_times))
     flops = step_flops(bare)
-    return {"model": architecture, "patch": config.patch, "batch": config.batch_size,
-            "bare steps/s": 1 / bare_s, "engine steps/s": 1 / engine, "engine / bare": bare_s / engine,
-            "validation s/epoch": validation, "GFLOP/step": flops / 1e9, "engine GFLOP/s": flops / engine / 1e9}
+    return {
+        "model": architecture,
+        "patch": config.patch,
+        "batch": config.batch_size,
+        "bare steps/s": 1 / bare_s,
+        "engine steps/s": 1 / engine,
+        "engine / bare": bare_s / engine,
+        "validation s/epoch": validation,
+        "GFLOP/step": flops / 1e9,
+        "engine GFLOP/s": flops / engine / 1e9,
+    }
 
 
 def main() -> None:
@@ -153,8 +175,10 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     precision = "mixed precision (autocast)" if amp else "float32"
-    notes = [f"Machine: {common.machine(device)}; {precision}.",
-             f"Measured float32 matmul rate: {ceiling:,.0f} GFLOP/s."]
+    notes = [
+        f"Machine: {common.machine(device)}; {precision}.",
+        f"Measured float32 matmul rate: {ceiling:,.0f} GFLOP/s.",
+    ]
     if amp:
         notes.append(f"Measured bfloat16 matmul rate: {common.matmul_gflops(device, torch.bfloat16):,.0f} GFLOP/s.")
     title = f"Training throughput ({args.device}{', ' + args.label if args.label else ''})"

@@ -24,7 +24,7 @@ except ImportError:
     sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
 DOC = REPO / "docs" / "benchmarks.md"
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = REPO.parent / "shared" / "data"  # the shared data beside the checkout, if any
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -40,7 +40,9 @@ def machine(device: torch.device) -> str:
     """Which machine a figure was measured on, e.g. 'CPU: 2 cores (AMD EPYC)' or the GPU's name."""
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    return f"CPU: {torch.get_num_threads()} threads of {os.cpu_count()} cores ({_cpu_name()}), torch {torch.__version__}"
+    return (
+        f"CPU: {torch.get_num_threads()} threads of {os.cpu_count()} cores ({_cpu_name()}), torch {torch.__version__}"
+    )
 
 
 def _cpu_name() -> str:

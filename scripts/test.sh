@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the test suite under a virtual screen. Usage: bash scripts/test.sh [pytest args]
+# Set up (if needed), check lint, formatting, types and structure, then run the test suite under a
+# virtual screen. Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "== lint, format, types and structure"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/python scripts/check_structure.py
+echo "== tests"
 set +e
 .venv/bin/python -m pytest -q "$@"
 status=$?

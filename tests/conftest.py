@@ -2,15 +2,30 @@
 
 import numpy as np
 import pytest
+import torch
 
+from napari_pix2pix.data import Normalisation
+from napari_pix2pix.encodings import DenseEncoding
+from napari_pix2pix.models import ModelConfig
 from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.trained_model import TrainedModel
 from napari_pix2pix.training import TrainingConfig, fit
 
 
 def tiny_config(**overrides) -> TrainingConfig:
     """A small network and a short run: seconds on a CPU."""
-    settings = dict(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, width=4, depth=2,
-                    max_minutes=None, device="cpu", val_fraction=0.25, learning_rate=1e-3)
+    settings = dict(
+        epochs=2,
+        steps_per_epoch=3,
+        batch_size=2,
+        patch_size=32,
+        width=4,
+        depth=2,
+        max_minutes=None,
+        device="cpu",
+        val_fraction=0.25,
+        learning_rate=1e-3,
+    )
     settings.update(overrides)
     return TrainingConfig(**settings)
 
@@ -39,3 +54,39 @@ def blobs():
         labels[disk((y, x), 7, shape=labels.shape)] = i
     image = (labels > 0) * 150.0 + 30 + rng.normal(0, 5, labels.shape)
     return image.astype(np.float32), labels
+
+
+class ThresholdNetwork(torch.nn.Module):
+    """A fixed 'network' predicting class 1 wherever the (normalised) image is above 0.5: its output
+    is known exactly, so prediction tests can check what comes out, not just its shape."""
+
+    padded = True
+    size_multiple = 1
+
+    def forward(self, x):
+        return torch.cat([0.5 - x[:, :1], x[:, :1] - 0.5], dim=1) * 20
+
+    def output_size(self, input_size):
+        return input_size
+
+    def output_offset(self, input_size):
+        return 0
+
+    def min_input_size(self):
+        return 1
+
+
+def threshold_model(classes=(0, 1)) -> TrainedModel:
+    config = ModelConfig("unet", 1, 2, width=1, depth=1)
+    return TrainedModel(config, ThresholdNetwork(), DenseEncoding(classes), Normalisation((0.0,), (1.0,)), 32)
+
+
+def two_slices_of_discs() -> np.ndarray:
+    """Two slices with discs at different places (values 0 and 1)."""
+    from skimage.draw import disk
+
+    stack = np.zeros((2, 48, 48), np.float32)
+    for z, centres in enumerate([[(10, 10), (30, 34)], [(12, 30), (36, 12), (36, 36)]]):
+        for centre in centres:
+            stack[z][disk(centre, 6, shape=(48, 48))] = 1
+    return stack

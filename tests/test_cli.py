@@ -6,43 +6,112 @@ import torch
 from napari_pix2pix.cli import main
 from napari_pix2pix.synthetic import membrane_volume
 
-TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--patch-size", "32",
-        "--width", "4", "--depth", "2", "--device", "cpu", "--quiet"]
+TINY = [
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "2",
+    "--patch-size",
+    "32",
+    "--width",
+    "4",
+    "--depth",
+    "2",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 @pytest.fixture
 def files(tmp_path):
     image, membranes, _ = membrane_volume((3, 48, 48), cell_size=16, seed=2)
     tifffile.imwrite(tmp_path / "image.tif", image, photometric="minisblack")
-    tifffile.imwrite(tmp_path / "labels.tif", membranes, photometric="minisblack")
+    # Label values 0 and 255, so predicted label values cannot be mistaken for class indices.
+    tifffile.imwrite(tmp_path / "labels.tif", membranes.astype(np.uint8) * 255, photometric="minisblack")
     return tmp_path
 
 
 def test_train_then_predict(files, capsys):
-    assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", str(files / "m.pt"), *TINY]) == 0
+    labels_before = (files / "labels.tif").read_bytes()
+    assert (
+        main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", str(files / "m.pt"), *TINY]) == 0
+    )
     assert "saved" in capsys.readouterr().out
+    out = files / "out"
+    out.mkdir()
     for output, dtype in [("labels", np.uint8), ("instances", np.uint32), ("probability", np.float32)]:
-        out = files / f"{output}.tif"
-        code = main(["predict", str(files / "m.pt"), str(files / "image.tif"), "--out", str(out),
-                     "--output", output, "--device", "cpu", "--quiet"])
+        code = main(
+            [
+                "predict",
+                str(files / "m.pt"),
+                str(files / "image.tif"),
+                "--out",
+                str(out / f"{output}.tif"),
+                "--output",
+                output,
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
         assert code == 0
-        result = tifffile.imread(out)
+        result = tifffile.imread(out / f"{output}.tif")
         assert result.shape == (3, 48, 48) and result.dtype == dtype
-    assert set(np.unique(tifffile.imread(files / "labels.tif"))) <= {0, 1}
-    separate = files / "separate.tif"
-    assert main(["predict", str(files / "m.pt"), str(files / "image.tif"), "--out", str(separate),
-                 "--output", "instances", "--no-link-slices", "--quiet"]) == 0
+    labels, probability = tifffile.imread(out / "labels.tif"), tifffile.imread(out / "probability.tif")
+    clear = np.abs(probability - 0.5) > 1e-4
+    np.testing.assert_array_equal(labels[clear], np.where(probability[clear] > 0.5, 255, 0))
+    assert (files / "labels.tif").read_bytes() == labels_before  # the inputs are untouched
+    separate = out / "separate.tif"
+    assert (
+        main(
+            [
+                "predict",
+                str(files / "m.pt"),
+                str(files / "image.tif"),
+                "--out",
+                str(separate),
+                "--output",
+                "instances",
+                "--no-link-slices",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     slices = tifffile.imread(separate)
-    assert not set(np.unique(slices[0])[1:]) & set(np.unique(slices[1])[1:])
+    objects = [set(np.unique(plane)) - {0} for plane in slices]
+    assert all(objects), "every slice should have objects"
+    assert not objects[0] & objects[1] and not objects[1] & objects[2]
 
 
 def test_resume_and_seed_unet(files):
     model = str(files / "m.pt")
     assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", model, *TINY]) == 0
-    assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", model, "--resume", model, *TINY]) == 0
+    assert (
+        main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", model, "--resume", model, *TINY])
+        == 0
+    )
     seed = str(files / "seed.pt")
-    args = ["--model", "seed-unet", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "1", "--patch-size",
-            "140", "--width", "2", "--device", "cpu", "--quiet"]
+    args = [
+        "--model",
+        "seed-unet",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "1",
+        "--patch-size",
+        "140",
+        "--width",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", seed, *args]) == 0
     assert main(["predict", seed, str(files / "image.tif"), "--out", str(files / "s.tif"), "--quiet"]) == 0
     assert tifffile.imread(files / "s.tif").shape == (3, 48, 48)
@@ -56,15 +125,19 @@ def bad_inputs(folder):
         "labels all zero": ({"zero.tif": np.zeros((3, 48, 48), np.uint8)}, ["train", image, folder / "zero.tif"]),
         "float labels": ({"float.tif": np.ones((3, 48, 48), np.float32)}, ["train", image, folder / "float.tif"]),
         "NaN pixels": ({"nan.tif": np.full((3, 48, 48), np.nan, np.float32)}, ["train", folder / "nan.tif", labels]),
-        "too small": ({"small.tif": np.ones((3, 3), np.uint8), "small_l.tif": np.ones((3, 3), np.uint8)},
-                      ["train", folder / "small.tif", folder / "small_l.tif"]),
+        "too small": (
+            {"small.tif": np.ones((3, 3), np.uint8), "small_l.tif": np.ones((3, 3), np.uint8)},
+            ["train", folder / "small.tif", folder / "small_l.tif"],
+        ),
         "missing file": ({}, ["train", folder / "missing.tif", labels]),
         "corrupt file": ({"corrupt.tif": b"II*\x00garbage"}, ["train", folder / "corrupt.tif", labels]),
     }
 
 
-@pytest.mark.parametrize("case", ["shape mismatch", "labels all zero", "float labels", "NaN pixels", "too small",
-                                  "missing file", "corrupt file"])
+@pytest.mark.parametrize(
+    "case",
+    ["shape mismatch", "labels all zero", "float labels", "NaN pixels", "too small", "missing file", "corrupt file"],
+)
 def test_bad_training_input_exits_2_with_one_line(files, capsys, case):
     written, command = bad_inputs(files)[case]
     for name, content in written.items():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pix2pix.modelfile import ModelFileError, load_model, save_model
+from napari_pix2pix.errors import ModelFileError
+from napari_pix2pix.io import load_model, save_model
 from napari_pix2pix.prediction import predict
 
 

@@ -1,6 +1,11 @@
+import numpy as np
+import pytest
 import torch
 
+from napari_pix2pix.errors import InputError
 from napari_pix2pix.models import (
+    ARCHITECTURES,
+    Architecture,
     ContractingBlock,
     Discriminator,
     ExpandingBlock,
@@ -10,6 +15,7 @@ from napari_pix2pix.models import (
     UNet,
     build_model,
     crop,
+    register_architecture,
 )
 
 
@@ -51,3 +57,72 @@ def test_generator_has_dropout_and_discriminator_judges_patches():
 def test_crop_takes_the_centre():
     image = torch.arange(36.0).reshape(1, 1, 6, 6)
     assert crop(image, (1, 1, 2, 2)).flatten().tolist() == [14.0, 15.0, 20.0, 21.0]
+
+
+class TinyNetwork(torch.nn.Module):
+    """A toy same-size network: two 3×3 convolutions. Registering it is all it takes to offer it."""
+
+    padded = True
+    size_multiple = 1
+
+    def __init__(self, in_channels, out_channels, width):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, width, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(width, out_channels, 3, padding=1),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+    def output_size(self, input_size):
+        return input_size
+
+    def output_offset(self, input_size):
+        return 0
+
+    def min_input_size(self):
+        return 1
+
+
+@pytest.fixture
+def toy_architecture():
+    architecture = register_architecture(
+        Architecture(
+            "toy",
+            "Toy network (two convolutions)",
+            lambda c: TinyNetwork(c.in_channels, c.out_channels, c.width),
+            patch_size=48,
+            learning_rate=1e-2,
+        )
+    )
+    yield architecture
+    del ARCHITECTURES["toy"]
+
+
+def test_a_network_is_added_by_one_registry_entry(toy_architecture, membranes, tmp_path, capsys):
+    from conftest import tiny_config
+
+    from napari_pix2pix.cli import main
+    from napari_pix2pix.io import load_model, save_model
+    from napari_pix2pix.prediction import predict
+    from napari_pix2pix.training import fit
+
+    config = tiny_config(model="toy", patch_size=None, learning_rate=None, width=8, epochs=10, steps_per_epoch=10)
+    assert (config.patch, config.lr) == (48, 1e-2)  # the entry's defaults
+    model = fit(*membranes, config)
+    image, truth = membranes
+    predicted = predict(model, image, device="cpu")
+    assert (predicted == truth).mean() > 0.8  # it learned
+    loaded = load_model(save_model(model, tmp_path / "toy.pt"))
+    assert isinstance(loaded.network, TinyNetwork)
+    np.testing.assert_array_equal(predict(loaded, image, device="cpu"), predicted)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "toy" in capsys.readouterr().out  # offered on the command line
+
+
+def test_unknown_architecture_names_the_choices():
+    with pytest.raises(InputError, match="model must be one of .*unet"):
+        ModelConfig("resnet")

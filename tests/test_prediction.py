@@ -4,18 +4,21 @@ import dask.array as da
 import numpy as np
 import pytest
 import torch
+from conftest import threshold_model, two_slices_of_discs
 
-from napari_pix2pix.data import InputError, LabelEncoding, Normalisation
-from napari_pix2pix.modelfile import TrainedModel
+from napari_pix2pix.data import Normalisation
+from napari_pix2pix.encodings import ENCODINGS
+from napari_pix2pix.errors import InputError
 from napari_pix2pix.models import ModelConfig, build_model
 from napari_pix2pix.prediction import Cancelled, iter_predict, iter_probabilities, predict
+from napari_pix2pix.trained_model import TrainedModel
 
 
 def random_model(architecture="unet", depth=2, classes=(0, 1), kind="dense", patch_size=64) -> TrainedModel:
     torch.manual_seed(0)
     config = ModelConfig(architecture, 1, len(classes), width=4, depth=depth)
     network = build_model(config).eval()
-    return TrainedModel(config, network, LabelEncoding(kind, classes), Normalisation((0.0,), (1.0,)), patch_size)
+    return TrainedModel(config, network, ENCODINGS[kind](classes), Normalisation((0.0,), (1.0,)), patch_size)
 
 
 def whole_image_probabilities(model, image):
@@ -27,7 +30,7 @@ def whole_image_probabilities(model, image):
 def test_tiles_match_a_whole_image_pass(depth, tolerance):
     model = random_model(depth=depth)
     image = np.random.default_rng(0).random((160, 160), dtype=np.float32)
-    (_, tiled), = iter_probabilities(model, image, tile_size=64, overlap=32, device="cpu")
+    ((_, tiled),) = iter_probabilities(model, image, tile_size=64, overlap=32, device="cpu")
     whole = whole_image_probabilities(model, image)
     assert np.abs(tiled - whole).max() < tolerance
 
@@ -71,25 +74,35 @@ def test_outputs():
     model = random_model()
     image = np.random.default_rng(2).random((2, 32, 32), dtype=np.float32)
     probability = predict(model, image, "probability", device="cpu")
-    assert probability.dtype == np.float32 and 0 <= probability.min() and probability.max() <= 1
-    instances = predict(model, image, "instances", device="cpu", link_slices=False)
-    assert instances.dtype == np.uint32
+    assert probability.dtype == np.float32 and probability.min() >= 0 and probability.max() <= 1
+    assert predict(model, image, "instances", device="cpu").dtype == np.uint32
+
+
+def test_instances_of_separate_slices_get_ids_unique_in_the_stack():
+    stack = two_slices_of_discs()
+    instances = predict(threshold_model(), stack, "instances", device="cpu", link_slices=False)
     first, second = set(np.unique(instances[0])) - {0}, set(np.unique(instances[1])) - {0}
-    assert not first & second  # ids are unique across slices
+    assert len(first) == 2 and len(second) == 3  # every disc found, as its own object
+    assert not first & second
+    np.testing.assert_array_equal(instances > 0, stack > 0.5)
+
+
+def test_labels_come_out_in_the_annotation_values():
+    stack = two_slices_of_discs()
+    labels = predict(threshold_model(classes=(3, 200)), stack, device="cpu")
+    np.testing.assert_array_equal(labels, np.where(stack > 0.5, 200, 3))
 
 
 def test_instance_model_splits_touching_objects():
-    model = random_model(classes=(0, 1, 1), kind="instances")
     probabilities = np.zeros((3, 20, 20), np.float32)
     probabilities[0] = 1
     probabilities[:, 5:15, 2:18] = np.array([0, 1, 0])[:, None, None]
     probabilities[:, 5:15, 10] = np.array([0, 0, 1])[:, None]  # a boundary line between two objects
-    from napari_pix2pix.prediction import instances_from_probabilities
+    from napari_pix2pix.postprocess import instances_from_probabilities
 
     instances = instances_from_probabilities(probabilities)
     assert instances.max() == 2
     assert (instances[5:15, 2:18] > 0).all()
-    del model
 
 
 def test_cancel_stops_prediction():
@@ -110,7 +123,7 @@ def test_wrong_channels_and_shapes_are_explained():
 
 
 def test_instances_continue_across_slices_of_a_stack():
-    from napari_pix2pix.prediction import renumber_instances
+    from napari_pix2pix.postprocess import renumber_instances
 
     first = np.zeros((20, 20), np.uint32)
     first[2:8, 2:8] = 1

@@ -5,12 +5,11 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from napari_pix2pix import training
-from napari_pix2pix.data import InputError
+from napari_pix2pix.errors import InputError
 from napari_pix2pix.prediction import predict
 from napari_pix2pix.samples import nuclei_stack
 from napari_pix2pix.synthetic import membrane_volume
-from napari_pix2pix.training import TrainingConfig, fit, train
+from napari_pix2pix.training import EventKind, Trainer, TrainingConfig, fit
 
 
 def dice(a, b):
@@ -88,15 +87,22 @@ def test_multiclass_and_channels(blobs):
 
 def test_stop_returns_the_model_trained_so_far(membranes):
     stop = threading.Event()
-    generator = train(*membranes, tiny_config(epochs=100), stop=stop)
-    for event in generator:
-        if event.kind == "step" and event.step == 3:
+    trainer = Trainer(*membranes, tiny_config(epochs=100), stop=stop)
+    initial = {k: v.clone() for k, v in trainer.model.network.state_dict().items()}
+    events, run = [], trainer.run()
+    while True:
+        try:
+            event = next(run)
+        except StopIteration as done:
+            model = done.value
+            break
+        events.append(event)
+        if event.kind == EventKind.STEP and event.step == 3:
             stop.set()
-        if event.kind == "finished":
-            assert event.step == 3 and "stopped" in event.message
-    # the generator is exhausted: its return value is the model
-    with pytest.raises(StopIteration):
-        next(generator)
+    assert events[-1].kind == EventKind.FINISHED and events[-1].step == 3 and "stopped" in events[-1].message
+    assert model is trainer.model and len(model.history) == 1
+    assert any(not torch.equal(initial[k], v) for k, v in model.network.state_dict().items())  # it trained
+    assert predict(model, membranes[0][:1], device="cpu").shape == (1, 64, 64)
 
 
 def test_stop_returns_a_usable_model(membranes):
@@ -120,24 +126,23 @@ def test_same_seed_same_model_on_cpu(membranes):
         assert torch.equal(a, b)
 
 
-def test_non_finite_loss_stops_and_keeps_good_weights(membranes, monkeypatch):
-    real_step = training._segmentation_step
-    calls = {"n": 0}
+def test_non_finite_loss_stops_and_keeps_good_weights(membranes):
+    trainer = Trainer(*membranes, tiny_config(epochs=5))
+    real_step, calls = trainer.step, {"n": 0}
 
-    def exploding_step(network, *args):
+    def exploding_step(images, targets):
         calls["n"] += 1
         if calls["n"] == 4:
             with torch.no_grad():
-                for p in network.parameters():
+                for p in trainer.model.network.parameters():
                     p.fill_(float("nan"))
             return {"loss": float("nan")}
-        return real_step(network, *args)
+        return real_step(images, targets)
 
-    monkeypatch.setattr(training, "_segmentation_step", exploding_step)
-    events = []
-    model = fit(*membranes, tiny_config(epochs=5), callback=events.append)
+    trainer.step = exploding_step
+    events = list(trainer.run())
     assert "not a number" in events[-1].message
-    assert all(torch.isfinite(p).all() for p in model.network.parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.model.network.parameters())
 
 
 def test_best_validation_weights_are_kept(membranes):

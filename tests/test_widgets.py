@@ -12,7 +12,7 @@ from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QFileDialog
 
 from napari_pix2pix._widgets._common import model_store
-from napari_pix2pix.modelfile import save_model
+from napari_pix2pix.io import save_model
 from napari_pix2pix.synthetic import membrane_volume
 
 PLUGIN = "napari-pix2pix"
@@ -45,8 +45,8 @@ def small_settings(widget, epochs=2):
     widget.patch_size.value = 64
     widget.batch_size.value = 2
     widget.device.value = "cpu"
-    widget.width.value = 4
-    widget.depth.value = 2
+    widget.network_width.value = 4
+    widget.network_depth.value = 2
 
 
 def messages():
@@ -220,7 +220,7 @@ def test_out_of_memory_is_notified(viewer, stack, qtbot, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(training, "_segmentation_step", out_of_memory)
+    monkeypatch.setattr(training.SegmentationStep, "__call__", out_of_memory)
     train = dock(viewer, "Train")
     small_settings(train)
     train.start()

@@ -17,8 +17,16 @@ from .data import IGNORE
 
 # The eight symmetries of a square (flips and 90° rotations) as 2×2 matrices acting on (x, y).
 _SYMMETRIES = torch.tensor(
-    [[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]],
-     [[-1, 0], [0, 1]], [[0, 1], [1, 0]], [[1, 0], [0, -1]], [[0, -1], [-1, 0]]],
+    [
+        [[1, 0], [0, 1]],
+        [[0, -1], [1, 0]],
+        [[-1, 0], [0, -1]],
+        [[0, 1], [-1, 0]],
+        [[-1, 0], [0, 1]],
+        [[0, 1], [1, 0]],
+        [[1, 0], [0, -1]],
+        [[0, -1], [-1, 0]],
+    ],
     dtype=torch.float32,
 )
 
@@ -55,8 +63,9 @@ def augment_batch(
 
     grid = _sampling_grid(symmetry, coarse, height, width, elastic_strength > 0)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-    labels = F.grid_sample(targets.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border",
-                           align_corners=True)
+    labels = F.grid_sample(
+        targets.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border", align_corners=True
+    )
     targets = labels.squeeze(1).round().long().clamp_min(IGNORE)
     if intensity > 0:
         images = images.clamp_min(0).pow(torch.exp(gamma)) * (1 + gain) + offset

@@ -13,7 +13,7 @@ from .errors import InputError
 def check_numeric(dtype: np.dtype, what: str = "the image") -> None:
     """Refuse arrays that do not hold plain numbers (bool, complex, strings, objects)."""
     dtype = np.dtype(dtype)
-    if dtype == bool or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+    if dtype == np.dtype(bool) or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         raise InputError(f"{what} must hold numbers, not {dtype}")
 
 

@@ -22,8 +22,10 @@ EXIT_BAD_INPUT = 2
 
 
 def _architecture_help() -> str:
-    lines = [f"{name} ({spec.label}; patch {spec.patch_size}, learning rate {spec.learning_rate:g})"
-             for name, spec in ARCHITECTURES.items()]
+    lines = [
+        f"{name} ({spec.label}; patch {spec.patch_size}, learning rate {spec.learning_rate:g})"
+        for name, spec in ARCHITECTURES.items()
+    ]
     return "network: " + "; ".join(lines) + " (default: unet)"
 
 
@@ -39,9 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("labels", help="TIFF integer labels of the same shape (0 = background, or not annotated)")
     train.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
     train.add_argument("--model", choices=list(ARCHITECTURES), default="unet", help=_architecture_help())
-    train.add_argument("--annotation", choices=ANNOTATION_CHOICES, default=AUTO,
-                       help="how to read the labels: dense classes, sparse scribbles (0 = not annotated), "
-                            "or instances (default: auto)")
+    train.add_argument(
+        "--annotation",
+        choices=ANNOTATION_CHOICES,
+        default=AUTO,
+        help="how to read the labels: dense classes, sparse scribbles (0 = not annotated), "
+        "or instances (default: auto)",
+    )
     train.add_argument("--epochs", type=int, default=50)
     train.add_argument("--max-minutes", type=float, default=10.0, help="time budget (default: 10)")
     train.add_argument("--steps-per-epoch", type=int, default=20)
@@ -61,12 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="model file written by 'train'")
     predict.add_argument("image", help="TIFF image or stack")
     predict.add_argument("--out", required=True, help="TIFF file to write")
-    predict.add_argument("--output", choices=list(OUTPUTS), default="labels",
-                         help="; ".join(f"{name}: {kind.label.lower()}" for name, kind in OUTPUTS.items())
-                         + " (default: labels)")
-    predict.add_argument("--no-link-slices", action="store_true",
-                         help="instances: number each slice's objects separately instead of following "
-                              "objects from slice to slice (for time series rather than z-stacks)")
+    predict.add_argument(
+        "--output",
+        choices=list(OUTPUTS),
+        default="labels",
+        help="; ".join(f"{name}: {kind.label.lower()}" for name, kind in OUTPUTS.items()) + " (default: labels)",
+    )
+    predict.add_argument(
+        "--no-link-slices",
+        action="store_true",
+        help="instances: number each slice's objects separately instead of following "
+        "objects from slice to slice (for time series rather than z-stacks)",
+    )
     predict.add_argument("--tile-size", type=int, default=None)
     predict.add_argument("--overlap", type=int, default=None)
     predict.add_argument("--batch-size", type=int, default=4)
@@ -74,8 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
     gui = commands.add_parser("gui", help="open napari with the Train and Predict widgets and a sample")
-    gui.add_argument("--sample", choices=["nuclei", "membranes", "none"], default="nuclei",
-                     help="sample data to open (default: nuclei)")
+    gui.add_argument(
+        "--sample",
+        choices=["nuclei", "membranes", "none"],
+        default="nuclei",
+        help="sample data to open (default: nuclei)",
+    )
 
     demo = commands.add_parser("demo", help="train on the bundled nuclei sample and predict, headless")
     demo.add_argument("--out", default="demo-output", help="folder for the model and labels (default: demo-output)")
@@ -92,10 +108,19 @@ def run_train(args) -> None:
     resume = load_model(args.resume) if args.resume else None
     settings = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     config = TrainingConfig(
-        model=args.model, annotation=args.annotation, epochs=args.epochs, max_minutes=args.max_minutes,
-        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-        patch_size=args.patch_size, learning_rate=args.lr,
-        val_fraction=args.val_fraction, augment=not args.no_augment, device=args.device, seed=args.seed, **settings,
+        model=args.model,
+        annotation=args.annotation,
+        epochs=args.epochs,
+        max_minutes=args.max_minutes,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        learning_rate=args.lr,
+        val_fraction=args.val_fraction,
+        augment=not args.no_augment,
+        device=args.device,
+        seed=args.seed,
+        **settings,
     )
     if not Path(args.out).resolve().parent.exists():
         raise InputError(f"cannot write {args.out}: its folder does not exist")
@@ -112,8 +137,16 @@ def run_predict(args) -> None:
     model = load_model(args.model)
     image = read_tiff(args.image, lazy=True)
     geometry = volume_geometry(image.shape, model.config.in_channels)
-    results = iter_predict(model, image, args.output, tile_size=args.tile_size, overlap=args.overlap,
-                           batch_size=args.batch_size, device=args.device, link_slices=not args.no_link_slices)
+    results = iter_predict(
+        model,
+        image,
+        args.output,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        link_slices=not args.no_link_slices,
+    )
     with _progress(args.quiet, "predicting", total=geometry.n_slices, unit="slice") as bar:
         slices = (bar.advance(r).data for r in results)
         if geometry.is_stack:
@@ -150,8 +183,10 @@ def run_demo(args) -> None:
     truth = labels[3] > 0
     found = instances > 0
     dice = 2 * (truth & found).sum() / (truth.sum() + found.sum())
-    print(f"held-out tile: {instances.max()} nuclei found ({len(np.unique(labels[3])) - 1} annotated), "
-          f"foreground Dice {dice:.3f}")
+    print(
+        f"held-out tile: {instances.max()} nuclei found ({len(np.unique(labels[3])) - 1} annotated), "
+        f"foreground Dice {dice:.3f}"
+    )
     print(f"wrote {out / 'model.pt'} and {out / 'held-out-instances.tif'}")
 
 
@@ -197,14 +232,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"napari-pix2pix {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError:
-        print(f"napari-pix2pix {args.command}: error: out of memory; use a smaller --batch-size or "
-              "--tile-size / --patch-size", file=sys.stderr)
+        print(
+            f"napari-pix2pix {args.command}: error: out of memory; use a smaller --batch-size or "
+            "--tile-size / --patch-size",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     except RuntimeError as error:
         if "out of memory" not in str(error):
             raise
-        print(f"napari-pix2pix {args.command}: error: the device ran out of memory; use a smaller "
-              "--batch-size or --tile-size / --patch-size, or --device cpu", file=sys.stderr)
+        print(
+            f"napari-pix2pix {args.command}: error: the device ran out of memory; use a smaller "
+            "--batch-size or --tile-size / --patch-size, or --device cpu",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"napari-pix2pix {args.command}: interrupted; nothing was written", file=sys.stderr)

@@ -150,7 +150,9 @@ class PatchSampler:
         # Patches are centred near annotated pixels, so sparse scribbles are seen as often as dense labels.
         self.annotated = np.argwhere(self.targets != IGNORE)
         if len(self.annotated) == 0:
-            raise InputError("no annotated pixels are left for training; annotate more or lower the validation fraction")
+            raise InputError(
+                "no annotated pixels are left for training; annotate more or lower the validation fraction"
+            )
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch: images (B, C, P, P) float32 and targets (B, P, P) int64."""

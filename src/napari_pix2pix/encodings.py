@@ -23,8 +23,12 @@ AUTO = "auto"  # the annotation choice that lets ``make_encoding`` decide
 INSTANCE_CLASSES = ("background", "interior", "boundary")
 
 _CONVERT_PIXELS = 2**18  # argmax gives int64: labels are converted a band of this many pixels at a time
-_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16,
-                 np.dtype(np.uint32): torch.uint32, np.dtype(np.int64): torch.int64}
+_TORCH_DTYPES = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.uint16): torch.uint16,
+    np.dtype(np.uint32): torch.uint32,
+    np.dtype(np.int64): torch.int64,
+}
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,9 @@ class LabelEncoding:
     def labels_on_device(self, probabilities: torch.Tensor) -> torch.Tensor:
         """``labels_on_host`` as tensor operations, where the probabilities are."""
         lookup = torch.tensor(self.class_values, dtype=torch.int64, device=probabilities.device)
-        labels = torch.empty(probabilities.shape[1:], dtype=_TORCH_DTYPES[self.labels_dtype],
-                             device=probabilities.device)
+        labels = torch.empty(
+            probabilities.shape[1:], dtype=_TORCH_DTYPES[self.labels_dtype], device=probabilities.device
+        )
         rows = max(1, _CONVERT_PIXELS // probabilities.shape[2])
         for top in range(0, probabilities.shape[1], rows):
             labels[top : top + rows] = lookup[probabilities[:, top : top + rows].argmax(dim=0)]

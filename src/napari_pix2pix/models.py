@@ -304,19 +304,29 @@ def build_discriminator(config: ModelConfig) -> nn.Module:
     return architecture.build_discriminator(config)
 
 
-register_architecture(Architecture(
-    "unet", "U-Net (recommended)",
-    lambda c: UNet(c.in_channels, c.out_channels, c.width, c.depth, padded=True),
-))
-register_architecture(Architecture(
-    "seed-unet", "Seed U-Net (original, valid convolutions)",
-    lambda c: UNet(c.in_channels, c.out_channels, c.width, c.depth, padded=False),
-    patch_size=256,  # its output is 117² for a 256² input
-))
-register_architecture(Architecture(
-    "pix2pix", "pix2pix (U-Net + PatchGAN)",
-    lambda c: Generator(c.in_channels, c.out_channels, c.width, c.depth),
-    learning_rate=2e-4, betas=(0.5, 0.999),  # Isola et al. 2017
-    # The PatchGAN judges (image channels + class maps).
-    build_discriminator=lambda c: Discriminator(c.in_channels + c.out_channels, c.width),
-))
+register_architecture(
+    Architecture(
+        "unet",
+        "U-Net (recommended)",
+        lambda c: UNet(c.in_channels, c.out_channels, c.width, c.depth, padded=True),
+    )
+)
+register_architecture(
+    Architecture(
+        "seed-unet",
+        "Seed U-Net (original, valid convolutions)",
+        lambda c: UNet(c.in_channels, c.out_channels, c.width, c.depth, padded=False),
+        patch_size=256,  # its output is 117² for a 256² input
+    )
+)
+register_architecture(
+    Architecture(
+        "pix2pix",
+        "pix2pix (U-Net + PatchGAN)",
+        lambda c: Generator(c.in_channels, c.out_channels, c.width, c.depth),
+        learning_rate=2e-4,
+        betas=(0.5, 0.999),  # Isola et al. 2017
+        # The PatchGAN judges (image channels + class maps).
+        build_discriminator=lambda c: Discriminator(c.in_channels + c.out_channels, c.width),
+    )
+)

@@ -49,20 +49,23 @@ OUTPUTS: dict[str, OutputKind] = {
     kind.name: kind
     for kind in (
         OutputKind(
-            "labels", "Labels (classes)",
+            "labels",
+            "Labels (classes)",
             dtype=lambda encoding: encoding.labels_dtype,
             on_host=lambda encoding: encoding.labels_on_host,
             on_device=lambda encoding: encoding.labels_on_device,
         ),
         OutputKind(
-            "instances", "Instances (one id per object)",
+            "instances",
+            "Instances (one id per object)",
             dtype=lambda encoding: np.dtype(np.uint32),
             on_host=lambda encoding: encoding.instances,
             objects=True,
         ),
         OutputKind(
             # Probability of anything but the first class (background, or the lowest label value).
-            "probability", "Probability map",
+            "probability",
+            "Probability map",
             dtype=lambda encoding: np.dtype(np.float32),
             on_host=_probability_on_host,
             on_device=_probability_on_device,

@@ -78,10 +78,14 @@ class TilePlan:
             if layout.borders(y, x) not in maps:
                 maps[layout.borders(y, x)] = torch.from_numpy(layout.weights(y, x)).to(device)
         self.weights = {(y, x): maps[layout.borders(y, x)] for y, x in self.tiles}
-        self.rows = {y: _mirrored_window(y - layout.offset, layout.in_h, layout.height, device)
-                     for y in layout.starts(layout.height, layout.out_h)}
-        self.columns = {x: _mirrored_window(x - layout.offset, layout.in_w, layout.width, device)
-                        for x in layout.starts(layout.width, layout.out_w)}
+        self.rows = {
+            y: _mirrored_window(y - layout.offset, layout.in_h, layout.height, device)
+            for y in layout.starts(layout.height, layout.out_h)
+        }
+        self.columns = {
+            x: _mirrored_window(x - layout.offset, layout.in_w, layout.width, device)
+            for x in layout.starts(layout.width, layout.out_w)
+        }
 
     def window(self, plane: torch.Tensor, y: int, x: int) -> torch.Tensor:
         """The (C, in_h, in_w) input window of tile (y, x), mirrored past the slice's edges."""
@@ -335,9 +339,16 @@ def iter_predict(
     to_output = kind.on_host(encoding) if on_device is None else None
     geometry = volume_geometry(image.shape, model.config.in_channels)
     slices = stream_slices(
-        model, _read_slices(model, image, geometry), geometry.height, geometry.width,
-        convert=on_device or (lambda p: p), tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-        device=device, stop=stop,
+        model,
+        _read_slices(model, image, geometry),
+        geometry.height,
+        geometry.width,
+        convert=on_device or (lambda p: p),
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        stop=stop,
     )
     previous, next_id = None, 1
     for done, (index, converted) in enumerate(slices, start=1):

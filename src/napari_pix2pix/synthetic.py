@@ -130,8 +130,8 @@ def _check_shape(shape) -> tuple[tuple[int, int, int], bool]:
     if len(dims) not in (2, 3) or min(dims) < 1:
         raise ValueError(message)
     if len(dims) == 2:
-        return (1, *dims), True
-    return dims, False
+        return (1, dims[0], dims[1]), True
+    return (dims[0], dims[1], dims[2]), False
 
 
 def _finite_float(value, name: str) -> float:
@@ -278,9 +278,7 @@ def _render(
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def _texture(
-    rng: np.random.Generator, shape: tuple[int, ...], sigma: float, sd: float
-) -> np.ndarray:
+def _texture(rng: np.random.Generator, shape: tuple[int, ...], sigma: float, sd: float) -> np.ndarray:
     """Return in-plane noise smoothed over `sigma` pixels, standard deviation `sd`.
 
     Each section gets its own texture: sections are thicker than the
@@ -317,12 +315,10 @@ def _paint_organelles(
     angles = rng.uniform(0, np.pi, count)
     for centre, radius, angle in zip(centres, radii, angles):
         nearest = np.abs(z_positions - centre[0]).argmin()
-        owner = voronoi[(nearest, *centre[1:].astype(int))]
+        owner = voronoi[(nearest, int(centre[1]), int(centre[2]))]
         for index in np.flatnonzero(np.abs(z_positions - centre[0]) < radius[0]):
             scale = math.sqrt(1 - ((z_positions[index] - centre[0]) / radius[0]) ** 2)
-            _paint_ellipse(
-                image[index], voronoi[index], owner, centre[1:], radius[1:] * scale, angle
-            )
+            _paint_ellipse(image[index], voronoi[index], owner, centre[1:], radius[1:] * scale, angle)
 
 
 def _paint_ellipse(

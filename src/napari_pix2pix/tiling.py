@@ -45,8 +45,12 @@ class TileLayout:
     def borders(self, y: int, x: int) -> tuple[bool, bool, bool, bool]:
         """Which sides of tile (y, x) lie on the slice's edge: top, bottom, left, right.
         Tiles with the same borders have the same weights."""
-        return (y == 0, y == self.starts(self.height, self.out_h)[-1],
-                x == 0, x == self.starts(self.width, self.out_w)[-1])
+        return (
+            y == 0,
+            y == self.starts(self.height, self.out_h)[-1],
+            x == 0,
+            x == self.starts(self.width, self.out_w)[-1],
+        )
 
     def weights(self, y: int, x: int) -> np.ndarray:
         """Blending weights (out_h, out_w): 1 inside, ramping to 0 before edges shared with a neighbour."""

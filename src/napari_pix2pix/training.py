@@ -222,8 +222,14 @@ class SegmentationStep:
 class Pix2PixStep:
     """One pix2pix update: the conditional-GAN loss plus λ·L1 between class maps (Isola et al. 2017)."""
 
-    def __init__(self, generator: nn.Module, model_config: ModelConfig, config: TrainingConfig,
-                 precision: Precision, resume: TrainedModel | None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        model_config: ModelConfig,
+        config: TrainingConfig,
+        precision: Precision,
+        resume: TrainedModel | None,
+    ):
         self.generator = generator
         self.precision = precision
         self.n_classes = model_config.out_channels
@@ -275,8 +281,10 @@ class BestWeights:
         self.state = self._snapshot()
 
     def _snapshot(self) -> dict:
-        return {name: {k: v.detach().clone() for k, v in module.state_dict().items()}
-                for name, module in self.modules.items()}
+        return {
+            name: {k: v.detach().clone() for k, v in module.state_dict().items()}
+            for name, module in self.modules.items()
+        }
 
     def offer(self, score: float) -> None:
         if score > self.score:
@@ -307,8 +315,16 @@ class Trainer:
     doing one update, ``step(images, targets) -> {"loss": …}``, which callers may wrap.
     """
 
-    def __init__(self, image, labels, config: TrainingConfig | None = None, *, stop: threading.Event | None = None,
-                 preview_source: Callable[[], np.ndarray | None] | None = None, resume: TrainedModel | None = None):
+    def __init__(
+        self,
+        image,
+        labels,
+        config: TrainingConfig | None = None,
+        *,
+        stop: threading.Event | None = None,
+        preview_source: Callable[[], np.ndarray | None] | None = None,
+        resume: TrainedModel | None = None,
+    ):
         config = copy.copy(config or TrainingConfig())
         if resume is not None:
             config.model, config.width, config.depth = resume.architecture, resume.config.width, resume.config.depth
@@ -329,8 +345,9 @@ class Trainer:
         patch_size = training_patch_size(sizes, config.patch, data.train.images.shape[2:], config.model)
         self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng)
         history = list(resume.history) if resume is not None else []
-        self.model = TrainedModel(model_config, network, data.encoding, data.normalisation, patch_size, history,
-                                  None, str(self.device))
+        self.model = TrainedModel(
+            model_config, network, data.encoding, data.normalisation, patch_size, history, None, str(self.device)
+        )
         precision = Precision(self.device, config.mixed_precision)
         self.step: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
         if config.architecture.adversarial:
@@ -348,8 +365,11 @@ class Trainer:
         """Train until the epochs, the time budget or ``stop`` end it; yield events, return the model."""
         data, config = self.data, self.config
         self.start = time.monotonic()
-        yield self._event(EventKind.START, message=f"training {config.model} on {self.device_name}, "
-                          f"{len(data.train)} slice(s), {data.encoding.n_classes} classes ({data.encoding.kind})")
+        yield self._event(
+            EventKind.START,
+            message=f"training {config.model} on {self.device_name}, "
+            f"{len(data.train)} slice(s), {data.encoding.n_classes} classes ({data.encoding.kind})",
+        )
         epoch_losses: list[dict] = []
         message = ""
         while self.steps_done < self.total_steps:
@@ -359,12 +379,15 @@ class Trainer:
             losses = self._train_one_step()
             if not all(math.isfinite(v) for v in losses.values()):
                 self.best.restore()
-                message = (f"training stopped at step {self.steps_done}: the loss became {losses['loss']} "
-                           "(not a number); the last good weights are kept. Try a lower learning rate")
+                message = (
+                    f"training stopped at step {self.steps_done}: the loss became {losses['loss']} "
+                    "(not a number); the last good weights are kept. Try a lower learning rate"
+                )
                 break
             epoch_losses.append(losses)
-            yield self._event(EventKind.STEP, epoch=self.epochs_done + 1, remaining=self._remaining(),
-                              **_loss_fields(losses))
+            yield self._event(
+                EventKind.STEP, epoch=self.epochs_done + 1, remaining=self._remaining(), **_loss_fields(losses)
+            )
             if self.preview_source is not None and self.steps_done % config.preview_every == 0:
                 preview = self._preview()
                 if preview is not None:
@@ -401,11 +424,22 @@ class Trainer:
         if self.data.validation is not None:
             val_loss, val_dice = evaluate(self.model, self.data.validation, self.device)
         self.best.offer(val_dice if val_dice is not None else -record["loss"])
-        record.update(epoch=len(self.model.history) + 1, step=self.steps_done, val_loss=val_loss, val_dice=val_dice,
-                      elapsed=time.monotonic() - self.start)
+        record.update(
+            epoch=len(self.model.history) + 1,
+            step=self.steps_done,
+            val_loss=val_loss,
+            val_dice=val_dice,
+            elapsed=time.monotonic() - self.start,
+        )
         self.model.history.append(record)
-        return self._event(EventKind.EPOCH, epoch=self.epochs_done, remaining=self._remaining(),
-                           val_loss=val_loss, val_dice=val_dice, **_loss_fields(record))
+        return self._event(
+            EventKind.EPOCH,
+            epoch=self.epochs_done,
+            remaining=self._remaining(),
+            val_loss=val_loss,
+            val_dice=val_dice,
+            **_loss_fields(record),
+        )
 
     def _finish(self, message: str, partial_epoch: bool) -> TrainingEvent:
         if partial_epoch and self.data.validation is None:
@@ -423,8 +457,15 @@ class Trainer:
 
     def _event(self, kind: EventKind, **fields) -> TrainingEvent:
         elapsed = 0.0 if kind == EventKind.START else time.monotonic() - self.start
-        return TrainingEvent(kind=kind, step=self.steps_done, total_steps=self.total_steps, epochs=self.config.epochs,
-                             elapsed=elapsed, device=self.device_name, **fields)
+        return TrainingEvent(
+            kind=kind,
+            step=self.steps_done,
+            total_steps=self.total_steps,
+            epochs=self.config.epochs,
+            elapsed=elapsed,
+            device=self.device_name,
+            **fields,
+        )
 
     def _remaining(self) -> float:
         """Seconds left: until the time budget or, at the pace so far, the last step, whichever is sooner."""

@@ -10,7 +10,7 @@ import sys
 # own LLVM, and loading it into a process whose OpenGL runs on Mesa's LLVM-based drivers (llvmpipe
 # under Xvfb, radeonsi) crashes napari with a segmentation fault. The plugin never compiles
 # kernels, so inside napari Triton is made unimportable unless something has loaded it already.
-sys.modules.setdefault("triton", None)
+sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
 
 from .predict_widget import PredictWidget  # noqa: E402
 from .train_widget import TrainWidget  # noqa: E402

@@ -3,6 +3,7 @@ the guard that stops a worker when its widget or viewer goes away."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox
+from napari.layers import Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 from qtpy.QtCore import QEvent, QObject
@@ -67,7 +69,7 @@ def load_model_dialog(parent) -> tuple[str, TrainedModel] | None:
     return model_store.add(Path(path).stem, model), model
 
 
-def layer_picker(viewer: napari.Viewer, layer_type: type, label: str) -> ComboBox:
+def layer_picker(viewer: napari.Viewer, layer_type: type[Layer], label: str) -> ComboBox:
     """A drop-down of the viewer's layers of ``layer_type``, refreshed by ``reset_choices``."""
 
     def choices(_widget=None):
@@ -112,7 +114,7 @@ def run_reporting_failures(function, *args, **kwargs):
 
 def report_error(error: BaseException, action: str) -> None:
     """Tell the user what went wrong as a napari notification, never as a traceback."""
-    if isinstance(error, WorkerFailure):
+    if isinstance(error, WorkerFailure) and error.__cause__ is not None:
         error = error.__cause__
     if isinstance(error, InputError):
         show_error(f"{action}: {error}")
@@ -163,10 +165,8 @@ class WorkerGuard(QObject):
         if worker is None:
             return
         for signal in (worker.yielded, worker.returned, worker.errored, worker.finished, worker.started):
-            try:
+            with contextlib.suppress(TypeError, RuntimeError):  # nothing connected, or Qt deleted it
                 signal.disconnect()
-            except (TypeError, RuntimeError):
-                pass
         # The core loop sees the stop event within one step; wait for that (this worker only).
         deadline = time.monotonic() + wait_ms / 1000
         while worker.is_running and time.monotonic() < deadline:

@@ -77,7 +77,7 @@ class LossPlot(QWidget):
             if high - low < 0.3:
                 low, high = low - 0.15, high + 0.15
             transform = lambda v: math.log10(max(v, 1e-12))  # noqa: E731
-            labels = (f"{10 ** high:.3g}", f"{10 ** low:.3g}")
+            labels = (f"{10**high:.3g}", f"{10**low:.3g}")
         else:
             low, high, transform = 0.0, 1.0, float
             labels = ("1", "0")

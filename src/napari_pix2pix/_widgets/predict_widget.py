@@ -43,6 +43,10 @@ def predict_volume(model: TrainedModel, image, output: str, stop, **options):
     return result
 
 
+def _model_names(_widget=None) -> list[str]:
+    return model_store.names()
+
+
 class PredictWidget(QWidget):
     """Predict labels, instances or probabilities for an Image layer with a trained model."""
 
@@ -50,12 +54,13 @@ class PredictWidget(QWidget):
         super().__init__()
         self.viewer = viewer
         self._guard = WorkerGuard(self)
-        self._job = None
+        self._job: tuple[Image, str, str] | None = None
 
         self.image_picker = layer_picker(viewer, Image, "Image")
-        self.model_choice = ComboBox(label="Model", choices=lambda _w=None: model_store.names(), nullable=False)
-        self.output_choice = ComboBox(label="Output", choices=[(kind.label, name) for name, kind in OUTPUTS.items()],
-                                      value="labels")
+        self.model_choice = ComboBox(label="Model", choices=_model_names, nullable=False)
+        self.output_choice = ComboBox(
+            label="Output", choices=[(kind.label, name) for name, kind in OUTPUTS.items()], value="labels"
+        )
         self.link_slices = CheckBox(text="Follow objects from slice to slice (3D instances)", value=True)
         self.controls = Container(widgets=[self.image_picker, self.model_choice, self.output_choice, self.link_slices])
         self.output_choice.changed.connect(lambda value: setattr(self.link_slices, "visible", OUTPUTS[value].objects))
@@ -132,13 +137,15 @@ class PredictWidget(QWidget):
             notify("Predict: choose an Image layer to predict on.", warning=True)
             return
         if not self.model_choice.value:
-            notify("Predict: there is no model yet. Train one in the Train widget, or load a model file.",
-                   warning=True)
+            notify("Predict: there is no model yet. Train one in the Train widget, or load a model file.", warning=True)
             return
         model = model_store.get(self.model_choice.value)
         if layer.rgb and model.config.in_channels == 1:
-            notify(f"Predict: '{layer.name}' is an RGB image, but the model was trained on single-channel "
-                   "images. Convert the image to greyscale first, or train a model on RGB images.", warning=True)
+            notify(
+                f"Predict: '{layer.name}' is an RGB image, but the model was trained on single-channel "
+                "images. Convert the image to greyscale first, or train a model on RGB images.",
+                warning=True,
+            )
             return
         output = self.output_choice.value
         options = dict(
@@ -150,8 +157,17 @@ class PredictWidget(QWidget):
         )
         self._job = (layer, output, self.model_choice.value)
         stop = self._guard.new_stop_event()
-        worker = create_worker(run_reporting_failures, predict_volume, model, layer_array(layer), output, stop,
-                               _start_thread=False, _ignore_errors=True, **options)
+        worker = create_worker(
+            run_reporting_failures,
+            predict_volume,
+            model,
+            layer_array(layer),
+            output,
+            stop,
+            _start_thread=False,
+            _ignore_errors=True,
+            **options,
+        )
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_result)
         worker.errored.connect(self._on_error)
@@ -174,11 +190,17 @@ class PredictWidget(QWidget):
         self.progress.setValue(done)
 
     def _on_result(self, result: np.ndarray) -> None:
+        assert self._job is not None, "a result comes only from a started job"
         layer, output, model_name = self._job
         name = f"{layer.name} predicted {output}"
         kind = get_output(output)
-        options = dict(name=name, scale=layer.scale[: layer.ndim], translate=layer.translate[: layer.ndim],
-                       metadata={"napari-pix2pix model": model_name}, **kind.layer_options)
+        options = dict(
+            name=name,
+            scale=layer.scale[: layer.ndim],
+            translate=layer.translate[: layer.ndim],
+            metadata={"napari-pix2pix model": model_name},
+            **kind.layer_options,
+        )
         self.viewer.add_layer(Layer.create(result, options, kind.layer_type))
         self.status.setText(f"Added '{name}' ({' × '.join(map(str, result.shape))}).")
 

@@ -22,6 +22,7 @@ from ..encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
 from ..errors import InputError
 from ..io import save_model
 from ..models import ARCHITECTURES, get_architecture
+from ..trained_model import TrainedModel
 from ..training import EventKind, TrainingConfig, TrainingEvent, train
 from ._common import (
     DEVICES,
@@ -36,6 +37,7 @@ from ._common import (
     run_reporting_failures,
 )
 from .loss_plot import LossPlot
+
 
 def _annotation_label(choice: str) -> str:
     return ENCODINGS[choice].label if choice in ENCODINGS else "Automatic"
@@ -54,41 +56,13 @@ class TrainWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self.viewer = viewer
-        self.model = None
+        self.model: TrainedModel | None = None
         self._preview_layer = None
         self._preview_image = None
         self._training_layer = None
         self._guard = WorkerGuard(self)
 
-        defaults = TrainingConfig()
-        self.image_picker = layer_picker(viewer, Image, "Image")
-        self.labels_picker = layer_picker(viewer, Labels, "Labels")
-        self.model_choice = ComboBox(label="Model", choices=[(spec.label, name) for name, spec in ARCHITECTURES.items()],
-                                     value=defaults.model)
-        self.annotation_choice = ComboBox(label="Annotation", choices=[(_annotation_label(c), c) for c in ANNOTATION_CHOICES],
-                                          value=AUTO)
-        self.epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
-        self.max_minutes = FloatSpinBox(label="Time budget (min)", value=defaults.max_minutes, min=0.1, max=10_000, step=1)
-        self.live_preview = CheckBox(text="Live preview on the current slice", value=True)
-        self.controls = Container(widgets=[
-            self.image_picker, self.labels_picker, self.model_choice, self.annotation_choice,
-            self.epochs, self.max_minutes, self.live_preview,
-        ])
-        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=256)
-        self.patch_size = SpinBox(label="Patch size", value=defaults.patch, min=16, max=2048, step=16)
-        self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-6, max=0.5, step=1e-4)
-        self.learning_rate.native.setDecimals(6)
-        self.val_fraction = FloatSpinBox(label="Validation fraction", value=defaults.val_fraction, min=0, max=0.9, step=0.05)
-        self.augment = CheckBox(text="Augmentation (flips, rotations, elastic, intensity)", value=True)
-        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
-        self.seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
-        self.width = SpinBox(label="Width (first-layer channels)", value=defaults.width, min=1, max=256)
-        self.depth = SpinBox(label="Depth (pooling levels)", value=defaults.depth, min=1, max=6)
-        self.advanced_controls = Container(widgets=[
-            self.batch_size, self.patch_size, self.learning_rate, self.val_fraction, self.augment,
-            self.device, self.seed, self.width, self.depth,
-        ])
-        self.model_choice.changed.connect(self._model_defaults)
+        self._make_settings(viewer)
 
         self.start_button = QPushButton("Start training")
         self.stop_button = QPushButton("Stop")
@@ -122,6 +96,60 @@ class TrainWidget(QWidget):
         keep_pickers_in_sync(viewer, self.reset_choices)
         viewer.dims.events.current_step.connect(self._update_preview_image)
 
+    def _make_settings(self, viewer: napari.viewer.Viewer) -> None:
+        """The settings: the main ones, and the advanced ones shown on demand."""
+        defaults = TrainingConfig()
+        self.image_picker = layer_picker(viewer, Image, "Image")
+        self.labels_picker = layer_picker(viewer, Labels, "Labels")
+        self.model_choice = ComboBox(
+            label="Model", choices=[(spec.label, name) for name, spec in ARCHITECTURES.items()], value=defaults.model
+        )
+        self.annotation_choice = ComboBox(
+            label="Annotation", choices=[(_annotation_label(c), c) for c in ANNOTATION_CHOICES], value=AUTO
+        )
+        self.epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
+        self.max_minutes = FloatSpinBox(
+            label="Time budget (min)", value=defaults.max_minutes or 10.0, min=0.1, max=10_000, step=1
+        )
+        self.live_preview = CheckBox(text="Live preview on the current slice", value=True)
+        self.controls = Container(
+            widgets=[
+                self.image_picker,
+                self.labels_picker,
+                self.model_choice,
+                self.annotation_choice,
+                self.epochs,
+                self.max_minutes,
+                self.live_preview,
+            ]
+        )
+        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=256)
+        self.patch_size = SpinBox(label="Patch size", value=defaults.patch, min=16, max=2048, step=16)
+        self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-6, max=0.5, step=1e-4)
+        self.learning_rate.native.setDecimals(6)
+        self.val_fraction = FloatSpinBox(
+            label="Validation fraction", value=defaults.val_fraction, min=0, max=0.9, step=0.05
+        )
+        self.augment = CheckBox(text="Augmentation (flips, rotations, elastic, intensity)", value=True)
+        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
+        self.seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
+        self.network_width = SpinBox(label="Width (first-layer channels)", value=defaults.width, min=1, max=256)
+        self.network_depth = SpinBox(label="Depth (pooling levels)", value=defaults.depth, min=1, max=6)
+        self.advanced_controls: Container = Container(
+            widgets=[
+                self.batch_size,
+                self.patch_size,
+                self.learning_rate,
+                self.val_fraction,
+                self.augment,
+                self.device,
+                self.seed,
+                self.network_width,
+                self.network_depth,
+            ]
+        )
+        self.model_choice.changed.connect(self._model_defaults)
+
     # ------------------------------------------------------------------ napari hooks
 
     def reset_choices(self, event=None) -> None:
@@ -147,8 +175,8 @@ class TrainWidget(QWidget):
             augment=self.augment.value,
             device=self.device.value,
             seed=self.seed.value,
-            width=self.width.value,
-            depth=self.depth.value,
+            width=self.network_width.value,
+            depth=self.network_depth.value,
         )
 
     def start(self) -> None:
@@ -175,9 +203,15 @@ class TrainWidget(QWidget):
         self._update_preview_image()
         stop = self._guard.new_stop_event()
         worker = create_worker(
-            run_reporting_failures, train, image, labels, config, stop=stop,
+            run_reporting_failures,
+            train,
+            image,
+            labels,
+            config,
+            stop=stop,
             preview_source=self._current_preview_image if self.live_preview.value else None,
-            _start_thread=False, _ignore_errors=True,
+            _start_thread=False,
+            _ignore_errors=True,
         )
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_trained)
@@ -237,7 +271,7 @@ class TrainWidget(QWidget):
         elif event.kind == EventKind.EPOCH:
             self.plot.add_point("validation loss", event.step, event.val_loss)
             self.plot.add_point("validation Dice", event.step, event.val_dice)
-        elif event.kind == EventKind.PREVIEW:
+        elif event.kind == EventKind.PREVIEW and event.preview is not None:
             self._show_preview(event.preview)
         elif event.kind == EventKind.FINISHED:
             self.progress.setValue(event.step)
@@ -284,8 +318,11 @@ class TrainWidget(QWidget):
             self._preview_layer.data = preview
         else:
             self._preview_layer = self.viewer.add_labels(
-                preview, name=f"{layer.name} preview", opacity=0.5,
-                scale=layer.scale[-2:], translate=layer.translate[-2:],
+                preview,
+                name=f"{layer.name} preview",
+                opacity=0.5,
+                scale=layer.scale[-2:],
+                translate=layer.translate[-2:],
             )
 
     def _model_defaults(self, value: str) -> None:

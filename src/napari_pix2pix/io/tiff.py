@@ -47,5 +47,6 @@ def write_tiff(
         else:
             assert shape is not None and dtype is not None, "slices need a shape and a dtype"
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            tifffile.imwrite(tmp, data=slices, shape=shape, dtype=dtype, photometric="minisblack",
-                             bigtiff=nbytes > 2**31)
+            tifffile.imwrite(
+                tmp, data=iter(slices or ()), shape=shape, dtype=dtype, photometric="minisblack", bigtiff=nbytes > 2**31
+            )

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_pix2pix.augment import augment_batch
+from napari_pix2pix.encodings import IGNORE
+
+
+def blocky_batch(seed=0, batch=4, size=64):
+    """Targets made of 8×8 blocks of classes 0/1 with some IGNORE blocks, and images equal to them."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.integers(-1, 2, (batch, size // 8, size // 8)))
+    targets = torch.nn.functional.interpolate(coarse[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    return targets[:, None].float().clamp_min(0), targets
+
+
+def test_augmentation_moves_image_and_labels_together():
+    rng = np.random.default_rng(0)
+    targets = torch.from_numpy((rng.random((4, 8, 8)) > 0.5).astype(np.int64))
+    targets = torch.nn.functional.interpolate(targets[:, None].float(), size=64, mode="nearest")[:, 0].long()
+    images = targets[:, None].float()
+    generator = torch.Generator().manual_seed(1)
+    new_images, new_targets = augment_batch(images, targets, generator, elastic_strength=0.06, intensity=0)
+    assert not torch.equal(new_targets, targets)  # something happened
+    agreement = ((new_images[:, 0] > 0.5).long() == new_targets).float().mean()
+    assert agreement > 0.97
+    assert set(new_targets.unique().tolist()) <= {0, 1}
+
+
+def test_without_warp_or_intensity_each_patch_is_one_of_the_eight_symmetries():
+    images, targets = blocky_batch()
+    new_images, new_targets = augment_batch(
+        images, targets, torch.Generator().manual_seed(3), elastic_strength=0, intensity=0
+    )
+    for original, image, target in zip(targets, new_images[:, 0], new_targets):
+        candidates = [
+            torch.rot90(flipped, k, dims=(0, 1)) for flipped in (original, original.flip(1)) for k in range(4)
+        ]
+        assert any(torch.equal(target, c) for c in candidates)
+        assert torch.allclose(image, target.clamp_min(0).float(), atol=1e-5)  # image moved with its labels
+
+
+def test_unannotated_pixels_stay_unannotated_and_no_new_class_appears():
+    images, targets = blocky_batch(seed=1)
+    _, new_targets = augment_batch(images, targets, torch.Generator().manual_seed(0), elastic_strength=0.1)
+    assert set(new_targets.unique().tolist()) <= {IGNORE, 0, 1}
+    assert (new_targets == IGNORE).float().mean().item() == pytest.approx(
+        (targets == IGNORE).float().mean().item(), abs=0.05
+    )
+
+
+def test_the_same_seed_gives_the_same_batch_and_another_seed_another():
+    images, targets = blocky_batch(seed=2)
+    first = augment_batch(images, targets, torch.Generator().manual_seed(7))
+    second = augment_batch(images, targets, torch.Generator().manual_seed(7))
+    third = augment_batch(images, targets, torch.Generator().manual_seed(8))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[0], third[0])
+
+
+def test_intensity_changes_the_image_but_not_the_labels():
+    images, targets = blocky_batch(seed=3)
+    images = images * 0.5 + 0.25
+    plain = augment_batch(images, targets, torch.Generator().manual_seed(4), elastic_strength=0, intensity=0)
+    jittered = augment_batch(images, targets, torch.Generator().manual_seed(4), elastic_strength=0, intensity=0.3)
+    assert torch.equal(plain[1], jittered[1])
+    assert not torch.allclose(plain[0], jittered[0])
