@@ -27,10 +27,10 @@ def test_augmentation_moves_image_and_labels_together():
     assert set(new_targets.unique().tolist()) <= {0, 1}
 
 
-def test_without_warp_or_intensity_each_patch_is_one_of_the_eight_symmetries():
+def test_without_warp_zoom_or_intensity_each_patch_is_one_of_the_eight_symmetries():
     images, targets = blocky_batch()
     new_images, new_targets = augment_batch(
-        images, targets, torch.Generator().manual_seed(3), elastic_strength=0, intensity=0
+        images, targets, torch.Generator().manual_seed(3), elastic_strength=0, intensity=0, zoom=1, noise=0
     )
     for original, image, target in zip(targets, new_images[:, 0], new_targets):
         candidates = [
@@ -65,3 +65,14 @@ def test_intensity_changes_the_image_but_not_the_labels():
     jittered = augment_batch(images, targets, torch.Generator().manual_seed(4), elastic_strength=0, intensity=0.3)
     assert torch.equal(plain[1], jittered[1])
     assert not torch.allclose(plain[0], jittered[0])
+
+
+def test_zoom_shows_objects_at_other_sizes():
+    targets = torch.zeros(64, 32, 32, dtype=torch.long)
+    targets[:, 12:20, 12:20] = 1  # an 8×8 object in the middle of each patch
+    images = targets[:, None].float()
+    _, zoomed = augment_batch(
+        images, targets, torch.Generator().manual_seed(0), elastic_strength=0, intensity=0, zoom=2.0, noise=0
+    )
+    areas = (zoomed == 1).sum(dim=(1, 2)).float()
+    assert areas.min() < 64 * 0.6 and areas.max() > 64 * 1.6  # shrunk and magnified, up to 2× across

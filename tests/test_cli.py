@@ -25,6 +25,28 @@ TINY = [
 ]
 
 
+# Enough training (a few seconds) for the model to find the cells, so its outputs can be checked.
+LEARNS = [
+    "--epochs",
+    "4",
+    "--steps-per-epoch",
+    "10",
+    "--batch-size",
+    "4",
+    "--patch-size",
+    "32",
+    "--width",
+    "8",
+    "--depth",
+    "2",
+    "--lr",
+    "3e-3",
+    "--device",
+    "cpu",
+    "--quiet",
+]
+
+
 @pytest.fixture
 def files(tmp_path):
     image, membranes, _ = membrane_volume((3, 48, 48), cell_size=16, seed=2)
@@ -37,7 +59,7 @@ def files(tmp_path):
 def test_train_then_predict(files, capsys):
     labels_before = (files / "labels.tif").read_bytes()
     assert (
-        main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", str(files / "m.pt"), *TINY]) == 0
+        main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", str(files / "m.pt"), *LEARNS]) == 0
     )
     assert "saved" in capsys.readouterr().out
     out = files / "out"
@@ -52,6 +74,7 @@ def test_train_then_predict(files, capsys):
                 str(out / f"{output}.tif"),
                 "--output",
                 output,
+                "--no-separate",
                 "--device",
                 "cpu",
                 "--quiet",
@@ -181,3 +204,21 @@ def test_help(capsys):
         main(["train", "--help"])
     assert exit_info.value.code == 0
     assert "--max-minutes" in capsys.readouterr().out
+
+
+def test_predict_output_follows_the_model_and_takes_cleanup_options(files, tmp_path):
+    from conftest import tiny_config
+
+    from napari_pix2pix.io import save_model
+    from napari_pix2pix.samples import nuclei_stack
+    from napari_pix2pix.training import fit
+
+    image, labels = nuclei_stack()
+    model = fit(image[:2, :64, :64], labels[:2, :64, :64], tiny_config(epochs=1))
+    save_model(model, tmp_path / "nuclei.pt")
+    tifffile.imwrite(tmp_path / "nuclei.tif", image[2, :64, :64])
+    out = tmp_path / "predicted.tif"
+    args = ["predict", str(tmp_path / "nuclei.pt"), str(tmp_path / "nuclei.tif"), "--out", str(out), "--quiet"]
+    assert main([*args, "--tta", "--min-size", "5", "--fill-holes", "10"]) == 0
+    assert tifffile.imread(out).dtype == np.uint32  # an instance model predicts instances by default
+    assert main([*args, "--min-size", "-3"]) == 2

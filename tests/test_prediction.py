@@ -151,3 +151,18 @@ def test_tiles_are_mirrored_at_the_edges_like_numpy_pad(size):
         window, index = _mirrored_window(start, length, size, torch.device("cpu"))
         taken = axis[window] if index is None else axis[window][index.numpy()]
         np.testing.assert_array_equal(taken, padded[start + 40 : start + 40 + length])
+
+
+def test_test_time_augmentation_averages_the_eight_symmetries():
+    model = random_model()
+    image = np.random.default_rng(3).random((32, 48), dtype=np.float32)
+    averaged = predict(model, image, "probability", device="cpu", tta=True)
+    expected = np.zeros_like(image)
+    for flip in (False, True):
+        flipped = image[:, ::-1] if flip else image
+        for turns in range(4):
+            turned = np.ascontiguousarray(np.rot90(flipped, turns))
+            probability = np.rot90(whole_image_probabilities(model, turned)[1], -turns)
+            expected += probability[:, ::-1] if flip else probability
+    np.testing.assert_allclose(averaged, expected / 8, atol=1e-5)
+    assert not np.allclose(averaged, predict(model, image, "probability", device="cpu"), atol=1e-3)

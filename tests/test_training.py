@@ -19,7 +19,7 @@ def dice(a, b):
 def test_unet_learns_a_held_out_membrane_segmentation():
     image, membranes, _ = membrane_volume((4, 96, 96), cell_size=24, seed=1)
     held_out, truth, _ = membrane_volume((2, 96, 96), cell_size=24, seed=9)
-    config = tiny_config(epochs=25, steps_per_epoch=10, batch_size=4, patch_size=64, width=8, depth=3)
+    config = tiny_config(epochs=30, steps_per_epoch=10, batch_size=4, patch_size=64, width=8, depth=3)
     model = fit(image, membranes, config)
     predicted = predict(model, held_out, device="cpu")
     assert dice(predicted == 1, truth == 1) > 0.9
@@ -147,13 +147,42 @@ def test_non_finite_loss_stops_and_keeps_good_weights(membranes):
 
 def test_best_validation_weights_are_kept(membranes):
     model = fit(*membranes, tiny_config(epochs=4))
-    dices = [h["val_dice"] for h in model.history]
-    assert len(dices) == 4
+    assert len(model.history) == 4
+    dices = [h["val_dice"] for h in model.history if h["val_dice"] is not None]
+    assert model.history[0]["val_dice"] is not None and model.history[-1]["val_dice"] is not None
     from napari_pix2pix.training import evaluate, prepare_data
 
     data = prepare_data(*membranes, tiny_config(epochs=4), None, np.random.default_rng(0))
     _, kept = evaluate(model, data.validation, torch.device("cpu"))
     assert kept == pytest.approx(max(dices), abs=1e-6)
+
+
+def test_training_runs_until_the_time_budget_and_the_learning_rate_decays_to_its_end(membranes):
+    trainer = Trainer(*membranes, tiny_config(epochs=None, max_minutes=0.04))
+    events = list(trainer.run())
+    assert "time budget" in events[-1].message
+    assert events[-1].elapsed >= 0.04 * 60 and events[-1].progress == 1.0
+    steps = [e for e in events if e.kind == EventKind.STEP]
+    assert steps[-1].total_steps is None and steps[-1].remaining < 1.0
+    final_rate = trainer.step.optimiser.param_groups[0]["lr"]
+    assert final_rate < 0.1 * tiny_config().lr  # decayed close to its floor
+
+
+def test_learning_rate_warms_up_then_decays():
+    from napari_pix2pix.training import LearningRateSchedule
+
+    schedule = LearningRateSchedule([], warmup=0.1, floor=0.02)
+    factors = [schedule.factor(p) for p in np.linspace(0, 1, 101)]
+    peak = int(np.argmax(factors))
+    assert factors[0] == pytest.approx(0.02) and factors[peak] == pytest.approx(1.0) and peak == 10
+    assert all(a <= b for a, b in zip(factors[:peak], factors[1 : peak + 1]))  # rising
+    assert all(a >= b for a, b in zip(factors[peak:], factors[peak + 1 :]))  # then falling
+    assert factors[-1] == pytest.approx(0.02)
+
+
+def test_a_run_needs_a_time_budget_or_epochs(membranes):
+    with pytest.raises(InputError, match="time budget"):
+        fit(*membranes, tiny_config(epochs=None, max_minutes=None))
 
 
 def test_resume_continues_from_a_model(membranes, tiny_model):
@@ -184,3 +213,14 @@ def test_bad_settings_are_explained(membranes, change, message):
 def test_too_small_image_is_explained():
     with pytest.raises(InputError, match="at least"):
         fit(np.zeros((3, 3)), np.ones((3, 3), np.uint8), TrainingConfig(epochs=1))
+
+
+def test_the_model_remembers_the_size_of_its_objects(tmp_path):
+    from napari_pix2pix.io import load_model, save_model
+
+    image, labels = nuclei_stack()
+    model = fit(image[:2, :96, :96], labels[:2, :96, :96], tiny_config(epochs=1))
+    areas = np.concatenate([np.bincount(plane.ravel())[1:] for plane in labels[:2, :96, :96]])
+    expected = np.sqrt(4 * np.median(areas[areas > 0]) / np.pi)
+    assert model.object_size == pytest.approx(expected, rel=0.05)
+    assert load_model(save_model(model, tmp_path / "m.pt")).object_size == pytest.approx(model.object_size)

@@ -1,11 +1,12 @@
 """Batched data augmentation applied identically to images and label targets.
 
 The whole batch is transformed by one fused resampling on the training device, so augmentation
-costs little next to the network step (see ``benchmarks/``): a random flip and 90° rotation and the
-U-Net paper's elastic deformation (random displacements on a coarse 3×3 grid, smoothly
-interpolated) are folded into a single sampling grid, read bilinearly for the image and nearest for
-the labels; then mild brightness / contrast / gamma changes of the image only. All random numbers
-are drawn on the CPU in one go, so a GPU never waits on a Python decision.
+costs little next to the network step (see ``benchmarks/``): a random flip and 90° rotation, a
+random zoom (so objects are seen at a range of sizes) and the U-Net paper's elastic deformation
+(random displacements on a coarse 3×3 grid, smoothly interpolated) are folded into a single
+sampling grid, read bilinearly for the image and nearest for the labels; then mild brightness /
+contrast / gamma changes and Gaussian noise of the image only. Random numbers are drawn on the CPU,
+so a GPU never waits on a Python decision.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def augment_batch(
     generator: torch.Generator,
     elastic_strength: float = 0.06,
     intensity: float = 0.1,
+    zoom: float = 1.25,
+    noise: float = 0.02,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Randomly transform a batch of images (B, C, H, W) and class targets (B, H, W).
 
@@ -50,10 +53,18 @@ def augment_batch(
         Standard deviation of the coarse-grid displacements, as a fraction of the patch side.
     intensity : float
         Scale of the random gain, offset and gamma applied to the image.
+    zoom : float
+        Patches are magnified or shrunk by a random factor between 1/zoom and zoom (log-uniform),
+        so a model sees its objects at a range of sizes.
+    noise : float
+        Largest standard deviation of the Gaussian noise added to the (normalised) image.
     """
     batch, _, height, width = images.shape
     device = images.device
     symmetry = _SYMMETRIES[torch.randint(0, len(_SYMMETRIES), (batch,), generator=generator)]
+    if zoom > 1:
+        factors = torch.exp((2 * torch.rand(batch, generator=generator) - 1) * torch.log(torch.tensor(zoom)))
+        symmetry = symmetry * factors.view(batch, 1, 1)
     coarse = torch.randn(batch, 2, 3, 3, generator=generator) * (2 * elastic_strength)
     jitter = intensity * (2 * torch.rand(batch, 3, generator=generator) - 1)
     # One small copy to the device for all the random parameters.
@@ -69,6 +80,9 @@ def augment_batch(
     targets = labels.squeeze(1).round().long().clamp_min(IGNORE)
     if intensity > 0:
         images = images.clamp_min(0).pow(torch.exp(gamma)) * (1 + gain) + offset
+    if noise > 0:
+        sigma = noise * torch.rand(batch, 1, 1, 1, generator=generator)
+        images = images + sigma.to(device) * torch.randn(images.shape, generator=generator).to(device)
     return images, targets
 
 

@@ -17,8 +17,22 @@ from .encodings import ANNOTATION_CHOICES, AUTO
 from .errors import InputError
 from .models import ARCHITECTURES
 from .outputs import OUTPUTS
+from .postprocess import Cleanup
+from .prediction import AUTO_SIZE, DEFAULT_TTA
 
 EXIT_BAD_INPUT = 2
+
+
+def _object_size(text: str) -> float | str | None:
+    if text.lower() in ("auto", "none"):
+        return AUTO_SIZE if text.lower() == "auto" else None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or a number of pixels, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the object size must be positive, got {text}")
+    return value
 
 
 def _architecture_help() -> str:
@@ -36,55 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a model on an image and its labels")
-    train.add_argument("image", help="TIFF image: (Y,X) or (Z,Y,X), optionally channels last")
-    train.add_argument("labels", help="TIFF integer labels of the same shape (0 = background, or not annotated)")
-    train.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
-    train.add_argument("--model", choices=list(ARCHITECTURES), default="unet", help=_architecture_help())
-    train.add_argument(
-        "--annotation",
-        choices=ANNOTATION_CHOICES,
-        default=AUTO,
-        help="how to read the labels: dense classes, sparse scribbles (0 = not annotated), "
-        "or instances (default: auto)",
-    )
-    train.add_argument("--epochs", type=int, default=50)
-    train.add_argument("--max-minutes", type=float, default=10.0, help="time budget (default: 10)")
-    train.add_argument("--steps-per-epoch", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--patch-size", type=int, default=None, help="training patch side (default: the network's)")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default: the network's)")
-    train.add_argument("--val-fraction", type=float, default=0.2)
-    train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
-    train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4)")
-    train.add_argument("--no-augment", action="store_true", help="turn data augmentation off")
-    train.add_argument("--device", choices=DEVICES, default="auto")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--resume", metavar="MODEL", help="continue training this model file")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    predict = commands.add_parser("predict", help="predict labels for an image or stack")
-    predict.add_argument("model", help="model file written by 'train'")
-    predict.add_argument("image", help="TIFF image or stack")
-    predict.add_argument("--out", required=True, help="TIFF file to write")
-    predict.add_argument(
-        "--output",
-        choices=list(OUTPUTS),
-        default="labels",
-        help="; ".join(f"{name}: {kind.label.lower()}" for name, kind in OUTPUTS.items()) + " (default: labels)",
-    )
-    predict.add_argument(
-        "--no-link-slices",
-        action="store_true",
-        help="instances: number each slice's objects separately instead of following "
-        "objects from slice to slice (for time series rather than z-stacks)",
-    )
-    predict.add_argument("--tile-size", type=int, default=None)
-    predict.add_argument("--overlap", type=int, default=None)
-    predict.add_argument("--batch-size", type=int, default=4)
-    predict.add_argument("--device", choices=DEVICES, default="auto")
-    predict.add_argument("--quiet", action="store_true", help="no progress bar")
-
+    _add_train_command(commands)
+    _add_predict_command(commands)
     gui = commands.add_parser("gui", help="open napari with the Train and Predict widgets and a sample")
     gui.add_argument(
         "--sample",
@@ -98,6 +65,94 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-minutes", type=float, default=3.0)
     demo.add_argument("--device", choices=DEVICES, default="auto")
     return parser
+
+
+def _add_train_command(commands) -> None:
+    train = commands.add_parser("train", help="train a model on an image and its labels")
+    train.add_argument("image", help="TIFF image: (Y,X) or (Z,Y,X), optionally channels last")
+    train.add_argument("labels", help="TIFF integer labels of the same shape (0 = background, or not annotated)")
+    train.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
+    train.add_argument("--model", choices=list(ARCHITECTURES), default="unet", help=_architecture_help())
+    train.add_argument(
+        "--annotation",
+        choices=ANNOTATION_CHOICES,
+        default=AUTO,
+        help="how to read the labels: dense classes, sparse scribbles (0 = not annotated), "
+        "or instances (default: auto)",
+    )
+    train.add_argument(
+        "--max-minutes",
+        type=float,
+        default=10.0,
+        help="time budget: training runs until it, the learning rate decaying to its end (default: 10)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="optional extra limit: stop after N epochs (default: until the time budget)",
+    )
+    train.add_argument("--steps-per-epoch", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--patch-size", type=int, default=None, help="training patch side (default: the network's)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: the network's)")
+    train.add_argument("--val-fraction", type=float, default=0.2)
+    train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
+    train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4)")
+    train.add_argument("--no-augment", action="store_true", help="turn data augmentation off")
+    train.add_argument("--device", choices=DEVICES, default="auto")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", metavar="MODEL", help="continue training this model file")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_predict_command(commands) -> None:
+    predict = commands.add_parser("predict", help="predict labels for an image or stack")
+    predict.add_argument("model", help="model file written by 'train'")
+    predict.add_argument("image", help="TIFF image or stack")
+    predict.add_argument("--out", required=True, help="TIFF file to write")
+    predict.add_argument(
+        "--output",
+        choices=list(OUTPUTS),
+        default=None,
+        help="; ".join(f"{name}: {kind.label.lower()}" for name, kind in OUTPUTS.items())
+        + " (default: instances for a model trained on instance labels, else labels)",
+    )
+    predict.add_argument(
+        "--no-link-slices",
+        action="store_true",
+        help="instances: number each slice's objects separately instead of following "
+        "objects from slice to slice (for time series rather than z-stacks)",
+    )
+    predict.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_TTA,
+        help="test-time augmentation: average the 8 flips and turns of each tile (8x the work; "
+        f"default: {'on' if DEFAULT_TTA else 'off'})",
+    )
+    predict.add_argument(
+        "--separate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw watershed lines between touching objects, so a faint membrane still separates two cells "
+        "(labels and instances of class models; default: on)",
+    )
+    predict.add_argument(
+        "--object-size",
+        type=_object_size,
+        default=AUTO_SIZE,
+        metavar="auto|none|PIXELS",
+        help="typical diameter of the objects in this image: the image is rescaled to the size the model was "
+        "trained on ('auto': estimated; 'none': predict at the image's own scale; default: auto)",
+    )
+    predict.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
+    predict.add_argument("--fill-holes", type=int, default=0, metavar="PIXELS", help="fill holes up to this size")
+    predict.add_argument("--tile-size", type=int, default=None)
+    predict.add_argument("--overlap", type=int, default=None)
+    predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument("--device", choices=DEVICES, default="auto")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_train(args) -> None:
@@ -134,26 +189,31 @@ def run_predict(args) -> None:
     from .io import load_model, read_tiff, write_tiff
     from .prediction import iter_predict, output_dtype, volume_geometry
 
+    cleanup = Cleanup(separate=args.separate, min_size=args.min_size, max_hole=args.fill_holes)
     model = load_model(args.model)
+    output = args.output or model.encoding.default_output
     image = read_tiff(args.image, lazy=True)
     geometry = volume_geometry(image.shape, model.config.in_channels)
     results = iter_predict(
         model,
         image,
-        args.output,
+        output,
         tile_size=args.tile_size,
         overlap=args.overlap,
         batch_size=args.batch_size,
         device=args.device,
         link_slices=not args.no_link_slices,
+        tta=args.tta,
+        cleanup=cleanup,
+        object_size=args.object_size,
     )
     with _progress(args.quiet, "predicting", total=geometry.n_slices, unit="slice") as bar:
         slices = (bar.advance(r).data for r in results)
         if geometry.is_stack:
-            write_tiff(args.out, slices=slices, shape=geometry.spatial_shape, dtype=output_dtype(model, args.output))
+            write_tiff(args.out, slices=slices, shape=geometry.spatial_shape, dtype=output_dtype(model, output))
         else:
             write_tiff(args.out, next(slices))
-    print(f"wrote {args.output} {geometry.spatial_shape} to {args.out}")
+    print(f"wrote {output} {geometry.spatial_shape} to {args.out}")
 
 
 def run_gui(args) -> None:
@@ -174,7 +234,7 @@ def run_demo(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     image, labels = nuclei_stack()
     print(f"training a U-Net on 3 of the 4 nuclei tiles for up to {args.max_minutes:g} minutes; tile 4 is held out")
-    config = TrainingConfig(max_minutes=args.max_minutes, epochs=200, device=args.device)
+    config = TrainingConfig(max_minutes=args.max_minutes, device=args.device)
     with _progress(False, "training") as bar:
         model = fit(image[:3], labels[:3], config, callback=bar.training_event)
     save_model(model, out / "model.pt")
@@ -208,11 +268,12 @@ class _progress:
         from .training import EventKind
 
         if event.kind == EventKind.START:
-            self.bar.total = event.total_steps
+            self.bar.total = 100
+            self.bar.unit = "%"
             self.bar.write(event.message, file=sys.stderr)
         elif event.kind == EventKind.STEP:
-            self.bar.update(event.step - self.bar.n)
-            self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", refresh=False)
+            self.bar.update(int(event.progress * 100) - self.bar.n)
+            self.bar.set_postfix(step=event.step, epoch=event.epoch, loss=f"{event.loss:.4f}", refresh=False)
         elif event.kind == EventKind.EPOCH and event.val_dice is not None:
             self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", val_dice=f"{event.val_dice:.3f}")
         elif event.kind == EventKind.FINISHED:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .postprocess import connected_components, instances_from_probabilities, smallest_uint_dtype
+from .postprocess import Cleanup, connected_components, instances_from_probabilities, smallest_uint_dtype
 
 IGNORE = -1  # class index of pixels that do not count in the loss
 AUTO = "auto"  # the annotation choice that lets ``make_encoding`` decide
@@ -34,13 +34,17 @@ _TORCH_DTYPES = {
 @dataclass(frozen=True)
 class LabelEncoding:
     """How label values map to network classes, and back: ``class_values[i]`` is the label value
-    predicted for class ``i``. Subclasses are the annotation kinds."""
+    predicted for class ``i``. ``background`` is the class that surrounds or separates the objects
+    (the background of nuclei, the membranes between EM cells); the other classes are objects.
+    Subclasses are the annotation kinds."""
 
     class_values: tuple[int, ...]
+    background: int = 0
 
     kind: ClassVar[str]
     label: ClassVar[str]  # how the Train widget names the kind
     default_output: ClassVar[str] = "labels"  # the prediction output a user of this kind wants
+    separable: ClassVar[bool] = True  # whether touching objects are split by watershed lines when cleaning up
 
     @property
     def n_classes(self) -> int:
@@ -52,14 +56,18 @@ class LabelEncoding:
         raise NotImplementedError
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "class_values": [int(v) for v in self.class_values]}
+        return {"kind": self.kind, "class_values": [int(v) for v in self.class_values], "background": self.background}
 
     @staticmethod
     def from_dict(d: dict) -> LabelEncoding:
         kind = d["kind"]
         if kind not in ENCODINGS:
             raise ValueError(f"unknown annotation kind {kind!r}")
-        return ENCODINGS[kind](tuple(int(v) for v in d["class_values"]))
+        values = tuple(int(v) for v in d["class_values"])
+        background = int(d.get("background", 0))
+        if not 0 <= background < len(values):
+            raise ValueError(f"background class {background} is not one of the {len(values)} classes")
+        return ENCODINGS[kind](values, background)
 
     def describe(self) -> str:
         return f"{self.kind} labels {list(self.class_values)}"
@@ -76,10 +84,38 @@ class LabelEncoding:
     def labels_dtype(self) -> np.dtype:
         return smallest_uint_dtype(max(self.class_values))
 
-    def labels_on_host(self, probabilities: np.ndarray) -> np.ndarray:
-        """Label values (Y, X) from class probabilities (K, Y, X)."""
+    def raw_labels(self, probabilities: np.ndarray) -> np.ndarray:
+        """Label values (Y, X) from class probabilities (K, Y, X), pixel by pixel."""
         lookup = np.asarray(self.class_values).astype(self.labels_dtype)
         return lookup[probabilities.argmax(axis=0)]
+
+    def needs_cleanup(self, cleanup: Cleanup | None) -> bool:
+        """Whether ``cleanup`` changes anything for this kind (else labels can be made on the device)."""
+        return cleanup is not None and (
+            (cleanup.separate and self.separable) or cleanup.min_size > 1 or cleanup.max_hole > 0
+        )
+
+    def labels_on_host(self, probabilities: np.ndarray, cleanup: Cleanup | None = None) -> np.ndarray:
+        """Label values (Y, X) from class probabilities (K, Y, X), objects tidied by ``cleanup``:
+        pixels it takes from objects get the first class, holes it fills the likeliest other class."""
+        labels = self.raw_labels(probabilities)
+        if not self.needs_cleanup(cleanup):
+            return labels
+        assert cleanup is not None
+        foreground = self.foreground(probabilities)
+        cleaned = cleanup.objects(probabilities, foreground, self.background, self.separable)
+        lookup = np.asarray(self.class_values).astype(self.labels_dtype)
+        labels[foreground & ~cleaned] = lookup[self.background]
+        filled = cleaned & ~foreground
+        if filled.any():
+            likeliest = probabilities[:, filled]
+            likeliest[self.background] = -1  # the likeliest object class
+            labels[filled] = lookup[likeliest.argmax(axis=0)]
+        return labels
+
+    def foreground(self, probabilities: np.ndarray) -> np.ndarray:
+        """Where the objects are (Y, X bool): pixels whose likeliest class is not the background."""
+        return probabilities.argmax(axis=0) != self.background
 
     def labels_on_device(self, probabilities: torch.Tensor) -> torch.Tensor:
         """``labels_on_host`` as tensor operations, where the probabilities are."""
@@ -92,9 +128,19 @@ class LabelEncoding:
             labels[top : top + rows] = lookup[probabilities[:, top : top + rows].argmax(dim=0)]
         return labels
 
-    def instances(self, probabilities: np.ndarray) -> np.ndarray:
-        """Instance labels (Y, X, uint32) from class probabilities (K, Y, X)."""
-        return connected_components(probabilities)
+    def objects(self, labels: np.ndarray) -> np.ndarray | None:
+        """The objects of annotated labels (Y, X) as an instance map, to measure their size; None
+        when the annotation does not outline objects."""
+        return connected_components(labels != self.class_values[self.background])
+
+    def instances(self, probabilities: np.ndarray, cleanup: Cleanup | None = None) -> np.ndarray:
+        """Instance labels (Y, X, uint32) from class probabilities (K, Y, X): the connected regions
+        of the objects (any class but the first), tidied by ``cleanup``."""
+        foreground = self.foreground(probabilities)
+        if self.needs_cleanup(cleanup):
+            assert cleanup is not None
+            foreground = cleanup.objects(probabilities, foreground, self.background, self.separable)
+        return connected_components(foreground)
 
 
 class DenseEncoding(LabelEncoding):
@@ -109,7 +155,7 @@ class DenseEncoding(LabelEncoding):
                 "dense annotation needs at least two classes, but every annotated pixel has the value "
                 f"{values[0]}; label the background as 0 and the objects with another value"
             )
-        return cls(values)
+        return cls(values, background_class(labels, values))
 
 
 class SparseEncoding(LabelEncoding):
@@ -126,6 +172,9 @@ class SparseEncoding(LabelEncoding):
             )
         return cls(values)
 
+    def objects(self, labels: np.ndarray) -> np.ndarray | None:
+        return None  # scribbles do not outline whole objects
+
 
 @dataclass(frozen=True)
 class InstanceEncoding(LabelEncoding):
@@ -134,6 +183,7 @@ class InstanceEncoding(LabelEncoding):
     kind = "instances"
     label = "Instances: one id per object"
     default_output = "instances"
+    separable = False  # its boundary class already keeps touching objects apart
 
     @classmethod
     def from_labels(cls, labels: np.ndarray) -> LabelEncoding:
@@ -141,6 +191,9 @@ class InstanceEncoding(LabelEncoding):
 
     def describe(self) -> str:
         return "instance labels: " + ", ".join(INSTANCE_CLASSES)
+
+    def objects(self, labels: np.ndarray) -> np.ndarray | None:
+        return labels
 
     def encode(self, labels: np.ndarray) -> np.ndarray:
         """Instance ids → 0 background, 1 object interior, 2 object boundary (touching objects split)."""
@@ -155,18 +208,34 @@ class InstanceEncoding(LabelEncoding):
     def labels_dtype(self) -> np.dtype:
         return np.dtype(np.uint8)
 
-    def labels_on_host(self, probabilities: np.ndarray) -> np.ndarray:
+    def raw_labels(self, probabilities: np.ndarray) -> np.ndarray:
         return (probabilities[0] < 0.5).astype(np.uint8)
 
     def labels_on_device(self, probabilities: torch.Tensor) -> torch.Tensor:
         return (probabilities[0] < 0.5).to(torch.uint8)
 
-    def instances(self, probabilities: np.ndarray) -> np.ndarray:
-        return instances_from_probabilities(probabilities)
+    def instances(self, probabilities: np.ndarray, cleanup: Cleanup | None = None) -> np.ndarray:
+        instances = instances_from_probabilities(probabilities)
+        if cleanup is not None and cleanup.min_size > 1:
+            small = np.bincount(instances.ravel()) < cleanup.min_size
+            small[0] = False
+            instances[small[instances]] = 0
+        return instances
 
 
 ENCODINGS: dict[str, type[LabelEncoding]] = {cls.kind: cls for cls in (DenseEncoding, SparseEncoding, InstanceEncoding)}
 ANNOTATION_CHOICES = (AUTO, *ENCODINGS)
+
+
+def background_class(labels: np.ndarray, values: tuple[int, ...]) -> int:
+    """The class that surrounds or separates the objects: the one split into the fewest connected
+    regions per annotated slice (one background around the nuclei, one membrane network between
+    the cells), where every other class is many separate objects. Ties go to the lowest value."""
+    from skimage.measure import label
+
+    planes = labels.reshape(-1, *labels.shape[-2:])
+    regions = [sum(int(label(plane == value, connectivity=1).max()) for plane in planes) for value in values]
+    return int(np.argmin(regions))
 
 
 def choose_annotation_kind(labels: np.ndarray) -> str:

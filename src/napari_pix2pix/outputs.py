@@ -12,6 +12,7 @@ import torch
 
 from .encodings import LabelEncoding
 from .errors import InputError
+from .postprocess import Cleanup
 
 HostConverter = Callable[[np.ndarray], np.ndarray]
 DeviceConverter = Callable[[torch.Tensor], torch.Tensor]
@@ -21,27 +22,40 @@ DeviceConverter = Callable[[torch.Tensor], torch.Tensor]
 class OutputKind:
     """One kind of prediction output.
 
-    ``on_device`` (may be None) converts (K, Y, X) probabilities where they were computed, so only
-    the result crosses to the host; ``on_host`` does the same on numpy arrays. ``objects`` outputs
-    number objects, so their ids are made unique (and followed) across the slices of a stack.
+    ``on_host(encoding, cleanup)`` converts one slice's (K, Y, X) probabilities to the output with
+    numpy; ``on_device(encoding, cleanup)``, where given and not None for these settings, does it
+    where they were computed, so only the result crosses to the host. ``objects`` outputs number
+    objects, so their ids are made unique (and followed) across the slices of a stack.
     ``layer_type`` and ``layer_options`` say how napari shows it.
     """
 
     name: str
     label: str
     dtype: Callable[[LabelEncoding], np.dtype]
-    on_host: Callable[[LabelEncoding], HostConverter]
-    on_device: Callable[[LabelEncoding], DeviceConverter] | None = None
+    on_host: Callable[[LabelEncoding, Cleanup | None], HostConverter]
+    on_device: Callable[[LabelEncoding, Cleanup | None], DeviceConverter | None] = lambda encoding, cleanup: None
     objects: bool = False
     layer_type: str = "labels"
     layer_options: dict = field(default_factory=dict)
 
 
-def _probability_on_host(encoding: LabelEncoding) -> HostConverter:
+def _labels_on_host(encoding: LabelEncoding, cleanup: Cleanup | None) -> HostConverter:
+    return lambda p: encoding.labels_on_host(p, cleanup)
+
+
+def _labels_on_device(encoding: LabelEncoding, cleanup: Cleanup | None) -> DeviceConverter | None:
+    return None if encoding.needs_cleanup(cleanup) else encoding.labels_on_device
+
+
+def _instances_on_host(encoding: LabelEncoding, cleanup: Cleanup | None) -> HostConverter:
+    return lambda p: encoding.instances(p, cleanup)
+
+
+def _probability_on_host(encoding: LabelEncoding, cleanup: Cleanup | None) -> HostConverter:
     return lambda p: (1.0 - p[0]).astype(np.float32)
 
 
-def _probability_on_device(encoding: LabelEncoding) -> DeviceConverter:
+def _probability_on_device(encoding: LabelEncoding, cleanup: Cleanup | None) -> DeviceConverter:
     return lambda p: 1.0 - p[0]
 
 
@@ -52,14 +66,14 @@ OUTPUTS: dict[str, OutputKind] = {
             "labels",
             "Labels (classes)",
             dtype=lambda encoding: encoding.labels_dtype,
-            on_host=lambda encoding: encoding.labels_on_host,
-            on_device=lambda encoding: encoding.labels_on_device,
+            on_host=_labels_on_host,
+            on_device=_labels_on_device,
         ),
         OutputKind(
             "instances",
             "Instances (one id per object)",
             dtype=lambda encoding: np.dtype(np.uint32),
-            on_host=lambda encoding: encoding.instances,
+            on_host=_instances_on_host,
             objects=True,
         ),
         OutputKind(

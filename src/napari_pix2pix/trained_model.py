@@ -24,6 +24,7 @@ class TrainedModel:
     history: list[dict] = field(default_factory=list)
     discriminator_state: dict | None = None
     device: str = "cpu"
+    object_size: float | None = None  # median object diameter (pixels) in the training labels
 
     @property
     def architecture(self) -> str:

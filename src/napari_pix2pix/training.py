@@ -17,7 +17,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import cast
@@ -43,6 +43,7 @@ from .models import (
     get_architecture,
 )
 from .outputs import get_output
+from .postprocess import typical_object_size
 from .prediction import iter_probabilities, stream_slices
 from .trained_model import TrainedModel
 
@@ -51,13 +52,15 @@ from .trained_model import TrainedModel
 class TrainingConfig:
     """Every training setting, with defaults that learn well in minutes on two CPU cores.
 
-    ``patch_size`` and ``learning_rate`` left as None take the architecture's defaults (see
-    ``models.ARCHITECTURES``).
+    Training runs until the time budget ``max_minutes``; ``epochs`` is an optional extra limit
+    (None: until the time budget). The learning rate warms up, then decays to the end of the run,
+    whichever limit ends it. ``patch_size`` and ``learning_rate`` left as None take the
+    architecture's defaults (see ``models.ARCHITECTURES``).
     """
 
     model: str = "unet"
     annotation: str = AUTO
-    epochs: int = 50
+    epochs: int | None = None
     max_minutes: float | None = 10.0
     steps_per_epoch: int = 20
     batch_size: int = 4
@@ -76,8 +79,12 @@ class TrainingConfig:
     def check(self) -> None:
         """Raise ``InputError`` naming the first setting that is out of range."""
         get_architecture(self.model)
-        for name in ("epochs", "steps_per_epoch", "batch_size", "patch", "width", "depth", "preview_every"):
+        if self.epochs is None and self.max_minutes is None:
+            raise InputError("set a time budget (minutes), a number of epochs, or both")
+        for name in ("steps_per_epoch", "batch_size", "patch", "width", "depth", "preview_every"):
             check_at_least(name, getattr(self, name))
+        if self.epochs is not None:
+            check_at_least("epochs", self.epochs)
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"the time budget must be positive, got {self.max_minutes} minutes")
         if self.learning_rate is not None and not (0 < self.learning_rate < 1):
@@ -113,9 +120,10 @@ class TrainingEvent:
 
     kind: EventKind
     step: int = 0
-    total_steps: int = 0
+    total_steps: int | None = None  # None: until the time budget
     epoch: int = 0
-    epochs: int = 0
+    epochs: int | None = None
+    progress: float = 0.0  # fraction of the run done, by time or by steps, whichever is further
     elapsed: float = 0.0
     remaining: float | None = None
     loss: float | None = None
@@ -138,6 +146,7 @@ class PreparedData:
     train: SliceSet
     validation: SliceSet | None
     in_channels: int
+    object_size: float | None = None
 
 
 def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | None, rng) -> PreparedData:
@@ -166,7 +175,11 @@ def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | N
     images = np.moveaxis(normalisation.apply(image[slices]), -1, 1)
     targets = encoding.encode(labels[slices])
     train_set, validation = split_train_validation(images, targets, config.val_fraction, rng)
-    return PreparedData(encoding, normalisation, train_set, validation, image.shape[-1])
+    objects = [o for o in (encoding.objects(plane) for plane in labels[slices]) if o is not None]
+    object_size = typical_object_size(np.stack(objects)) if objects else None
+    if resume is not None and resume.object_size is not None:
+        object_size = resume.object_size
+    return PreparedData(encoding, normalisation, train_set, validation, image.shape[-1], object_size)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -206,6 +219,7 @@ class SegmentationStep:
         self.precision = precision
         self.optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=config.architecture.betas)
         self.modules: dict[str, nn.Module] = {"network": network}
+        self.optimisers = [self.optimiser]
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         with self.precision.autocast():
@@ -241,6 +255,7 @@ class Pix2PixStep:
             self.discriminator.load_state_dict(resume.discriminator_state)
         self.d_optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
         self.modules = {"network": generator, "discriminator": self.discriminator}
+        self.optimisers = [self.optimiser, self.d_optimiser]
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         annotated = (targets != IGNORE).unsqueeze(1)
@@ -270,6 +285,32 @@ class Pix2PixStep:
 
 
 # ----------------------------------------------------------------------------- bookkeeping
+
+
+class LearningRateSchedule:
+    """Linear warm-up, then cosine decay to ``floor`` × the base rate at the end of the run.
+
+    Keyed on progress in [0, 1] (elapsed time over the budget, or steps over the step limit), since
+    the number of steps a time budget allows is not known in advance.
+    """
+
+    def __init__(self, optimisers: Sequence[torch.optim.Optimizer], warmup: float = 0.03, floor: float = 0.02):
+        self.optimisers = optimisers
+        self.base = [[group["lr"] for group in optimiser.param_groups] for optimiser in optimisers]
+        self.warmup, self.floor = warmup, floor
+
+    def factor(self, progress: float) -> float:
+        progress = min(max(progress, 0.0), 1.0)
+        if progress < self.warmup:
+            return self.floor + (1 - self.floor) * progress / self.warmup
+        decay = (progress - self.warmup) / (1 - self.warmup)
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * decay))
+
+    def update(self, progress: float) -> None:
+        factor = self.factor(progress)
+        for optimiser, rates in zip(self.optimisers, self.base):
+            for group, rate in zip(optimiser.param_groups, rates):
+                group["lr"] = rate * factor
 
 
 class BestWeights:
@@ -346,67 +387,87 @@ class Trainer:
         self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng)
         history = list(resume.history) if resume is not None else []
         self.model = TrainedModel(
-            model_config, network, data.encoding, data.normalisation, patch_size, history, None, str(self.device)
+            model_config,
+            network,
+            data.encoding,
+            data.normalisation,
+            patch_size,
+            history,
+            device=str(self.device),
+            object_size=data.object_size,
         )
         precision = Precision(self.device, config.mixed_precision)
-        self.step: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+        step: SegmentationStep | Pix2PixStep
         if config.architecture.adversarial:
-            self.step = Pix2PixStep(network, model_config, config, precision, resume)
+            step = Pix2PixStep(network, model_config, config, precision, resume)
         else:
-            self.step = SegmentationStep(network, config, precision)
-        self.best = BestWeights(self.step.modules)  # the weights that make the model: kept, restored, saved
-        self.total_steps = config.epochs * config.steps_per_epoch
+            step = SegmentationStep(network, config, precision)
+        self.step: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] = step
+        self.schedule = LearningRateSchedule(step.optimisers)
+        self.best = BestWeights(step.modules)  # the weights that make the model: kept, restored, saved
+        self.total_steps = config.epochs * config.steps_per_epoch if config.epochs is not None else None
         self.budget = config.max_minutes * 60 if config.max_minutes else math.inf
         self.device_name = describe(self.device)
         self.steps_done = self.epochs_done = 0
+        self.validated_at = 0  # the step whose weights were last validated
+        self.validation_seconds = self.trained_since_validation = 0.0
         self.start = time.monotonic()
 
     def run(self) -> Generator[TrainingEvent, None, TrainedModel]:
-        """Train until the epochs, the time budget or ``stop`` end it; yield events, return the model."""
+        """Train until the time budget, the epochs or ``stop`` end it; yield events, return the model."""
         data, config = self.data, self.config
         self.start = time.monotonic()
         yield self._event(
             EventKind.START,
-            message=f"training {config.model} on {self.device_name}, "
-            f"{len(data.train)} slice(s), {data.encoding.n_classes} classes ({data.encoding.kind})",
+            message=f"training {config.model} on {self.device_name}, {len(data.train)} slice(s), "
+            f"{data.encoding.n_classes} classes ({data.encoding.kind})",
         )
         epoch_losses: list[dict] = []
-        message = ""
-        while self.steps_done < self.total_steps:
-            message = self._interruption()
-            if message:
-                break
+        failed = False
+        while not (message := self._limit_reached()):
+            self.schedule.update(self.progress())
             losses = self._train_one_step()
             if not all(math.isfinite(v) for v in losses.values()):
                 self.best.restore()
+                failed = True
                 message = (
                     f"training stopped at step {self.steps_done}: the loss became {losses['loss']} "
                     "(not a number); the last good weights are kept. Try a lower learning rate"
                 )
                 break
             epoch_losses.append(losses)
-            yield self._event(
-                EventKind.STEP, epoch=self.epochs_done + 1, remaining=self._remaining(), **_loss_fields(losses)
-            )
+            yield self._event(EventKind.STEP, epoch=self.epochs_done + 1, **_loss_fields(losses))
             if self.preview_source is not None and self.steps_done % config.preview_every == 0:
                 preview = self._preview()
                 if preview is not None:
                     yield self._event(EventKind.PREVIEW, epoch=self.epochs_done + 1, preview=preview)
-            if self.steps_done % config.steps_per_epoch == 0 or self.steps_done == self.total_steps:
-                yield self._end_epoch(epoch_losses)
+            if self.steps_done % config.steps_per_epoch == 0:
+                # The last weights are always validated: at the end of the schedule they are often the best.
+                yield self._end_epoch(epoch_losses, final=bool(self._limit_reached()))
                 epoch_losses = []
-        yield self._finish(message, partial_epoch=bool(epoch_losses))
+        if epoch_losses and not failed:
+            yield self._end_epoch(epoch_losses, final=True)
+        yield self._finish(message)
         return self.model
 
-    def _interruption(self) -> str:
+    def progress(self) -> float:
+        """The fraction of the run done: by time against the budget, or by steps against the limit."""
+        by_time = (time.monotonic() - self.start) / self.budget
+        by_steps = self.steps_done / self.total_steps if self.total_steps else 0.0
+        return min(1.0, max(by_time, by_steps))
+
+    def _limit_reached(self) -> str:
         """Why training must end before the next step ('' to go on)."""
         if self.stop is not None and self.stop.is_set():
             return "stopped by the user"
+        if self.total_steps is not None and self.steps_done >= self.total_steps:
+            return f"finished {self.steps_done} steps"
         if time.monotonic() - self.start > self.budget:
             return f"time budget of {self.config.max_minutes:g} minutes reached"
         return ""
 
     def _train_one_step(self) -> dict[str, float]:
+        started = time.monotonic()
         self.model.network.train()
         images, targets = self.sampler.sample(self.config.batch_size)
         images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
@@ -414,16 +475,22 @@ class Trainer:
             images, targets = augment_batch(images, targets, self.augment_generator)
         losses = self.step(images, targets)
         self.steps_done += 1
+        self.trained_since_validation += time.monotonic() - started
         return losses
 
-    def _end_epoch(self, epoch_losses: list[dict]) -> TrainingEvent:
-        """Record the epoch in the history, validate, and keep the weights if they are the best."""
+    def _end_epoch(self, epoch_losses: list[dict], final: bool = False) -> TrainingEvent:
+        """Record the epoch in the history and, when it is due, validate and keep the best weights."""
         self.epochs_done += 1
         record: dict = {k: float(np.mean([losses[k] for losses in epoch_losses])) for k in epoch_losses[0]}
         val_loss = val_dice = None
-        if self.data.validation is not None:
+        if self.data.validation is not None and (final or self._validation_due()):
+            started = time.monotonic()
             val_loss, val_dice = evaluate(self.model, self.data.validation, self.device)
-        self.best.offer(val_dice if val_dice is not None else -record["loss"])
+            self.validation_seconds = time.monotonic() - started
+            self.trained_since_validation = 0.0
+            self.validated_at = self.steps_done
+            if val_dice is not None:
+                self.best.offer(val_dice)
         record.update(
             epoch=len(self.model.history) + 1,
             step=self.steps_done,
@@ -433,27 +500,26 @@ class Trainer:
         )
         self.model.history.append(record)
         return self._event(
-            EventKind.EPOCH,
-            epoch=self.epochs_done,
-            remaining=self._remaining(),
-            val_loss=val_loss,
-            val_dice=val_dice,
-            **_loss_fields(record),
+            EventKind.EPOCH, epoch=self.epochs_done, val_loss=val_loss, val_dice=val_dice, **_loss_fields(record)
         )
 
-    def _finish(self, message: str, partial_epoch: bool) -> TrainingEvent:
-        if partial_epoch and self.data.validation is None:
-            self.best.keep_current()  # a partial last epoch still counts when there is no validation to choose by
+    def _validation_due(self) -> bool:
+        """Validate at most about a tenth of the time: after the first epoch, then once the training
+        since the last validation took nine times as long as validating."""
+        return self.validated_at == 0 or self.trained_since_validation >= 9 * self.validation_seconds
+
+    def _finish(self, message: str) -> TrainingEvent:
+        if self.data.validation is None or self.best.score == -math.inf:
+            self.best.keep_current()  # nothing to choose by: the weights at the end of the schedule
         self.best.restore()
         self.model.network.eval()
         discriminator = self.best.modules.get("discriminator")
         if discriminator is not None:
             self.model.discriminator_state = {k: v.cpu() for k, v in discriminator.state_dict().items()}
-        summary = message or f"finished {self.steps_done} steps"
         dices = [h["val_dice"] for h in self.model.history if h.get("val_dice") is not None]
-        if dices and self.model.history[-1].get("val_dice") is not None:
-            summary += f"; best validation Dice {max(dices):.3f}"
-        return self._event(EventKind.FINISHED, epoch=self.epochs_done, remaining=0.0, message=summary)
+        if dices:
+            message += f"; best validation Dice {max(dices):.3f}"
+        return self._event(EventKind.FINISHED, epoch=self.epochs_done, message=message)
 
     def _event(self, kind: EventKind, **fields) -> TrainingEvent:
         elapsed = 0.0 if kind == EventKind.START else time.monotonic() - self.start
@@ -462,16 +528,20 @@ class Trainer:
             step=self.steps_done,
             total_steps=self.total_steps,
             epochs=self.config.epochs,
+            progress=self.progress(),
             elapsed=elapsed,
+            remaining=self._remaining(elapsed),
             device=self.device_name,
             **fields,
         )
 
-    def _remaining(self) -> float:
+    def _remaining(self, elapsed: float) -> float | None:
         """Seconds left: until the time budget or, at the pace so far, the last step, whichever is sooner."""
-        elapsed = time.monotonic() - self.start
-        by_pace = (self.total_steps - self.steps_done) * elapsed / max(1, self.steps_done)
-        return max(0.0, min(self.budget - elapsed, by_pace))
+        by_pace = math.inf
+        if self.total_steps is not None and self.steps_done:
+            by_pace = (self.total_steps - self.steps_done) * elapsed / self.steps_done
+        remaining = min(self.budget - elapsed, by_pace)
+        return max(0.0, remaining) if math.isfinite(remaining) else None
 
     def _preview(self) -> np.ndarray | None:
         """The current network's output for the 2D image ``preview_source()`` returns (None to skip),
@@ -485,7 +555,7 @@ class Trainer:
         except InputError:
             return None  # a slice the model cannot take (e.g. wrong channels): no preview, training goes on
         encoding = self.model.encoding
-        return get_output(encoding.default_output).on_host(encoding)(probabilities)
+        return get_output(encoding.default_output).on_host(encoding, None)(probabilities)
 
 
 def train(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 from napari.layers import Image, Layer
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
@@ -12,7 +12,8 @@ from superqt import QCollapsible
 
 from ..errors import Cancelled
 from ..outputs import OUTPUTS, get_output
-from ..prediction import iter_predict, volume_geometry
+from ..postprocess import Cleanup
+from ..prediction import AUTO_SIZE, DEFAULT_TTA, iter_predict, volume_geometry
 from ..trained_model import TrainedModel
 from ._common import (
     DEVICES,
@@ -56,20 +57,7 @@ class PredictWidget(QWidget):
         self._guard = WorkerGuard(self)
         self._job: tuple[Image, str, str] | None = None
 
-        self.image_picker = layer_picker(viewer, Image, "Image")
-        self.model_choice = ComboBox(label="Model", choices=_model_names, nullable=False)
-        self.output_choice = ComboBox(
-            label="Output", choices=[(kind.label, name) for name, kind in OUTPUTS.items()], value="labels"
-        )
-        self.link_slices = CheckBox(text="Follow objects from slice to slice (3D instances)", value=True)
-        self.controls = Container(widgets=[self.image_picker, self.model_choice, self.output_choice, self.link_slices])
-        self.output_choice.changed.connect(lambda value: setattr(self.link_slices, "visible", OUTPUTS[value].objects))
-        self.link_slices.visible = False
-        self.tile_size = SpinBox(label="Tile size (0 = automatic)", value=0, min=0, max=8192, step=16)
-        self.overlap = SpinBox(label="Tile overlap (-1 = automatic)", value=-1, min=-1, max=4096, step=8)
-        self.batch_size = SpinBox(label="Tiles per batch", value=4, min=1, max=256)
-        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
-        self.advanced_controls = Container(widgets=[self.tile_size, self.overlap, self.batch_size, self.device])
+        self._make_settings(viewer)
 
         self.load_button = QPushButton("Load model…")
         self.run_button = QPushButton("Predict")
@@ -102,6 +90,63 @@ class PredictWidget(QWidget):
         model_store.changed.connect(self._models_changed)
         callback = self._models_changed
         self.destroyed.connect(lambda *_: model_store.changed.disconnect(callback, missing_ok=True))
+
+    def _make_settings(self, viewer: napari.viewer.Viewer) -> None:
+        """The settings: the main ones, and the advanced ones shown on demand."""
+        self.image_picker = layer_picker(viewer, Image, "Image")
+        self.model_choice = ComboBox(label="Model", choices=_model_names, nullable=False)
+        self.output_choice = ComboBox(
+            label="Output", choices=[(kind.label, name) for name, kind in OUTPUTS.items()], value="labels"
+        )
+        self.link_slices = CheckBox(text="Follow objects from slice to slice (3D instances)", value=True)
+        self.separate = CheckBox(text="Separate touching objects (watershed lines)", value=Cleanup().separate)
+        self.separate.tooltip = "A faint stretch of membrane still separates two cells (class models)"
+        self.tta = CheckBox(text="Test-time augmentation (8× slower, a little more accurate)", value=DEFAULT_TTA)
+        self.rescale = CheckBox(text="Rescale to the object size the model learned", value=True)
+        self.rescale.tooltip = "For images at another magnification than the training images"
+        self.controls = Container(
+            widgets=[
+                self.image_picker,
+                self.model_choice,
+                self.output_choice,
+                self.link_slices,
+                self.separate,
+                self.rescale,
+                self.tta,
+            ]
+        )
+        self.output_choice.changed.connect(self._output_changed)
+        self.model_choice.changed.connect(self._model_changed)
+        self._output_changed(self.output_choice.value)
+        self.object_size = FloatSpinBox(label="Object size here (pixels)", value=0, min=0, max=10_000, step=1)
+        self.object_size.native.setSpecialValueText("estimate")  # shown for 0
+        self.min_size = SpinBox(label="Minimum object size (pixels)", value=0, min=0, max=10**8)
+        self.fill_holes = SpinBox(label="Fill holes up to (pixels)", value=0, min=0, max=10**8)
+        self.tile_size = SpinBox(label="Tile size (0 = automatic)", value=0, min=0, max=8192, step=16)
+        self.overlap = SpinBox(label="Tile overlap (-1 = automatic)", value=-1, min=-1, max=4096, step=8)
+        self.batch_size = SpinBox(label="Tiles per batch", value=4, min=1, max=256)
+        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
+        self.advanced_controls: Container = Container(
+            widgets=[
+                self.object_size,
+                self.min_size,
+                self.fill_holes,
+                self.tile_size,
+                self.overlap,
+                self.batch_size,
+                self.device,
+            ]
+        )
+
+    def _output_changed(self, value: str) -> None:
+        kind = OUTPUTS[value]
+        self.link_slices.visible = kind.objects
+        self.separate.visible = kind.layer_type == "labels"
+
+    def _model_changed(self, name: str | None) -> None:
+        """Offer the output the chosen model's annotation kind is predicted as by default."""
+        if name:
+            self.output_choice.value = model_store.get(name).encoding.default_output
 
     def reset_choices(self, event=None) -> None:
         self.controls.reset_choices()
@@ -154,6 +199,9 @@ class PredictWidget(QWidget):
             batch_size=self.batch_size.value,
             device=self.device.value,
             link_slices=self.link_slices.value,
+            tta=self.tta.value,
+            object_size=(self.object_size.value or AUTO_SIZE) if self.rescale.value else None,
+            cleanup=Cleanup(separate=self.separate.value, min_size=self.min_size.value, max_hole=self.fill_holes.value),
         )
         self._job = (layer, output, self.model_choice.value)
         stop = self._guard.new_stop_event()

@@ -38,6 +38,8 @@ from ._common import (
 )
 from .loss_plot import LossPlot
 
+_PROGRESS_STEPS = 1000  # the progress bar counts thousandths of the run (its time budget or its epochs)
+
 
 def _annotation_label(choice: str) -> str:
     return ENCODINGS[choice].label if choice in ENCODINGS else "Automatic"
@@ -69,7 +71,7 @@ class TrainWidget(QWidget):
         self.stop_button.setEnabled(False)
         self.stop_button.setToolTip("Stop after the current step and keep the model trained so far")
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m steps")
+        self.progress.setFormat("%p%")
         self.status = QLabel("Choose an image and its labels, then start training.")
         self.status.setWordWrap(True)
         self.plot = LossPlot()
@@ -107,7 +109,9 @@ class TrainWidget(QWidget):
         self.annotation_choice = ComboBox(
             label="Annotation", choices=[(_annotation_label(c), c) for c in ANNOTATION_CHOICES], value=AUTO
         )
-        self.epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
+        self.epochs = SpinBox(label="Epochs", value=defaults.epochs or 0, min=0, max=100_000)
+        self.epochs.native.setSpecialValueText("until the time budget")  # shown for 0
+        self.epochs.tooltip = "Train until the time budget, or stop earlier after this many epochs"
         self.max_minutes = FloatSpinBox(
             label="Time budget (min)", value=defaults.max_minutes or 10.0, min=0.1, max=10_000, step=1
         )
@@ -166,7 +170,7 @@ class TrainWidget(QWidget):
         return TrainingConfig(
             model=self.model_choice.value,
             annotation=self.annotation_choice.value,
-            epochs=self.epochs.value,
+            epochs=self.epochs.value or None,
             max_minutes=self.max_minutes.value,
             batch_size=self.batch_size.value,
             patch_size=self.patch_size.value,
@@ -219,7 +223,7 @@ class TrainWidget(QWidget):
         worker.finished.connect(self._on_finished)
         self._guard.start(worker)
         self.plot.clear()
-        self.progress.setRange(0, config.epochs * config.steps_per_epoch)
+        self.progress.setRange(0, _PROGRESS_STEPS)
         self.progress.setValue(0)
         self.status.setText("Preparing the data…")
         self.start_button.setEnabled(False)
@@ -256,14 +260,14 @@ class TrainWidget(QWidget):
     # ------------------------------------------------------------------ worker events
 
     def _on_event(self, event: TrainingEvent) -> None:
+        self.progress.setValue(round(event.progress * _PROGRESS_STEPS))
         if event.kind == EventKind.START:
-            self.progress.setRange(0, event.total_steps)
             self.status.setText(f"Device: {event.device}. {event.message[0].upper()}{event.message[1:]}.")
         elif event.kind == EventKind.STEP:
-            self.progress.setValue(event.step)
+            epochs = f"/{event.epochs}" if event.epochs else ""
             self.status.setText(
-                f"Epoch {event.epoch}/{event.epochs} · step {event.step}/{event.total_steps} · "
-                f"{_minutes(event.remaining)} left · device: {event.device}"
+                f"Epoch {event.epoch}{epochs} · step {event.step} · {_minutes(event.remaining)} left · "
+                f"device: {event.device}"
             )
             self.plot.add_point("training loss", event.step, event.loss if event.generator_loss is None else None)
             self.plot.add_point("generator loss", event.step, event.generator_loss)
@@ -274,7 +278,6 @@ class TrainWidget(QWidget):
         elif event.kind == EventKind.PREVIEW and event.preview is not None:
             self._show_preview(event.preview)
         elif event.kind == EventKind.FINISHED:
-            self.progress.setValue(event.step)
             self.status.setText(f"{event.message[0].upper()}{event.message[1:]} (device: {event.device}).")
 
     def _on_trained(self, model) -> None:

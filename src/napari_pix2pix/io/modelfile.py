@@ -47,6 +47,7 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
         "encoding": model.encoding.to_dict(),
         "normalisation": model.normalisation.to_dict(),
         "patch_size": int(model.patch_size),
+        "object_size": None if model.object_size is None else float(model.object_size),
         "history": _plain(model.history),
         "versions": {
             "napari_pix2pix": __version__,
@@ -64,6 +65,15 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
     except InputError as error:
         raise ModelFileError(f"cannot save the model: {error}") from None
     return path
+
+
+def _positive_or_none(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not value > 0:
+        raise ValueError(f"object size must be positive, got {value}")
+    return value
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
@@ -109,6 +119,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
         encoding=encoding,
         normalisation=normalisation,
         patch_size=int(payload.get("patch_size", 256)),
+        object_size=_positive_or_none(payload.get("object_size")),
         history=list(payload.get("history", [])),
         discriminator_state=discriminator_state,
         device=str(device),

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+from conftest import threshold_model
+from skimage.draw import disk
+from skimage.measure import label
+
+from napari_pix2pix.errors import InputError
+from napari_pix2pix.postprocess import Cleanup, fill_small_holes, remove_small_regions, separating_lines
+from napari_pix2pix.prediction import predict
+
+
+def two_cells_with_a_gap_in_their_membrane():
+    """Object probability of two cells whose separating membrane is faint in the middle."""
+    objectness = np.full((40, 60), 0.05)
+    objectness[5:35, 5:55] = 0.95
+    objectness[5:35, 29:31] = 0.1  # the membrane between them…
+    objectness[17:23, 29:31] = 0.8  # …with a faint stretch that the class map reads as interior
+    return objectness
+
+
+def test_a_faint_membrane_still_separates_two_cells():
+    objectness = two_cells_with_a_gap_in_their_membrane()
+    probabilities = np.stack([1 - objectness, objectness])
+    foreground = objectness > 0.5
+    assert label(foreground, connectivity=1).max() == 1  # merged through the gap
+    lines = separating_lines(probabilities, foreground)
+    assert label(foreground & ~lines, connectivity=1).max() == 2
+    assert lines[17:23, 28:32].any() and lines.sum() < 60  # a thin line through the gap, not a wall
+
+
+def test_noise_inside_a_cell_does_not_split_it():
+    rng = np.random.default_rng(0)
+    objectness = np.full((40, 40), 0.05)
+    objectness[5:35, 5:35] = 0.9 + rng.uniform(-0.02, 0.02, (30, 30))
+    probabilities = np.stack([1 - objectness, objectness])
+    assert not separating_lines(probabilities, objectness > 0.5).any()
+
+
+def test_small_objects_are_removed_and_small_holes_filled():
+    mask = np.zeros((30, 30), bool)
+    mask[2:12, 2:12] = True
+    mask[5:7, 5:7] = False  # a 4-pixel hole
+    mask[20, 20] = True  # a speck
+    cleaned = fill_small_holes(remove_small_regions(mask, 5), 4)
+    assert not cleaned[20, 20] and cleaned[5:7, 5:7].all() and cleaned[2:12, 2:12].all()
+    assert not fill_small_holes(mask, 3)[5:7, 5:7].any()  # larger than allowed: kept
+    border = np.ones((10, 10), bool)
+    border[0, 3] = False
+    assert not fill_small_holes(border, 5)[0, 3]  # touches the edge: not a hole
+
+
+@pytest.mark.parametrize("change", [dict(dynamic=0), dict(min_size=-1), dict(max_hole=-5)])
+def test_bad_cleanup_settings_are_explained(change):
+    with pytest.raises(InputError):
+        Cleanup(**change)
+
+
+def test_predicted_labels_and_instances_are_cleaned_up():
+    image = np.zeros((40, 60), np.float32)
+    for centre in [(20, 18), (20, 42)]:
+        image[disk(centre, 11, shape=image.shape)] = 0.9
+    image[18:23, 25:36] = 0.6  # a bridge the threshold model reads as object
+    image[2, 2] = 0.9  # a speck
+    model = threshold_model(classes=(0, 255))
+    raw = predict(model, image, "instances", device="cpu", cleanup=None)
+    assert raw.max() == 2  # the two cells merged, plus the speck
+    cleaned = predict(model, image, "instances", device="cpu", cleanup=Cleanup(min_size=5))
+    assert cleaned.max() == 2 and cleaned[2, 2] == 0 and cleaned[20, 18] != cleaned[20, 42]
+    labels = predict(model, image, device="cpu", cleanup=Cleanup(min_size=5))
+    assert set(np.unique(labels)) == {0, 255} and labels[2, 2] == 0
+    assert label(labels > 0, connectivity=1).max() == 2
+
+
+def discs(radius, count=4, size=96):
+    image = np.zeros((size, size), np.float32)
+    for i in range(count):
+        centre = (size // 4 + (i // 2) * size // 2, size // 4 + (i % 2) * size // 2)
+        image[disk(centre, radius, shape=image.shape)] = 1
+    return image
+
+
+def test_typical_object_size_is_the_median_diameter():
+    from napari_pix2pix.postprocess import typical_object_size
+
+    assert typical_object_size(label(discs(8))) == pytest.approx(16, rel=0.05)
+    assert typical_object_size(label(discs(8, count=2))) is None  # too few objects to say
+
+
+def test_images_are_rescaled_to_the_object_size_the_model_learned():
+    from napari_pix2pix.prediction import scale_factor, volume_geometry
+
+    model = threshold_model()
+    model.object_size = 32.0  # trained on objects 32 pixels across
+    image = discs(8)  # these are 16 across
+    geometry = volume_geometry(image.shape, 1)
+    assert scale_factor(model, image, geometry, "auto", device="cpu") == pytest.approx(2.0, rel=0.1)
+    assert scale_factor(model, image, geometry, 16.0) == 2.0
+    assert scale_factor(model, image, geometry, None) == 1.0
+    assert scale_factor(model, discs(15), geometry, "auto", device="cpu") == 1.0  # close enough: left alone
+    instances = predict(model, image, "instances", device="cpu", object_size=16.0)
+    assert instances.shape == image.shape and instances.max() == 4
+    np.testing.assert_array_equal(instances > 0, image > 0.5)
+    with pytest.raises(InputError, match="object size"):
+        predict(model, image, device="cpu", object_size=-3)
