@@ -222,3 +222,45 @@ def test_predict_output_follows_the_model_and_takes_cleanup_options(files, tmp_p
     assert main([*args, "--tta", "--min-size", "5", "--fill-holes", "10"]) == 0
     assert tifffile.imread(out).dtype == np.uint32  # an instance model predicts instances by default
     assert main([*args, "--min-size", "-3"]) == 2
+
+
+@pytest.mark.parametrize("out", ["image.tif", "labels.tif", "folder"])
+def test_an_output_that_would_replace_an_input_or_is_not_a_file_is_refused(files, capsys, out):
+    (files / "folder").mkdir()
+    before = {name: (files / name).read_bytes() for name in ("image.tif", "labels.tif")}
+    code = main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", str(files / out), *TINY])
+    assert code == 2 and "--out" in capsys.readouterr().err
+    assert before == {name: (files / name).read_bytes() for name in ("image.tif", "labels.tif")}
+
+
+def test_written_files_keep_the_umask_and_the_mode_of_a_replaced_file(files):
+    import os
+    import stat
+
+    model = files / "m.pt"
+    old = os.umask(0o022)
+    try:
+        assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", str(model), *TINY]) == 0
+        assert stat.S_IMODE(model.stat().st_mode) == 0o644
+        model.chmod(0o640)
+        assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", str(model), *TINY]) == 0
+        assert stat.S_IMODE(model.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_bad_values_and_paths_exit_2_with_one_line(files, capsys):
+    image, labels = str(files / "image.tif"), str(files / "labels.tif")
+    rgb = files / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    assert main(["train", image, labels, "--out", str(files / "m.pt"), *TINY]) == 0
+    capsys.readouterr()
+    cases = [
+        (["train", image, labels, "--out", str(files / "x.pt"), *TINY, "--seed", "-1"], "seed"),
+        (["train", str(files), labels, "--out", str(files / "x.pt"), *TINY], "is a folder"),
+        (["predict", str(files / "m.pt"), str(rgb), "--out", str(files / "x.tif"), "--quiet"], "RGB"),
+    ]
+    for command, message in cases:
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err

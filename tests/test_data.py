@@ -112,3 +112,12 @@ def test_nothing_is_held_out_when_a_slice_has_one_annotated_row():
     targets[0, 10] = 1
     train, validation = split_train_validation(images, targets, 0.2, np.random.default_rng(0))
     assert validation is None and (train.targets != IGNORE).sum() == 40
+
+
+def test_labels_beyond_int64_and_images_beyond_float32_are_explained():
+    with pytest.raises(InputError, match="too large"):
+        check_labels(np.array([[0, 2**63 + 5]], np.uint64))
+    with pytest.raises(InputError, match="32-bit"):
+        check_finite(np.array([[0.0, 1e300]]))
+    with pytest.raises(InputError, match="empty"):
+        as_channels_last(np.zeros((0, 128)), labels_shape=(0, 128))

@@ -18,12 +18,15 @@ def check_numeric(dtype: np.dtype, what: str = "the image") -> None:
 
 
 def check_finite(array: np.ndarray, where: str = "the image") -> None:
-    """Refuse a float array holding NaN or infinite values."""
+    """Refuse a float array holding NaN or infinite values, or values beyond float32's range
+    (the network computes in float32)."""
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.all():
             bad = int(finite.size - np.count_nonzero(finite))
             raise InputError(f"{where} has {bad} NaN or infinite pixels; replace them (e.g. with 0) first")
+        if array.dtype.itemsize > 4 and array.size and np.abs(array).max() > np.finfo(np.float32).max:
+            raise InputError(f"{where} has values beyond ±3.4e38, which 32-bit floats cannot hold; rescale it first")
 
 
 def check_at_least(name: str, value, minimum: int = 1) -> None:
@@ -62,6 +65,8 @@ def image_layout(
         Prediction: the channels the model expects; with more than one, the last axis is channels.
     """
     shape = tuple(int(n) for n in shape)
+    if 0 in shape:
+        raise InputError(f"the image is empty: its shape {shape} has an axis of length 0")
     if labels_shape is not None:
         labels_shape = tuple(int(n) for n in labels_shape)
         if shape == labels_shape:
@@ -75,6 +80,12 @@ def image_layout(
             )
     else:
         has_channels = bool(in_channels and in_channels > 1)
+        if in_channels == 1 and len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4 * shape[-1]:
+            raise InputError(
+                f"the image has shape {shape}: it looks like an RGB/RGBA or {shape[-1]}-channel image, but the "
+                "model was trained on single-channel images; convert it to greyscale (or pick one channel), "
+                "or train a model on such images"
+            )
     spatial = shape[:-1] if has_channels else shape
     channels = shape[-1] if has_channels else 1
     if in_channels is not None and has_channels and channels != in_channels:
@@ -104,6 +115,11 @@ def check_labels(labels) -> np.ndarray:
         raise InputError("the labels are all zero: paint at least one object (or scribble) before training")
     if labels.min() < 0:
         raise InputError("labels must not be negative")
+    if labels.dtype == np.uint64 and labels.max() > np.iinfo(np.int64).max:
+        raise InputError(
+            f"label value {labels.max()} is too large (at most {np.iinfo(np.int64).max}); renumber the labels "
+            "(e.g. skimage.segmentation.relabel_sequential)"
+        )
     if labels.ndim not in (2, 3):
         raise InputError(f"labels must be 2D or a 3D stack, got shape {labels.shape}")
     return labels.astype(np.int64, copy=False)

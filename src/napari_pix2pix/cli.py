@@ -159,6 +159,7 @@ def run_train(args) -> None:
     from .io import load_model, read_tiff, save_model
     from .training import TrainingConfig, fit
 
+    _check_output(args.out, args.image, args.labels)  # --out may be the --resume model: it is updated in place
     image, labels = read_tiff(args.image), read_tiff(args.labels)
     resume = load_model(args.resume) if args.resume else None
     settings = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
@@ -189,6 +190,7 @@ def run_predict(args) -> None:
     from .io import load_model, read_tiff, write_tiff
     from .prediction import iter_predict, output_dtype, volume_geometry
 
+    _check_output(args.out, args.model, args.image)
     cleanup = Cleanup(separate=args.separate, min_size=args.min_size, max_hole=args.fill_holes)
     model = load_model(args.model)
     output = args.output or model.encoding.default_output
@@ -214,6 +216,16 @@ def run_predict(args) -> None:
         else:
             write_tiff(args.out, next(slices))
     print(f"wrote {output} {geometry.spatial_shape} to {args.out}")
+
+
+def _check_output(out: str, *inputs: str | None) -> None:
+    """Refuse an output that would replace one of the inputs, or that is not a regular file."""
+    target = Path(out).resolve()
+    for given in filter(None, inputs):
+        if Path(given).resolve() == target:
+            raise InputError(f"--out {out} is also an input; choose another file name so the input is kept")
+    if target.exists() and not target.is_file():
+        raise InputError(f"--out {out} is not a regular file; give the path of a file to write")
 
 
 def run_gui(args) -> None:

@@ -97,7 +97,7 @@ class LabelEncoding:
 
     def labels_on_host(self, probabilities: np.ndarray, cleanup: Cleanup | None = None) -> np.ndarray:
         """Label values (Y, X) from class probabilities (K, Y, X), objects tidied by ``cleanup``:
-        pixels it takes from objects get the first class, holes it fills the likeliest other class."""
+        pixels it takes from objects get the background class, holes it fills the likeliest object class."""
         labels = self.raw_labels(probabilities)
         if not self.needs_cleanup(cleanup):
             return labels
@@ -135,7 +135,7 @@ class LabelEncoding:
 
     def instances(self, probabilities: np.ndarray, cleanup: Cleanup | None = None) -> np.ndarray:
         """Instance labels (Y, X, uint32) from class probabilities (K, Y, X): the connected regions
-        of the objects (any class but the first), tidied by ``cleanup``."""
+        of the objects (any class but the background), tidied by ``cleanup``."""
         foreground = self.foreground(probabilities)
         if self.needs_cleanup(cleanup):
             assert cleanup is not None
@@ -210,6 +210,9 @@ class InstanceEncoding(LabelEncoding):
 
     def raw_labels(self, probabilities: np.ndarray) -> np.ndarray:
         return (probabilities[0] < 0.5).astype(np.uint8)
+
+    def foreground(self, probabilities: np.ndarray) -> np.ndarray:
+        return probabilities[0] < 0.5
 
     def labels_on_device(self, probabilities: torch.Tensor) -> torch.Tensor:
         return (probabilities[0] < 0.5).to(torch.uint8)

@@ -90,6 +90,8 @@ class TrainingConfig:
         if self.learning_rate is not None and not (0 < self.learning_rate < 1):
             raise InputError(f"learning rate must be between 0 and 1, got {self.learning_rate}")
         check_fraction("validation fraction", self.val_fraction)
+        if not 0 <= self.seed < 2**32:
+            raise InputError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {self.seed}")
 
     @property
     def architecture(self) -> Architecture:

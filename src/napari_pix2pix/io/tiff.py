@@ -16,6 +16,8 @@ def read_tiff(path: str | os.PathLike, lazy: bool = False) -> np.ndarray:
     """Read a TIFF file; ``lazy`` memory-maps it when possible so big volumes stream from disk."""
     import tifffile
 
+    if Path(path).is_dir():
+        raise InputError(f"{path} is a folder, not a TIFF file; give the path of an image file")
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
     try:
