@@ -121,3 +121,10 @@ def test_labels_beyond_int64_and_images_beyond_float32_are_explained():
         check_finite(np.array([[0.0, 1e300]]))
     with pytest.raises(InputError, match="empty"):
         as_channels_last(np.zeros((0, 128)), labels_shape=(0, 128))
+
+
+def test_huge_label_ids_are_encoded_without_a_table_as_long_as_the_largest():
+    labels = np.array([[0, 2**40], [7, 2**40]], np.int64)
+    encoding = make_encoding(labels, "dense")
+    assert encoding.encode(labels).tolist() == [[0, 2], [1, 2]]
+    assert make_encoding(labels, "sparse").encode(labels).tolist() == [[IGNORE, 1], [0, 1]]

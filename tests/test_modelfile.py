@@ -80,3 +80,22 @@ def test_missing_folder_and_file(tiny_model, tmp_path):
         save_model(tiny_model, tmp_path / "nowhere" / "model.pt")
     with pytest.raises(ModelFileError, match="does not exist"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_edited_and_empty_model_files_are_refused(tiny_model, tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="not a readable"):
+        load_model(empty)
+    path = save_model(tiny_model, tmp_path / "m.pt")
+    for field, value in [("class_values", [0, 2**70]), ("background", 5)]:
+        payload = torch.load(path, weights_only=True)
+        payload["encoding"][field] = value
+        torch.save(payload, tmp_path / "edited.pt")
+        with pytest.raises(ModelFileError):
+            load_model(tmp_path / "edited.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["width"] = "wide"
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "edited.pt")

@@ -224,3 +224,9 @@ def test_the_model_remembers_the_size_of_its_objects(tmp_path):
     expected = np.sqrt(4 * np.median(areas[areas > 0]) / np.pi)
     assert model.object_size == pytest.approx(expected, rel=0.05)
     assert load_model(save_model(model, tmp_path / "m.pt")).object_size == pytest.approx(model.object_size)
+
+
+def test_resume_with_images_of_other_channels_is_explained(membranes, tiny_model):
+    image, labels = membranes
+    with pytest.raises(InputError, match="channel"):
+        fit(np.stack([image, image], axis=-1), labels, tiny_config(epochs=1), resume=tiny_model)

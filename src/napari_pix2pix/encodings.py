@@ -64,6 +64,8 @@ class LabelEncoding:
         if kind not in ENCODINGS:
             raise ValueError(f"unknown annotation kind {kind!r}")
         values = tuple(int(v) for v in d["class_values"])
+        if not values or not all(0 <= v < 2**63 for v in values):
+            raise ValueError(f"class values must be label values from 0 to 2**63 - 1, got {list(values)}")
         background = int(d.get("background", 0))
         if not 0 <= background < len(values):
             raise ValueError(f"background class {background} is not one of the {len(values)} classes")
@@ -73,12 +75,12 @@ class LabelEncoding:
         return f"{self.kind} labels {list(self.class_values)}"
 
     def encode(self, labels: np.ndarray) -> np.ndarray:
-        """Class index per pixel (int64), ``IGNORE`` where the pixel does not count."""
-        lookup = np.full(int(labels.max()) + 1, IGNORE, dtype=np.int64)
-        for index, value in enumerate(self.class_values):
-            if value < lookup.size:
-                lookup[value] = index
-        return lookup[labels]
+        """Class index per pixel (int64), ``IGNORE`` where the pixel does not count. A search in
+        the sorted class values, not a table as long as the largest id: huge ids cost no memory."""
+        order = np.argsort(self.class_values)
+        values = np.asarray(self.class_values, dtype=np.int64)[order]
+        position = np.clip(np.searchsorted(values, labels), 0, len(values) - 1)
+        return np.where(values[position] == labels, order[position], IGNORE).astype(np.int64)
 
     @property
     def labels_dtype(self) -> np.dtype:

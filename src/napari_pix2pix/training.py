@@ -163,6 +163,11 @@ def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | N
             f"the image is {labels.shape[1]}×{labels.shape[2]} pixels; this model needs at least {min_side}×{min_side}"
         )
     if resume is not None:
+        if image.shape[-1] != resume.config.in_channels:
+            raise InputError(
+                f"the model to resume was trained on {resume.config.in_channels}-channel images, but this image "
+                f"has {image.shape[-1]}; start a new model instead"
+            )
         encoding, normalisation = resume.encoding, resume.normalisation
         fresh = make_encoding(labels, encoding.kind if config.annotation == AUTO else config.annotation)
         if fresh.kind != encoding.kind or not set(fresh.class_values) <= set(encoding.class_values):

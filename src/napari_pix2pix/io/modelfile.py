@@ -67,6 +67,10 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
     return path
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
 def _positive_or_none(value) -> float | None:
     if value is None:
         return None
@@ -86,7 +90,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
     except Exception as error:  # truncated zip, foreign pickle, code-carrying pickle, …
         raise ModelFileError(
             f"{path} is not a readable napari-pix2pix model file (it may be truncated, corrupt, or "
-            f"contain code, which is refused): {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            f"contain code, which is refused): {type(error).__name__}: {_first_line(error)}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a napari-pix2pix model file (a model saved by another program?)")
@@ -102,7 +106,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
         normalisation = Normalisation.from_dict(payload["normalisation"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ModelFileError(
-            f"{path} is damaged or its weights do not match its architecture: {str(error).splitlines()[0][:200]}"
+            f"{path} is damaged or its weights do not match its architecture: {_first_line(error)}"
         ) from None
     if encoding.n_classes != config.out_channels or len(normalisation.low) != config.in_channels:
         raise ModelFileError(f"{path} is inconsistent: its classes or channels do not match its network")
