@@ -153,9 +153,9 @@ def summary_rows(runs: list[dict]) -> list[dict]:
         for metric in ("train s", *METRICS):
             values = [r[metric] for r in results if metric in r]
             if values:
-                row[metric] = (
-                    f"{np.mean(values):.3f} ± {np.ptp(values) / 2:.3f}" if len(values) > 1 else f"{values[0]:.3f}"
-                )
+                digits = 0 if metric == "train s" else 4
+                mean, spread = np.mean(values), np.ptp(values) / 2
+                row[metric] = f"{mean:.{digits}f} ± {spread:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
         rows.append(row)
     return rows
 

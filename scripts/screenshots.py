@@ -34,7 +34,6 @@ def main() -> None:
     QTest.qWait(500)
     viewer.screenshot(str(out / "screenshot-start.png"), canvas_only=False)
 
-    train.epochs.value = 200
     train.start()
     wait(lambda: not train.running, args.train_seconds)
     viewer.screenshot(str(out / "screenshot-training.png"), canvas_only=False)

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 from qtpy.QtTest import QTest
@@ -86,9 +87,9 @@ def test_training_runs_to_the_end_with_plot_preview_and_model(viewer, stack, qtb
     assert not train.start_button.isEnabled() and train.stop_button.isEnabled()
     wait_idle(qtbot, train)
     assert train.start_button.isEnabled()
-    steps = train.progress.maximum()
-    assert train.progress.value() == steps
-    assert len(train.plot.series["training loss"]) == steps
+    assert train.progress.value() == train.progress.maximum()  # the whole run
+    config = train.config()
+    assert len(train.plot.series["training loss"]) == config.epochs * config.steps_per_epoch
     assert len(train.plot.series["validation Dice"]) == 2
     assert train.model is not None and model_store.get(model_store.names()[-1]) is train.model
     assert "device: cpu" in train.status.text().lower()
@@ -151,6 +152,42 @@ def test_predict_outputs_and_cancel(viewer, stack, qtbot, tiny_model):
     wait_idle(qtbot, predict)
     assert len(viewer.layers) == count
     assert "cancelled" in predict.status.text()
+
+
+def test_predict_options_reach_the_engine_and_the_output_follows_the_model(viewer, stack, qtbot, tiny_model):
+    from napari_pix2pix.samples import nuclei_stack
+    from napari_pix2pix.training import fit
+
+    predict = dock(viewer, "Predict")
+    model_store.add("tiny", tiny_model)
+    predict.model_choice.value = "tiny"
+    assert predict.output_choice.value == "labels"
+    results = {}
+    for separate in (False, True):
+        predict.separate.value, predict.tta.value, predict.rescale.value = separate, True, False
+        predict.min_size.value, predict.fill_holes.value = 3, 3
+        predict.run()
+        wait_idle(qtbot, predict)
+        results[separate] = viewer.layers[-1].data
+    assert results[False].shape == results[True].shape == (3, 64, 64)
+    # Watershed lines only ever turn object pixels into background (here the membrane class 1).
+    background = tiny_model.encoding.class_values[tiny_model.encoding.background]
+    changed = results[False] != results[True]
+    assert (results[True][changed] == background).all()
+    image, labels = nuclei_stack()
+    model_store.add(
+        "nuclei", fit(image[:1, :64, :64], labels[:1, :64, :64], tiny_config(epochs=1, annotation="instances"))
+    )
+    predict.model_choice.value = "nuclei"
+    assert predict.output_choice.value == "instances"  # an instance model offers instances
+    assert predict.link_slices.visible and predict.separate.visible
+
+
+def test_train_widget_runs_until_the_time_budget_by_default(viewer):
+    train = dock(viewer, "Train")
+    assert train.epochs.value == 0 and "0: until the time budget" in train.epochs.label
+    config = train.config()
+    assert config.epochs is None and config.max_minutes == 10
 
 
 def test_dask_layer_is_predicted(viewer, qtbot, tiny_model):

@@ -118,8 +118,9 @@ class PredictWidget(QWidget):
         self.output_choice.changed.connect(self._output_changed)
         self.model_choice.changed.connect(self._model_changed)
         self._output_changed(self.output_choice.value)
-        self.object_size = FloatSpinBox(label="Object size here (pixels)", value=0, min=0, max=10_000, step=1)
-        self.object_size.native.setSpecialValueText("estimate")  # shown for 0
+        self.object_size = FloatSpinBox(
+            label="Object size here (pixels, 0: estimate)", value=0, min=0, max=10_000, step=1
+        )
         self.min_size = SpinBox(label="Minimum object size (pixels)", value=0, min=0, max=10**8)
         self.fill_holes = SpinBox(label="Fill holes up to (pixels)", value=0, min=0, max=10**8)
         self.tile_size = SpinBox(label="Tile size (0 = automatic)", value=0, min=0, max=8192, step=16)

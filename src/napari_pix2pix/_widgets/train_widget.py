@@ -109,8 +109,7 @@ class TrainWidget(QWidget):
         self.annotation_choice = ComboBox(
             label="Annotation", choices=[(_annotation_label(c), c) for c in ANNOTATION_CHOICES], value=AUTO
         )
-        self.epochs = SpinBox(label="Epochs", value=defaults.epochs or 0, min=0, max=100_000)
-        self.epochs.native.setSpecialValueText("until the time budget")  # shown for 0
+        self.epochs = SpinBox(label="Epochs (0: until the time budget)", value=defaults.epochs or 0, min=0, max=100_000)
         self.epochs.tooltip = "Train until the time budget, or stop earlier after this many epochs"
         self.max_minutes = FloatSpinBox(
             label="Time budget (min)", value=defaults.max_minutes or 10.0, min=0.1, max=10_000, step=1
