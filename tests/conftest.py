@@ -6,7 +6,7 @@ import torch
 
 from napari_pix2pix.data import Normalisation
 from napari_pix2pix.encodings import DenseEncoding
-from napari_pix2pix.models import ModelConfig
+from napari_pix2pix.models import ModelConfig, SameSize
 from napari_pix2pix.synthetic import membrane_volume
 from napari_pix2pix.trained_model import TrainedModel
 from napari_pix2pix.training import TrainingConfig, fit
@@ -56,24 +56,12 @@ def blobs():
     return image.astype(np.float32), labels
 
 
-class ThresholdNetwork(torch.nn.Module):
+class ThresholdNetwork(SameSize, torch.nn.Module):
     """A fixed 'network' predicting class 1 wherever the (normalised) image is above 0.5: its output
     is known exactly, so prediction tests can check what comes out, not just its shape."""
 
-    padded = True
-    size_multiple = 1
-
     def forward(self, x):
         return torch.cat([0.5 - x[:, :1], x[:, :1] - 0.5], dim=1) * 20
-
-    def output_size(self, input_size):
-        return input_size
-
-    def output_offset(self, input_size):
-        return 0
-
-    def min_input_size(self):
-        return 1
 
 
 def threshold_model(classes=(0, 1)) -> TrainedModel:

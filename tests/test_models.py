@@ -12,6 +12,7 @@ from napari_pix2pix.models import (
     FeatureMapBlock,
     Generator,
     ModelConfig,
+    SameSize,
     UNet,
     build_model,
     crop,
@@ -59,11 +60,8 @@ def test_crop_takes_the_centre():
     assert crop(image, (1, 1, 2, 2)).flatten().tolist() == [14.0, 15.0, 20.0, 21.0]
 
 
-class TinyNetwork(torch.nn.Module):
+class TinyNetwork(SameSize, torch.nn.Module):
     """A toy same-size network: two 3×3 convolutions. Registering it is all it takes to offer it."""
-
-    padded = True
-    size_multiple = 1
 
     def __init__(self, in_channels, out_channels, width):
         super().__init__()
@@ -75,15 +73,6 @@ class TinyNetwork(torch.nn.Module):
 
     def forward(self, x):
         return self.layers(x)
-
-    def output_size(self, input_size):
-        return input_size
-
-    def output_offset(self, input_size):
-        return 0
-
-    def min_input_size(self):
-        return 1
 
 
 @pytest.fixture

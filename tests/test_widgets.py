@@ -180,7 +180,8 @@ def test_predict_options_reach_the_engine_and_the_output_follows_the_model(viewe
     )
     predict.model_choice.value = "nuclei"
     assert predict.output_choice.value == "instances"  # an instance model offers instances
-    assert predict.link_slices.visible and predict.separate.visible
+    assert predict.link_slices.visible
+    assert not predict.separate.visible  # its boundary class already separates objects: the option would do nothing
 
 
 def test_train_widget_runs_until_the_time_budget_by_default(viewer):

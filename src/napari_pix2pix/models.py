@@ -246,6 +246,23 @@ class SizeContract(Protocol):
     def min_input_size(self) -> int: ...
 
 
+class SameSize:
+    """The size contract of a network whose output has its input's size, for inputs whose sides
+    are multiples of ``size_multiple``: mix it into an ``nn.Module`` to register it."""
+
+    padded = True
+    size_multiple = 1
+
+    def output_size(self, input_size: int) -> int:
+        return input_size
+
+    def output_offset(self, input_size: int) -> int:
+        return 0
+
+    def min_input_size(self) -> int:
+        return self.size_multiple
+
+
 class SegmentationNetwork(SizeContract, Protocol):
     """A network the engine trains and tiles: an ``nn.Module`` mapping (N, C, H, W) images to
     (N, classes, H', W') logits, with the size contract."""

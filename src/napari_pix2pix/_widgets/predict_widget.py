@@ -140,14 +140,18 @@ class PredictWidget(QWidget):
         )
 
     def _output_changed(self, value: str) -> None:
+        """Show only the options that act on this output with this model."""
         kind = OUTPUTS[value]
+        name = self.model_choice.value
+        separable = model_store.get(name).encoding.separable if name else True
         self.link_slices.visible = kind.objects
-        self.separate.visible = kind.layer_type == "labels"
+        self.separate.visible = kind.layer_type == "labels" and separable
 
     def _model_changed(self, name: str | None) -> None:
         """Offer the output the chosen model's annotation kind is predicted as by default."""
         if name:
             self.output_choice.value = model_store.get(name).encoding.default_output
+            self._output_changed(self.output_choice.value)
 
     def reset_choices(self, event=None) -> None:
         self.controls.reset_choices()
