@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from napari_pix2pix import training
 from napari_pix2pix.devices import autocast
 from napari_pix2pix.models import ModelConfig, build_discriminator, build_model, crop
+from napari_pix2pix.steps import segmentation_loss
 from napari_pix2pix.synthetic import membrane_volume
 
 STEPS_PER_EPOCH = training.TrainingConfig().steps_per_epoch
@@ -42,7 +43,7 @@ def bare_step_function(architecture: str, config: training.TrainingConfig, devic
         def step():
             with autocast(device, amp):
                 logits = network(images)
-            loss = training.segmentation_loss(logits.float(), crop(targets, logits.shape))
+            loss = segmentation_loss(logits.float(), crop(targets, logits.shape))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

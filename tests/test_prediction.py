@@ -142,7 +142,7 @@ def test_instances_continue_across_slices_of_a_stack():
 
 @pytest.mark.parametrize("size", [1, 2, 5, 17])
 def test_tiles_are_mirrored_at_the_edges_like_numpy_pad(size):
-    from napari_pix2pix.prediction import _mirrored_window
+    from napari_pix2pix.streaming import _mirrored_window
 
     axis = np.arange(size) * 10
     padded = np.pad(axis, 40, mode="reflect")
