@@ -230,3 +230,33 @@ def test_resume_with_images_of_other_channels_is_explained(membranes, tiny_model
     image, labels = membranes
     with pytest.raises(InputError, match="channel"):
         fit(np.stack([image, image], axis=-1), labels, tiny_config(epochs=1), resume=tiny_model)
+
+
+def test_reading_each_loss_one_step_late_changes_nothing(membranes):
+    """On a GPU the trainer reads a step's loss after queueing the next; forced on here, the events,
+    history and weights are those of reading at once."""
+    runs = []
+    for read_late in (False, True):
+        trainer = Trainer(*membranes, tiny_config(epochs=2, steps_per_epoch=4, seed=3))
+        trainer.read_late = read_late
+        events = list(trainer.run())
+        steps = [(e.step, e.epoch, e.loss) for e in events if e.kind == EventKind.STEP]
+        runs.append((steps, trainer.model.history, trainer.model.network.state_dict()))
+    (steps, history, weights), (late_steps, late_history, late_weights) = runs
+    assert [s for s, _, _ in late_steps] == list(range(1, 9)) and late_steps == steps
+    assert [h["step"] for h in late_history] == [h["step"] for h in history] == [4, 8]
+    assert all(torch.equal(weights[k], late_weights[k]) for k in weights)
+
+
+def test_a_stop_while_a_loss_is_unread_still_reports_every_step(membranes):
+    stop = threading.Event()
+    trainer = Trainer(*membranes, tiny_config(epochs=100, steps_per_epoch=10), stop=stop)
+    trainer.read_late = True
+    events = []
+    for event in trainer.run():
+        events.append(event)
+        if event.kind == EventKind.STEP and event.step == 3:
+            stop.set()
+    steps = [e.step for e in events if e.kind == EventKind.STEP]
+    assert steps == list(range(1, events[-1].step + 1)) and events[-1].step in (3, 4)
+    assert trainer.model.history[-1]["step"] == events[-1].step

@@ -150,7 +150,9 @@ def _add_predict_command(commands) -> None:
     predict.add_argument("--fill-holes", type=int, default=0, metavar="PIXELS", help="fill holes up to this size")
     predict.add_argument("--tile-size", type=int, default=None)
     predict.add_argument("--overlap", type=int, default=None)
-    predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument(
+        "--batch-size", type=int, default=None, help="tiles per forward pass (default: 4 on the CPU, 16 on a GPU)"
+    )
     predict.add_argument("--device", choices=DEVICES, default="auto")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -10,6 +10,28 @@ from .errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
+#: Channels-last tensors on CUDA: mixed-precision convolutions run on tensor cores without
+#: transposes (``benchmarks/bench_training.py --layouts`` measures both layouts; docs/benchmarks.md).
+CHANNELS_LAST_ON_CUDA = True
+
+
+#: Tiles per forward pass when none is asked for: on a GPU one 512² slice's tiles are too little
+#: work per launch (``benchmarks/bench_prediction.py --batches`` measures it; docs/benchmarks.md).
+TILE_BATCH = {"cuda": 16}
+DEFAULT_TILE_BATCH = 4
+
+
+def tile_batch(device: torch.device, asked: int | None) -> int:
+    """Tiles per forward pass on ``device``: ``asked``, or the device's default when None or 0."""
+    return asked if asked else TILE_BATCH.get(device.type, DEFAULT_TILE_BATCH)
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """The layout networks and their inputs take on ``device``."""
+    if device.type == "cuda" and CHANNELS_LAST_ON_CUDA:
+        return torch.channels_last
+    return torch.contiguous_format
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device must exist."""

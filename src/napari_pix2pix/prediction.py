@@ -97,7 +97,7 @@ def iter_predict(
     *,
     tile_size: int | None = None,
     overlap: int | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str = "auto",
     stop: threading.Event | None = None,
     link_slices: bool = True,
@@ -119,8 +119,9 @@ def iter_predict(
         'instances' (instance labels) or 'probability' (foreground probability).
     tile_size, overlap : int, optional
         Tile side and overlap in pixels (defaults follow the training patch size).
-    batch_size : int
-        Tiles per forward pass; tiles of consecutive slices share batches.
+    batch_size : int, optional
+        Tiles per forward pass; tiles of consecutive slices share batches (default: 4 on the CPU,
+        16 on a GPU).
     device : str
         'auto', 'cpu', 'cuda' or 'mps'.
     stop : threading.Event, optional

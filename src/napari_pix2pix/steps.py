@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .devices import amp_dtype, autocast
+from .devices import amp_dtype, autocast, memory_format
 from .encodings import IGNORE
 from .models import ModelConfig, build_discriminator, crop
 from .trained_model import TrainedModel
@@ -59,7 +59,7 @@ class SegmentationStep:
         self.modules: dict[str, nn.Module] = {"network": network}
         self.optimisers = [self.optimiser]
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         with self.precision.autocast():
             logits = self.network(images)
         loss = segmentation_loss(logits.float(), crop(targets, logits.shape))
@@ -68,7 +68,7 @@ class SegmentationStep:
         scaler.scale(loss).backward()
         scaler.step(self.optimiser)
         scaler.update()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}  # read by the trainer when it is ready (no wait here)
 
 
 class Pix2PixStep:
@@ -88,14 +88,15 @@ class Pix2PixStep:
         self.l1_weight = config.l1_weight
         betas = config.architecture.betas
         self.optimiser = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
-        self.discriminator = build_discriminator(model_config).to(precision.device)
+        device = precision.device
+        self.discriminator = build_discriminator(model_config).to(device).to(memory_format=memory_format(device))
         if resume is not None and resume.discriminator_state is not None:
             self.discriminator.load_state_dict(resume.discriminator_state)
         self.d_optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
         self.modules = {"network": generator, "discriminator": self.discriminator}
         self.optimisers = [self.optimiser, self.d_optimiser]
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         annotated = (targets != IGNORE).unsqueeze(1)
         real = F.one_hot(targets.clamp_min(0), self.n_classes).permute(0, 3, 1, 2).float()
         with self.precision.autocast():
@@ -108,7 +109,7 @@ class Pix2PixStep:
         g_loss = self._judge(images, fake, True) + self.l1_weight * l1
         self._update(g_loss, self.optimiser)
         self.precision.scaler.update()
-        return {"loss": l1.item(), "g_loss": g_loss.item(), "d_loss": d_loss.item()}
+        return {"loss": l1.detach(), "g_loss": g_loss.detach(), "d_loss": d_loss.detach()}
 
     def _judge(self, images: torch.Tensor, maps: torch.Tensor, real: bool) -> torch.Tensor:
         """The discriminator's loss for calling ``maps`` real (or fake)."""

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .checks import check_at_least
-from .devices import autocast, resolve_device
+from .devices import autocast, memory_format, resolve_device, tile_batch
 from .errors import Cancelled
 from .tiling import TileLayout, tile_layout
 from .trained_model import TrainedModel
@@ -122,7 +122,8 @@ class TileBatch:
 
     def __init__(self, size: int, channels: int, layout: TileLayout, device: torch.device):
         self.size = size
-        self.inputs = torch.empty((size, channels, layout.in_h, layout.in_w), device=device)
+        shape = (size, channels, layout.in_h, layout.in_w)
+        self.inputs = torch.empty(shape, device=device, memory_format=memory_format(device))
         self.places: list[tuple[int, int, int]] = []
 
     def __len__(self) -> int:
@@ -176,7 +177,7 @@ def stream_slices(
     convert: Callable[[torch.Tensor], torch.Tensor] = lambda p: p,
     tile_size: int | None = None,
     overlap: int | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str | torch.device = "auto",
     stop: threading.Event | None = None,
     tta: bool = False,
@@ -190,10 +191,11 @@ def stream_slices(
     Finished slices are handed on one batch late: their copy back is queued before the next batch,
     and the caller works on them meanwhile.
     """
-    check_at_least("batch size", batch_size)
     torch_device = resolve_device(device) if isinstance(device, str) else device
+    batch_size = tile_batch(torch_device, batch_size)
+    check_at_least("batch size", batch_size)
     plan = TilePlan(tile_layout(model, height, width, tile_size, overlap), torch_device)
-    network = model.network.to(torch_device).eval()
+    network = model.network.to(torch_device).to(memory_format=memory_format(torch_device)).eval()
     accumulator = SliceAccumulator(plan, model.encoding.n_classes, convert)
     batch = TileBatch(batch_size, model.config.in_channels, plan.layout, torch_device)
     upload = _Uploader(torch_device)

@@ -17,7 +17,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import cast
@@ -28,7 +28,7 @@ import torch
 from .augment import augment_batch
 from .checks import check_at_least, check_finite, check_fraction, check_labels
 from .data import Normalisation, PatchSampler, SliceSet, annotated_slices, as_channels_last, split_train_validation
-from .devices import describe, resolve_device
+from .devices import describe, memory_format, resolve_device
 from .encodings import AUTO, IGNORE, LabelEncoding, make_encoding
 from .errors import InputError
 from .models import (
@@ -229,7 +229,8 @@ class Trainer:
         network = build_model(model_config)
         if resume is not None:
             network.load_state_dict(resume.network.state_dict())
-        network.to(self.device)
+        self.memory_format = memory_format(self.device)
+        network.to(self.device).to(memory_format=self.memory_format)
         sizes = cast(SizeContract, network)
         patch_size = training_patch_size(sizes, config.patch, data.train.images.shape[2:], config.model)
         self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng)
@@ -250,13 +251,14 @@ class Trainer:
             step = Pix2PixStep(network, model_config, config, precision, resume)
         else:
             step = SegmentationStep(network, config, precision)
-        self.step: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] = step
+        self.step: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor | float]] = step
         self.schedule = LearningRateSchedule(step.optimisers)
         self.best = BestWeights(step.modules)  # the weights that make the model: kept, restored, saved
         self.total_steps = config.epochs * config.steps_per_epoch if config.epochs is not None else None
         self.budget = config.max_minutes * 60 if config.max_minutes else math.inf
         self.device_name = describe(self.device)
         self.steps_done = self.epochs_done = 0
+        self.read_late = self.device.type == "cuda"  # read each loss one step late (see ``run``)
         self.validated_at = 0  # the step whose weights were last validated
         self.validation_seconds = self.trained_since_validation = 0.0
         self.start = time.monotonic()
@@ -272,20 +274,29 @@ class Trainer:
         )
         epoch_losses: list[dict] = []
         failed = False
+        # On a GPU the step is only queued; its loss is read once the next step is queued too, so
+        # the host samples the next batch while the device computes (no wait after every step).
+        pending: list[tuple[int, Mapping[str, torch.Tensor | float]]] = []
         while not (message := self._limit_reached()):
             self.schedule.update(self.progress())
-            losses = self._train_one_step()
-            if not all(math.isfinite(v) for v in losses.values()):
-                self.best.restore()
-                failed = True
-                message = (
-                    f"training stopped at step {self.steps_done}: the loss became {losses['loss']} "
-                    "(not a number); the last good weights are kept. Try a lower learning rate"
-                )
+            pending.append((self.steps_done + 1, self._train_one_step()))
+            boundary = self.steps_done % config.steps_per_epoch == 0 or self._preview_due()
+            ready, pending = (pending, []) if boundary or not self.read_late else (pending[:-1], pending[-1:])
+            for step, raw in ready:
+                losses = {k: float(v) for k, v in raw.items()}
+                if not all(math.isfinite(v) for v in losses.values()):
+                    self.best.restore()
+                    failed = True
+                    message = (
+                        f"training stopped at step {step}: the loss became {losses['loss']} "
+                        "(not a number); the last good weights are kept. Try a lower learning rate"
+                    )
+                    break
+                epoch_losses.append(losses)
+                yield self._event(EventKind.STEP, step=step, epoch=self.epochs_done + 1, **_loss_fields(losses))
+            if failed:
                 break
-            epoch_losses.append(losses)
-            yield self._event(EventKind.STEP, epoch=self.epochs_done + 1, **_loss_fields(losses))
-            if self.preview_source is not None and self.steps_done % config.preview_every == 0:
+            if self._preview_due():
                 preview = self._preview()
                 if preview is not None:
                     yield self._event(EventKind.PREVIEW, epoch=self.epochs_done + 1, preview=preview)
@@ -293,10 +304,17 @@ class Trainer:
                 # The last weights are always validated: at the end of the schedule they are often the best.
                 yield self._end_epoch(epoch_losses, final=bool(self._limit_reached()))
                 epoch_losses = []
+        for step, raw in pending if not failed else []:  # the limit came while a step's loss was unread
+            losses = {k: float(v) for k, v in raw.items()}
+            epoch_losses.append(losses)
+            yield self._event(EventKind.STEP, step=step, epoch=self.epochs_done + 1, **_loss_fields(losses))
         if epoch_losses and not failed:
             yield self._end_epoch(epoch_losses, final=True)
         yield self._finish(message)
         return self.model
+
+    def _preview_due(self) -> bool:
+        return self.preview_source is not None and self.steps_done % self.config.preview_every == 0
 
     def progress(self) -> float:
         """The fraction of the run done: by time against the budget, or by steps against the limit."""
@@ -314,13 +332,16 @@ class Trainer:
             return f"time budget of {self.config.max_minutes:g} minutes reached"
         return ""
 
-    def _train_one_step(self) -> dict[str, float]:
+    def _train_one_step(self) -> Mapping[str, torch.Tensor | float]:
         started = time.monotonic()
         self.model.network.train()
         images, targets = self.sampler.sample(self.config.batch_size)
+        if self.device.type == "cuda":  # page-locked, so the copies below do not wait for queued work
+            images, targets = images.pin_memory(), targets.pin_memory()
         images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
         if self.config.augment:
             images, targets = augment_batch(images, targets, self.augment_generator)
+        images = images.contiguous(memory_format=self.memory_format)
         losses = self.step(images, targets)
         self.steps_done += 1
         self.trained_since_validation += time.monotonic() - started
@@ -371,9 +392,9 @@ class Trainer:
 
     def _event(self, kind: EventKind, **fields) -> TrainingEvent:
         elapsed = 0.0 if kind == EventKind.START else time.monotonic() - self.start
+        fields.setdefault("step", self.steps_done)
         return TrainingEvent(
             kind=kind,
-            step=self.steps_done,
             total_steps=self.total_steps,
             epochs=self.config.epochs,
             progress=self.progress(),

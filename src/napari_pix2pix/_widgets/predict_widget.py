@@ -125,7 +125,7 @@ class PredictWidget(QWidget):
         self.fill_holes = SpinBox(label="Fill holes up to (pixels)", value=0, min=0, max=10**8)
         self.tile_size = SpinBox(label="Tile size (0 = automatic)", value=0, min=0, max=8192, step=16)
         self.overlap = SpinBox(label="Tile overlap (-1 = automatic)", value=-1, min=-1, max=4096, step=8)
-        self.batch_size = SpinBox(label="Tiles per batch", value=4, min=1, max=256)
+        self.batch_size = SpinBox(label="Tiles per batch (0 = automatic)", value=0, min=0, max=256)
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
         self.advanced_controls: Container = Container(
             widgets=[
