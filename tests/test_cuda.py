@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an 
 def test_training_and_prediction_on_the_gpu(membranes, architecture, tmp_path):
     config = tiny_config(model=architecture, device="cuda", epochs=6, steps_per_epoch=10, patch_size=64, width=8)
     trainer = Trainer(*membranes, config)
-    assert trainer.read_late
+    assert trainer.read_late and trainer.sampler.on_device is not None  # patches cut on the GPU
     events = list(trainer.run())
     steps = [e.step for e in events if e.kind == EventKind.STEP]
     assert steps == list(range(1, 61))

@@ -166,3 +166,16 @@ def test_test_time_augmentation_averages_the_eight_symmetries():
             expected += probability[:, ::-1] if flip else probability
     np.testing.assert_allclose(averaged, expected / 8, atol=1e-5)
     assert not np.allclose(averaged, predict(model, image, "probability", device="cpu"), atol=1e-3)
+
+
+def test_host_work_on_threads_keeps_the_order_and_the_results(monkeypatch):
+    from napari_pix2pix import prediction
+
+    assert list(prediction.ordered_map(lambda x: x * x, range(50), 4)) == [x * x for x in range(50)]
+    with pytest.raises(ZeroDivisionError):
+        list(prediction.ordered_map(lambda x: 1 // (x - 7), range(20), 3))
+    model = random_model()
+    volume = np.random.default_rng(0).random((6, 40, 40)).astype(np.float32)
+    threaded = predict(model, volume, "instances", device="cpu")
+    monkeypatch.setattr(prediction, "HOST_WORKERS", 1)
+    np.testing.assert_array_equal(predict(model, volume, "instances", device="cpu"), threaded)

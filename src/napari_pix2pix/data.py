@@ -127,6 +127,12 @@ def split_train_validation(images: np.ndarray, targets: np.ndarray, val_fraction
     return SliceSet(images, train_targets), SliceSet(images[:, :, rows], val_targets[:, rows])
 
 
+def _fits(images: np.ndarray, device: torch.device) -> bool:
+    """Whether training slices (and their int16 targets) take under an eighth of the GPU's memory."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    return images.nbytes * 1.5 < total / 8
+
+
 class PatchSampler:
     """Draws random training patches placed so that annotated pixels fall in the network's output.
 
@@ -134,7 +140,14 @@ class PatchSampler:
     the whole input patch; the trainer ``crop``s them to the network's output, as the origin did.
     """
 
-    def __init__(self, data: SliceSet, patch_size: int, output_size: int, rng: np.random.Generator):
+    def __init__(
+        self,
+        data: SliceSet,
+        patch_size: int,
+        output_size: int,
+        rng: np.random.Generator,
+        device: torch.device | None = None,
+    ):
         self.patch_size = patch_size
         self.output_size = output_size
         self.rng = rng
@@ -147,6 +160,12 @@ class PatchSampler:
             targets = np.pad(targets, pads[:1] + pads[2:], constant_values=IGNORE)
         self.images = np.ascontiguousarray(images)
         self.targets = np.ascontiguousarray(targets)
+        # On a GPU the slices live on the device when they fit easily, and patches are cut there:
+        # no host sampling, pinning or copy per step (which made the training loop host-bound).
+        self.on_device: tuple[torch.Tensor, torch.Tensor] | None = None
+        if device is not None and device.type == "cuda" and _fits(self.images, device):
+            narrow = self.targets.astype(np.int16) if self.targets.max(initial=0) < 2**15 else self.targets
+            self.on_device = (torch.from_numpy(self.images).to(device), torch.from_numpy(narrow).to(device))
         # Patches are centred near annotated pixels, so sparse scribbles are seen as often as dense labels.
         self.annotated = np.argwhere(self.targets != IGNORE)
         if len(self.annotated) == 0:
@@ -163,6 +182,10 @@ class PatchSampler:
         tops = np.clip(picks[:, 1] - p // 2 + jitter[:, 0], 0, height - p)
         lefts = np.clip(picks[:, 2] - p // 2 + jitter[:, 1], 0, width - p)
         windows = list(zip(picks[:, 0], tops, lefts))
+        if self.on_device is not None:
+            on_images, on_targets = self.on_device
+            cut = torch.stack([on_images[i, :, y : y + p, x : x + p] for i, y, x in windows])
+            return cut, torch.stack([on_targets[i, y : y + p, x : x + p] for i, y, x in windows]).long()
         images = np.stack([self.images[i, :, y : y + p, x : x + p] for i, y, x in windows])
         targets = np.stack([self.targets[i, y : y + p, x : x + p] for i, y, x in windows])
         return torch.from_numpy(images), torch.from_numpy(targets)

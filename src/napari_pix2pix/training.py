@@ -233,7 +233,7 @@ class Trainer:
         network.to(self.device).to(memory_format=self.memory_format)
         sizes = cast(SizeContract, network)
         patch_size = training_patch_size(sizes, config.patch, data.train.images.shape[2:], config.model)
-        self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng)
+        self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng, self.device)
         history = list(resume.history) if resume is not None else []
         self.model = TrainedModel(
             model_config,
@@ -336,9 +336,10 @@ class Trainer:
         started = time.monotonic()
         self.model.network.train()
         images, targets = self.sampler.sample(self.config.batch_size)
-        if self.device.type == "cuda":  # page-locked, so the copies below do not wait for queued work
-            images, targets = images.pin_memory(), targets.pin_memory()
-        images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        if images.device != self.device:
+            if self.device.type == "cuda":  # page-locked, so the copies below do not wait for queued work
+                images, targets = images.pin_memory(), targets.pin_memory()
+            images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
         if self.config.augment:
             images, targets = augment_batch(images, targets, self.augment_generator)
         images = images.contiguous(memory_format=self.memory_format)
