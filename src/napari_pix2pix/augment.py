@@ -67,10 +67,15 @@ def augment_batch(
         symmetry = symmetry * factors.view(batch, 1, 1)
     coarse = torch.randn(batch, 2, 3, 3, generator=generator) * (2 * elastic_strength)
     jitter = intensity * (2 * torch.rand(batch, 3, generator=generator) - 1)
-    # One small copy to the device for all the random parameters.
-    params = torch.cat([symmetry.flatten(1), coarse.flatten(1), jitter], dim=1).to(device, non_blocking=True)
+    sigma = noise * torch.rand(batch, 1, generator=generator) if noise > 0 else torch.zeros(batch, 1)
+    # One small copy to the device for all the random parameters; from page-locked memory on a
+    # GPU, so it is queued rather than waiting for the work already queued.
+    params = torch.cat([symmetry.flatten(1), coarse.flatten(1), jitter, sigma], dim=1)
+    if device.type == "cuda":
+        params = params.pin_memory()
+    params = params.to(device, non_blocking=True)
     symmetry, coarse = params[:, :4].view(batch, 2, 2), params[:, 4:22].view(batch, 2, 3, 3)
-    gain, offset, gamma = params[:, 22:].T.reshape(3, batch, 1, 1, 1)
+    gain, offset, gamma = params[:, 22:25].T.reshape(3, batch, 1, 1, 1)
 
     grid = _sampling_grid(symmetry, coarse, height, width, elastic_strength > 0)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
@@ -81,9 +86,18 @@ def augment_batch(
     if intensity > 0:
         images = images.clamp_min(0).pow(torch.exp(gamma)) * (1 + gain) + offset
     if noise > 0:
-        sigma = noise * torch.rand(batch, 1, 1, 1, generator=generator)
-        images = images + sigma.to(device) * torch.randn(images.shape, generator=generator).to(device)
+        images = images + params[:, 25].view(batch, 1, 1, 1) * _gaussian_field(images, generator)
     return images, targets
+
+
+def _gaussian_field(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise shaped like ``images``: drawn on the CPU there; on a GPU drawn on the
+    device by a generator seeded from ``generator`` (no host work or copy the size of the batch)."""
+    if images.device.type == "cpu":
+        return torch.randn(images.shape, generator=generator)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    device_generator = torch.Generator(images.device).manual_seed(seed)
+    return torch.randn(images.shape, generator=device_generator, device=images.device)
 
 
 def _sampling_grid(matrices, coarse, height, width, elastic: bool) -> torch.Tensor:

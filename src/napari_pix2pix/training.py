@@ -336,7 +336,7 @@ class Trainer:
         started = time.monotonic()
         self.model.network.train()
         images, targets = self.sampler.sample(self.config.batch_size)
-        if images.device != self.device:
+        if images.device.type == "cpu":
             if self.device.type == "cuda":  # page-locked, so the copies below do not wait for queued work
                 images, targets = images.pin_memory(), targets.pin_memory()
             images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
