@@ -99,3 +99,65 @@ def test_edited_and_empty_model_files_are_refused(tiny_model, tmp_path):
     torch.save(payload, tmp_path / "edited.pt")
     with pytest.raises(ModelFileError):
         load_model(tmp_path / "edited.pt")
+
+
+def test_a_flipped_bit_in_the_weights_is_refused(tiny_model, tmp_path):
+    path = save_model(tiny_model, tmp_path / "m.pt")
+    weights = max(tiny_model.network.state_dict().values(), key=lambda t: t.numel())
+    raw = bytearray(path.read_bytes())
+    at = raw.find(weights.detach().contiguous().numpy().tobytes())
+    assert at > 0
+    raw[at + 5] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p.update(format_version=99), "newer napari-pix2pix"),
+        (lambda p: p.update(format_version="2"), "not a version number"),
+        (lambda p: p["config"].update(width=10**9), "config.width must be from"),
+        (lambda p: p["config"].update(depth=True), "config.depth must be a whole number"),
+        (lambda p: p["normalisation"].update(low=[float("nan")]), "normalisation.low"),
+        (lambda p: p.update(patch_size="big"), "patch_size"),
+        (lambda p: p.update(object_size=-3.0), "object_size"),
+        (lambda p: p["encoding"].update(class_values=[0]), "class_values"),
+        (lambda p: p.update(history="lots"), "history"),
+        (lambda p: p["state_dict"].update(extra=torch.zeros(2)), "checksum"),
+    ],
+)
+def test_edited_fields_are_refused_by_name(tiny_model, tmp_path, edit, message):
+    path = save_model(tiny_model, tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, path)
+    with pytest.raises(ModelFileError, match=message) as error:
+        load_model(path)
+    assert "\n" not in str(error.value)
+
+
+def test_a_seed_unet_file_with_a_too_small_patch_is_refused(tmp_path):
+    from napari_pix2pix.data import Normalisation
+    from napari_pix2pix.encodings import DenseEncoding
+    from napari_pix2pix.models import ModelConfig, build_model
+    from napari_pix2pix.trained_model import TrainedModel
+
+    config = ModelConfig("seed-unet", 1, 2, 4, 2)
+    model = TrainedModel(config, build_model(config), DenseEncoding((0, 1)), Normalisation((0.0,), (1.0,)), 64)
+    path = save_model(model, tmp_path / "seed.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["patch_size"] = 8
+    torch.save(payload, path)
+    with pytest.raises(ModelFileError, match="too small"):
+        load_model(path)
+
+
+def test_version_1_files_without_a_checksum_still_load(tiny_model, tmp_path):
+    path = save_model(tiny_model, tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 1
+    del payload["weights_sha256"]
+    torch.save(payload, path)
+    assert load_model(path).describe() == tiny_model.describe()

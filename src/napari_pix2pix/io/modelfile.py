@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -18,12 +19,13 @@ from .. import __version__
 from ..data import Normalisation
 from ..encodings import LabelEncoding
 from ..errors import InputError, ModelFileError
-from ..models import ModelConfig, build_discriminator, build_model
+from ..models import ModelConfig, SizeContract, build_discriminator, build_model
 from ..trained_model import TrainedModel
 from .atomic import atomic_write
+from .schema import SchemaError, check_payload, weights_digest
 
 FORMAT = "napari-pix2pix model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the weights' SHA-256 is stored and checked; every field is validated
 
 
 def _plain(value):
@@ -59,6 +61,7 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
     }
     if model.discriminator_state is not None:
         payload["discriminator_state_dict"] = {k: v.detach().cpu() for k, v in model.discriminator_state.items()}
+    payload["weights_sha256"] = weights_digest(payload["state_dict"], payload.get("discriminator_state_dict"))
     try:
         with atomic_write(path) as tmp:
             torch.save(payload, tmp)
@@ -94,10 +97,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a napari-pix2pix model file (a model saved by another program?)")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
+    version = payload.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path} is damaged: its format version {version!r:.40} is not a version number")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
-            f"{path} was written by a newer napari-pix2pix (format {payload['format_version']}); update the plugin"
+            f"{path} was made by a newer napari-pix2pix (model format {version}; this version {__version__} "
+            f"reads formats up to {FORMAT_VERSION}); update napari-pix2pix to use it"
         )
+    try:
+        check_payload(payload, version)
+    except SchemaError as error:
+        raise ModelFileError(f"{path} is damaged or was edited: {error}") from None
     try:
         config = ModelConfig(**payload["config"])
         network = build_model(config)
@@ -108,8 +119,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
         raise ModelFileError(
             f"{path} is damaged or its weights do not match its architecture: {_first_line(error)}"
         ) from None
-    if encoding.n_classes != config.out_channels or len(normalisation.low) != config.in_channels:
-        raise ModelFileError(f"{path} is inconsistent: its classes or channels do not match its network")
+    patch_size = int(payload.get("patch_size", 256))
+    if cast(SizeContract, network).output_size(patch_size) < 1:  # the seed U-Net needs a large enough patch
+        raise ModelFileError(f"{path} is damaged or was edited: patch_size {patch_size} is too small for its network")
     discriminator_state = payload.get("discriminator_state_dict")
     if discriminator_state is not None:
         try:
@@ -122,7 +134,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
         network=network,
         encoding=encoding,
         normalisation=normalisation,
-        patch_size=int(payload.get("patch_size", 256)),
+        patch_size=patch_size,
         object_size=_positive_or_none(payload.get("object_size")),
         history=list(payload.get("history", [])),
         discriminator_state=discriminator_state,

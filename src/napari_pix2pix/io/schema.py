@@ -1,0 +1,126 @@
+"""What a model file may hold: every field's type and range, and the digest of its weights.
+
+``check_payload`` is run on every file before anything is built from it, so an edited or damaged
+file is refused with a message that names the field, instead of failing (or hanging) later. The
+weights carry a SHA-256 digest written at save time; a flipped bit or a cut file no longer matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+
+import torch
+
+from ..encodings import ENCODINGS
+from ..models import ARCHITECTURES
+
+# Generous bounds: far beyond any real model, tight enough that nothing absurd is built.
+LIMITS = {
+    "in_channels": (1, 256),
+    "out_channels": (1, 4096),
+    "width": (1, 1024),
+    "depth": (1, 10),
+    "patch_size": (8, 16384),
+}
+MAX_OBJECT_SIZE = 1e6
+MAX_LABEL = 2**63 - 1
+
+
+class SchemaError(ValueError):
+    """A field of a model file has the wrong type or an impossible value."""
+
+
+def weights_digest(*state_dicts: Mapping[str, torch.Tensor] | None) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of every tensor, in name order."""
+    digest = hashlib.sha256()
+    for number, state in enumerate(state_dicts):
+        for name in sorted(state or {}):
+            tensor = state[name].detach().cpu().contiguous()  # type: ignore[index]
+            digest.update(f"{number}/{name}/{tensor.dtype}/{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _integer(where: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SchemaError(f"{where} must be a whole number, found {type(value).__name__} {value!r:.40}")
+    if not low <= value <= high:
+        raise SchemaError(f"{where} must be from {low} to {high}, found {value}")
+    return value
+
+
+def _number(where: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SchemaError(f"{where} must be a finite number, found {value!r:.40}")
+    return float(value)
+
+
+def _mapping(where: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise SchemaError(f"{where} must be a table of fields, found {type(value).__name__}")
+    return value
+
+
+def _tensors(where: str, value) -> None:
+    state = _mapping(where, value)
+    for name, tensor in state.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise SchemaError(f"{where} must map names to tensors")
+
+
+def check_config(config) -> None:
+    config = _mapping("config", config)
+    if config.get("architecture") not in ARCHITECTURES:
+        raise SchemaError(
+            f"config.architecture must be one of {sorted(ARCHITECTURES)}, found {config.get('architecture')!r:.40}"
+        )
+    for name in ("in_channels", "out_channels", "width", "depth"):
+        _integer(f"config.{name}", config.get(name), *LIMITS[name])
+
+
+def check_encoding(encoding, n_classes: int) -> None:
+    encoding = _mapping("encoding", encoding)
+    if encoding.get("kind") not in ENCODINGS:
+        raise SchemaError(f"encoding.kind must be one of {sorted(ENCODINGS)}, found {encoding.get('kind')!r:.40}")
+    values = encoding.get("class_values")
+    if not isinstance(values, list) or len(values) != n_classes:
+        raise SchemaError(f"encoding.class_values must list the network's {n_classes} classes")
+    for value in values:
+        _integer("encoding.class_values", value, 0, MAX_LABEL)
+    _integer("encoding.background", encoding.get("background", 0), 0, n_classes - 1)
+
+
+def check_normalisation(normalisation, in_channels: int) -> None:
+    normalisation = _mapping("normalisation", normalisation)
+    for name in ("low", "high"):
+        values = normalisation.get(name)
+        if not isinstance(values, list) or len(values) != in_channels:
+            raise SchemaError(f"normalisation.{name} must list one number per input channel ({in_channels})")
+        for value in values:
+            _number(f"normalisation.{name}", value)
+
+
+def check_payload(payload: dict, version: int) -> None:
+    """Raise ``SchemaError`` naming the first field of ``payload`` that is missing or out of range."""
+    check_config(payload.get("config"))
+    config = payload["config"]
+    check_encoding(payload.get("encoding"), config["out_channels"])
+    check_normalisation(payload.get("normalisation"), config["in_channels"])
+    _integer("patch_size", payload.get("patch_size", 256), *LIMITS["patch_size"])
+    object_size = payload.get("object_size")
+    if object_size is not None and not 0 < _number("object_size", object_size) <= MAX_OBJECT_SIZE:
+        raise SchemaError(f"object_size must be a positive number of pixels, found {object_size}")
+    history = payload.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise SchemaError("history must be a list of tables")
+    _tensors("state_dict", payload.get("state_dict"))
+    if payload.get("discriminator_state_dict") is not None:
+        _tensors("discriminator_state_dict", payload["discriminator_state_dict"])
+    if version >= 2:
+        stored = payload.get("weights_sha256")
+        if not isinstance(stored, str):
+            raise SchemaError("weights_sha256 is missing")
+        if stored != weights_digest(payload["state_dict"], payload.get("discriminator_state_dict")):
+            raise SchemaError("its weights do not match their stored checksum (the file was changed or damaged)")
