@@ -7,7 +7,11 @@ temporary file and renamed, so a failed or interrupted run leaves no partial fil
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,7 @@ from .postprocess import Cleanup
 from .prediction import AUTO_SIZE, DEFAULT_TTA
 
 EXIT_BAD_INPUT = 2
+MODEL_ROOM = 64 * 2**20  # free space asked for before training: far more than a model file takes
 
 
 def _object_size(text: str) -> float | str | None:
@@ -102,7 +107,14 @@ def _add_train_command(commands) -> None:
     train.add_argument("--no-augment", action="store_true", help="turn data augmentation off")
     train.add_argument("--device", choices=DEVICES, default="auto")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--resume", metavar="MODEL", help="continue training this model file")
+    train.add_argument("--resume", metavar="MODEL", help="continue training this model file (or a .partial checkpoint)")
+    train.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=5.0,
+        metavar="MINUTES",
+        help="save the run so far to OUT.partial this often, for --resume after a crash (0: never; default: 5)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -157,11 +169,13 @@ def _add_predict_command(commands) -> None:
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_train(args) -> None:
+def run_train(args) -> int:
     from .io import load_model, read_tiff, save_model
-    from .training import TrainingConfig, fit
+    from .io.atomic import check_writable
+    from .training import Trainer, TrainingConfig
 
     _check_output(args.out, args.image, args.labels)  # --out may be the --resume model: it is updated in place
+    check_writable(args.out, needed_bytes=MODEL_ROOM)  # before training, not after it
     image, labels = read_tiff(args.image), read_tiff(args.labels)
     resume = load_model(args.resume) if args.resume else None
     settings = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
@@ -180,16 +194,106 @@ def run_train(args) -> None:
         seed=args.seed,
         **settings,
     )
-    if not Path(args.out).resolve().parent.exists():
-        raise InputError(f"cannot write {args.out}: its folder does not exist")
-    with _progress(args.quiet, "training") as bar:
-        model = fit(image, labels, config, callback=bar.training_event, resume=resume)
-    save_model(model, args.out)
-    print(f"saved {model.describe()} to {args.out}")
+    stop = threading.Event()
+    checkpoint = Checkpoint(Path(f"{args.out}.partial"), args.checkpoint_minutes)
+    with _stop_on_signals(stop) as received, _progress(args.quiet, "training") as bar:
+        trainer = Trainer(image, labels, config, stop=stop, resume=resume)
+        with checkpoint:
+            for event in trainer.run():
+                bar.training_event(event)
+                checkpoint.after(event, trainer)
+        save_model(trainer.model, args.out)
+    checkpoint.remove()
+    if received:
+        print(
+            f"interrupted ({received[0].name}): saved the best model so far, {trainer.model.describe()}, "
+            f"to {args.out}; continue it with --resume {args.out}"
+        )
+        return 128 + received[0].value
+    print(f"saved {trainer.model.describe()} to {args.out}")
+    return 0
+
+
+class Checkpoint:
+    """Saves the model being trained to ``path`` every ``minutes`` (at epoch ends), so a run that is
+    killed outright (SIGKILL, a power cut) can go on with ``--resume`` and lose minutes, not the run.
+    Removed once the final model is saved; if the run fails, the message says where it is."""
+
+    def __init__(self, path: Path, minutes: float):
+        self.path, self.seconds = path, minutes * 60
+        self.last = time.monotonic()
+        self.written = False
+
+    def __enter__(self):
+        self.last = time.monotonic()
+        return self
+
+    def after(self, event, trainer) -> None:
+        from .io import save_model
+        from .training import EventKind
+
+        if self.seconds <= 0 or event.kind != EventKind.EPOCH or time.monotonic() - self.last < self.seconds:
+            return
+        save_model(trainer.checkpoint(), self.path)
+        self.last, self.written = time.monotonic(), True
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and self.written and self.path.exists():
+            print(
+                f"napari-pix2pix train: the run so far is saved in {self.path}; continue it with --resume {self.path}",
+                file=sys.stderr,
+            )
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event):
+    """Ctrl-C (SIGINT) or SIGTERM (``timeout``, SLURM, ``docker stop``) ask training to stop like the
+    widget's Stop: the step ends and the best model so far is saved. A second signal aborts."""
+    received: list[signal.Signals] = []
+
+    def ask_to_stop(number, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(number))
+        stop.set()
+        print(
+            f"\n{received[0].name}: stopping after this step and saving the best model so far "
+            "(press Ctrl-C again to abort without saving)",
+            file=sys.stderr,
+        )
+
+    with _handlers(ask_to_stop):
+        yield received
+
+
+@contextlib.contextmanager
+def _handlers(handler, signals=(signal.SIGINT, signal.SIGTERM)):
+    """Install ``handler`` for ``signals`` (main thread only), restoring the old ones after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, handler) for number in signals}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised as an exception so that files being written are cleaned up on the way out."""
+
+
+def _terminate(number, frame):
+    raise Terminated
 
 
 def run_predict(args) -> None:
     from .io import load_model, read_tiff, write_tiff
+    from .io.atomic import check_writable
     from .prediction import iter_predict, output_dtype, volume_geometry
 
     _check_output(args.out, args.model, args.image)
@@ -198,6 +302,8 @@ def run_predict(args) -> None:
     output = args.output or model.encoding.default_output
     image = read_tiff(args.image, lazy=True)
     geometry = volume_geometry(image.shape, model.config.in_channels)
+    needed = int(np.prod(geometry.spatial_shape)) * output_dtype(model, output).itemsize
+    check_writable(args.out, needed_bytes=needed)
     results = iter_predict(
         model,
         image,
@@ -222,6 +328,9 @@ def run_predict(args) -> None:
 
 def _check_output(out: str, *inputs: str | None) -> None:
     """Refuse an output that would replace one of the inputs, or that is not a regular file."""
+    from .io.atomic import check_name
+
+    check_name(Path(out))
     target = Path(out).resolve()
     for given in filter(None, inputs):
         if Path(given).resolve() == target:
@@ -302,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"train": run_train, "predict": run_predict, "demo": run_demo, "gui": run_gui}[args.command]
     try:
-        command(args)
+        with _handlers(_terminate, (signal.SIGTERM,)) if args.command != "gui" else contextlib.nullcontext():
+            return command(args) or 0
     except InputError as error:
         print(f"napari-pix2pix {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -322,10 +432,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"napari-pix2pix {args.command}: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    return 0
+    except (KeyboardInterrupt, Terminated) as interruption:
+        name = "stopped by SIGTERM" if isinstance(interruption, Terminated) else "interrupted"
+        print(f"napari-pix2pix {args.command}: {name}; the output was not written", file=sys.stderr)
+        return 143 if isinstance(interruption, Terminated) else 130
 
 
 if __name__ == "__main__":

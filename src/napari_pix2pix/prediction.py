@@ -147,15 +147,13 @@ def iter_predict(
         estimates it from a first pass over the middle slice (rescaling only when the sizes differ
         by more than 25 %); None predicts at the image's own scale.
     """
-    kind = get_output(output)
-    encoding = model.encoding
-    geometry = volume_geometry(image.shape, model.config.in_channels)
+    kind, geometry = get_output(output), volume_geometry(image.shape, model.config.in_channels)
     options: dict[str, Any] = dict(
         tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, stop=stop, tta=tta
     )
     factor = scale_factor(model, image, geometry, object_size, **options)
-    on_device = kind.on_device(encoding, cleanup) if factor == 1.0 else None
-    to_output = kind.on_host(encoding, cleanup) if on_device is None else None
+    on_device = kind.on_device(model.encoding, cleanup) if factor == 1.0 else None
+    to_output = kind.on_host(model.encoding, cleanup) if on_device is None else None
     shape = _scaled_shape(geometry, factor)
     planes = _read_slices(model, image, geometry)
     if factor != 1.0:

@@ -316,6 +316,13 @@ class Trainer:
     def _preview_due(self) -> bool:
         return self.preview_source is not None and self.steps_done % self.config.preview_every == 0
 
+    def checkpoint(self) -> TrainedModel:
+        """The model as it is now (live weights, and the discriminator's), to save in the middle of a run."""
+        discriminator = self.best.modules.get("discriminator")
+        if discriminator is not None:
+            self.model.discriminator_state = {k: v.detach().cpu() for k, v in discriminator.state_dict().items()}
+        return self.model
+
     def progress(self) -> float:
         """The fraction of the run done: by time against the budget, or by steps against the limit."""
         by_time = (time.monotonic() - self.start) / self.budget

@@ -3,30 +3,103 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError
 
+PROBE_PREFIX = ".napari-pix2pix-probe."
+#: Errors of the disk being written (full, read-only, quota, too large): reported as one line.
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG, errno.ENAMETOOLONG, errno.EIO}
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is flushed to disk and renamed to ``path``.
 
-    The temporary file is hidden (a leading dot) and removed if the block raises, so a reader of
-    ``path`` sees either the old file or the complete new one. The new file keeps the mode of the
-    file it replaces, or gets the usual mode for the user's umask.
-    """
-    target = Path(path)
+def _temporary_prefix(target: Path) -> str:
+    """Hidden, named after the target (cut short, so long names still fit) and the writing process."""
+    return f".{target.name[:80]}.{os.getpid()}."
+
+
+def check_name(target: Path) -> None:
+    """Raise ``InputError`` if ``target``'s name is too long for its file system."""
+    try:
+        name_max = os.pathconf(target.parent, "PC_NAME_MAX") if target.parent.is_dir() else 255
+    except (OSError, ValueError):
+        name_max = 255
+    if len(target.name.encode()) > name_max:
+        raise InputError(f"cannot write {target}: its name is longer than the {name_max} bytes this file system allows")
+
+
+def check_target(target: Path) -> None:
+    """Raise ``InputError`` if ``target`` cannot be a file this program writes (checked without writing)."""
+    check_name(target)
     if target.is_dir():
         raise InputError(f"{target} is a folder; give a file name inside it")
     if target.exists() and not target.is_file():
         raise InputError(f"{target} is not a regular file (a device or a pipe?); give the path of a file to write")
     if not target.parent.exists():
         raise InputError(f"cannot write {target}: the folder {target.parent} does not exist")
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+
+
+def check_writable(path: str | os.PathLike, needed_bytes: int = 0) -> None:
+    """Raise ``InputError`` now, before any long work, if ``path`` could not be written: a folder that
+    is missing or read-only, a name too long for the file system, or (roughly) too little free space."""
+    target = Path(path)
+    check_target(target)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=target.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"cannot write in {target.parent}: {error.strerror or error}") from None
+    free = shutil.disk_usage(target.parent).free
+    if needed_bytes > free:
+        raise InputError(
+            f"not enough room for {target}: it needs about {needed_bytes / 1e6:,.0f} MB and "
+            f"{free / 1e6:,.0f} MB are free in {target.parent}"
+        )
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Remove temporary files of ``target`` left by writers that no longer run (killed by SIGKILL)."""
+    prefix = f".{target.name[:80]}."
+    with contextlib.suppress(OSError):
+        for entry in target.parent.iterdir():
+            if not entry.name.startswith(prefix):
+                continue
+            pid, _, rest = entry.name[len(prefix) :].partition(".")
+            if ".tmp" in rest and pid.isdigit() and not _running(int(pid)):
+                entry.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is flushed to disk and renamed to ``path``.
+
+    The temporary file is hidden (a leading dot) and removed if the block raises (the command line
+    turns SIGTERM into an exception too), so a reader of ``path`` sees either the old file or the
+    complete new one; one left by a killed process is removed by the next write of that file. The
+    new file keeps the mode of the file it replaces, or gets the usual mode for the user's umask.
+    """
+    target = Path(path)
+    check_target(target)
+    remove_stale_temporaries(target)
+    try:
+        fd, name = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=suffix, dir=target.parent)
+    except OSError as error:
+        raise InputError(f"cannot write {target}: {error.strerror or error}") from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -35,6 +108,10 @@ def atomic_write(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path
             os.fsync(written.fileno())
         os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else _default_mode())
         os.replace(tmp, target)
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        raise InputError(f"cannot write {target}: {error.strerror or error}; the old file, if any, is kept") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -64,7 +64,10 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
     payload["weights_sha256"] = weights_digest(payload["state_dict"], payload.get("discriminator_state_dict"))
     try:
         with atomic_write(path) as tmp:
-            torch.save(payload, tmp)
+            try:
+                torch.save(payload, tmp)
+            except RuntimeError as error:  # torch's writer reports a full or failing disk so
+                raise InputError(f"cannot write {path} (is the disk full?): {_first_line(error)}") from None
     except InputError as error:
         raise ModelFileError(f"cannot save the model: {error}") from None
     return path
