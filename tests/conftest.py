@@ -78,3 +78,11 @@ def two_slices_of_discs() -> np.ndarray:
         for centre in centres:
             stack[z][disk(centre, 6, shape=(48, 48))] = 1
     return stack
+
+
+@pytest.fixture(autouse=True)
+def autosave_folder(tmp_path_factory, monkeypatch):
+    """Models kept when a test's viewer closes go to a temporary folder, not the user's data folder."""
+    folder = tmp_path_factory.mktemp("autosave")
+    monkeypatch.setenv("NAPARI_PIX2PIX_AUTOSAVE", str(folder))
+    return folder

@@ -339,3 +339,76 @@ def test_closing_the_viewer_mid_training_is_clean(make_napari_viewer, qtbot):
     worker = train._guard.worker
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
+
+
+def test_closing_napari_keeps_a_trained_unsaved_model(make_napari_viewer, qtbot, autosave_folder, capsys):
+    from napari_pix2pix.io import load_model
+
+    viewer = make_napari_viewer(show=True)
+    image, membranes, _ = membrane_volume((2, 64, 64), cell_size=20, seed=4)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(membranes)
+    train = dock(viewer, "Train")
+    small_settings(train, epochs=1)
+    train.start()
+    wait_idle(qtbot, train)
+    viewer.close()
+    (kept,) = autosave_folder.iterdir()
+    assert kept.name.startswith("cells_unet-") and load_model(kept).history == train.model.history
+    assert str(kept) in capsys.readouterr().err
+
+
+def test_a_saved_model_is_not_kept_again_and_a_run_stopped_by_closing_is(
+    make_napari_viewer, qtbot, autosave_folder, tmp_path, monkeypatch
+):
+    viewer = make_napari_viewer(show=True)
+    image, membranes, _ = membrane_volume((2, 64, 64), cell_size=20, seed=4)
+    viewer.add_image(image)
+    viewer.add_labels(membranes)
+    train = dock(viewer, "Train")
+    small_settings(train, epochs=1)
+    train.start()
+    wait_idle(qtbot, train)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "mine.pt"), ""))
+    train.save()
+    small_settings(train, epochs=1000)  # a second run, which closing napari stops
+    train.start()
+    qtbot.waitUntil(lambda: train.progress.value() >= 1, timeout=60_000)
+    viewer.close()
+    (kept,) = autosave_folder.iterdir()  # the stopped run's model; the saved one is not copied again
+    from napari_pix2pix.io import load_model
+
+    assert len(load_model(kept).history) >= 1
+
+
+EXIT_SCRIPT = """
+import numpy as np, napari, torch
+from napari_pix2pix.data import Normalisation
+from napari_pix2pix.encodings import DenseEncoding
+from napari_pix2pix.models import ModelConfig, build_model
+from napari_pix2pix.trained_model import TrainedModel
+from napari_pix2pix._widgets._common import model_store
+
+config = ModelConfig("unet", 1, 2, 4, 2)
+model = TrainedModel(config, build_model(config).eval(), DenseEncoding((0, 1)), Normalisation((0.0,), (1.0,)), 64)
+model_store.add("random", model)
+viewer = napari.Viewer(show=False)
+layer = viewer.add_image(np.random.default_rng(0).random((200, 128, 128)).astype(np.float32))
+_, widget = viewer.window.add_plugin_dock_widget("napari-pix2pix", "Predict")
+widget.model_choice.value = "random"
+widget.image_picker.value = layer
+widget.run()
+print("started", widget.running, flush=True)
+"""  # the script ends while the prediction runs, as a script driving napari may
+
+
+def test_a_process_exiting_while_a_worker_runs_ends_cleanly(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert "started True" in done.stdout
+    assert done.returncode == 0, done.stderr
+    assert "GeneratorWorkerSignals" not in done.stderr and "RuntimeWarning" not in done.stderr, done.stderr

@@ -258,6 +258,7 @@ class Trainer:
         self.budget = config.max_minutes * 60 if config.max_minutes else math.inf
         self.device_name = describe(self.device)
         self.steps_done = self.epochs_done = 0
+        self.finished = False  # True once the best weights are restored and the model is final
         self.read_late = self.device.type == "cuda"  # read each loss one step late (see ``run``)
         self.validated_at = 0  # the step whose weights were last validated
         self.validation_seconds = self.trained_since_validation = 0.0
@@ -390,6 +391,7 @@ class Trainer:
             self.best.keep_current()  # nothing to choose by: the weights at the end of the schedule
         self.best.restore()
         self.model.network.eval()
+        self.finished = True
         discriminator = self.best.modules.get("discriminator")
         if discriminator is not None:
             self.model.discriminator_state = {k: v.cpu() for k, v in discriminator.state_dict().items()}

@@ -3,11 +3,17 @@ the guard that stops a worker when its widget or viewer goes away."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
+import re
+import sys
 import threading
 import time
 import traceback
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import napari
@@ -20,7 +26,7 @@ from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QFileDialog
 
 from ..errors import InputError
-from ..io import load_model
+from ..io import load_model, save_model
 from ..trained_model import TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -129,21 +135,77 @@ def notify(message: str, warning: bool = False) -> None:
     (show_warning if warning else show_info)(message)
 
 
+def autosave_folder() -> Path:
+    """Where models trained but not saved are kept when napari closes (``NAPARI_PIX2PIX_AUTOSAVE``
+    overrides it)."""
+    override = os.environ.get("NAPARI_PIX2PIX_AUTOSAVE")
+    if override:
+        return Path(override)
+    from platformdirs import user_data_path
+
+    return user_data_path("napari-pix2pix") / "autosave"
+
+
+def autosave(model: TrainedModel, name: str) -> Path | None:
+    """Save ``model`` in ``autosave_folder()`` and say where (on stderr and in the log: the viewer
+    is closing, so a notification would not be seen). None if even that fails (it is logged)."""
+    safe = re.sub(r"[^\w.-]+", "_", name).strip("_") or "model"
+    try:
+        folder = autosave_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = save_model(model, folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}.pt")
+    except (InputError, OSError) as error:
+        logger.error("napari-pix2pix: could not keep the unsaved model '%s': %s", name, error)
+        return None
+    message = f"napari-pix2pix: the model '{name}' was trained but not saved; it is kept in {path}"
+    logger.warning(message)
+    print(message, file=sys.stderr)
+    with contextlib.suppress(Exception):  # napari may be closing: the notification is a bonus
+        show_info(message)
+    return path
+
+
+_guards: weakref.WeakSet[WorkerGuard] = weakref.WeakSet()
+
+
+@atexit.register
+def _shut_down_all_workers() -> None:
+    """At interpreter exit (a script driving napari, napari quit from its console): stop every
+    worker and wait for it, so no thread emits on a deleted Qt object, then keep unsaved models."""
+    for guard in list(_guards):
+        with contextlib.suppress(RuntimeError):  # the guard's Qt side is already deleted
+            guard.close()
+
+
 class WorkerGuard(QObject):
-    """Stops the running worker when its widget is removed from napari or the viewer window closes.
+    """Stops the running worker when its widget is removed from napari, the viewer window closes
+    or the process exits, then calls ``on_close`` (the Train widget keeps an unsaved model there).
 
     A worker is stopped by setting its ``threading.Event`` (the core loops check it every step)
     and disconnecting its signals so nothing is drawn on a closed widget; the thread then ends on
     its own within one step.
     """
 
-    def __init__(self, widget):
+    def __init__(self, widget, on_close: Callable[[], None] | None = None):
         super().__init__(widget)
         self._widget = widget
         self._window = None
         self.worker = None
         self.stop_event = threading.Event()
+        self.on_close = on_close
+        self.closed = False
         widget.installEventFilter(self)
+        _guards.add(self)
+
+    def close(self) -> None:
+        """Stop the worker and wait for it, then run ``on_close`` (once). Afterwards the guard holds
+        no window (a closed dock's widget may outlive it, and must not keep the viewer alive)."""
+        self.shutdown()
+        self._window = None
+        if not self.closed:
+            self.closed = True
+            if self.on_close is not None:
+                self.on_close()
 
     def start(self, worker) -> threading.Event:
         self.worker = worker
@@ -174,19 +236,22 @@ class WorkerGuard(QObject):
 
     def eventFilter(self, obj, event) -> bool:
         kind = event.type()
-        if obj is self._widget and kind == QEvent.Type.ParentChange:
-            if self._widget.parent() is None:
-                self.shutdown()  # the dock was closed: napari un-parents its widget
+        if self.closed:
+            return False
+        if kind == QEvent.Type.ParentChange:
+            if obj is self._widget and self._widget.parent() is None:
+                self.close()  # the dock was closed (also as napari closes): napari un-parents its widget
             else:
-                self._watch_window()
+                self._watch_window()  # docked, or the dock moved into the main window
         elif obj is self._window and kind == QEvent.Type.Close:
-            self.shutdown()
+            self.close()
         return False
 
     def _watch_window(self) -> None:
+        """Watch every ancestor (to follow re-parenting) and the top-level window (for its closing)."""
         top = self._widget
         while top.parentWidget() is not None:
             top = top.parentWidget()
-        if top is not self._widget and top is not self._window:
+            top.installEventFilter(self)  # installing twice keeps one filter
+        if top is not self._widget:
             self._window = top
-            top.installEventFilter(self)

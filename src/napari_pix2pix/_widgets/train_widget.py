@@ -23,10 +23,11 @@ from ..errors import InputError
 from ..io import save_model
 from ..models import ARCHITECTURES, get_architecture
 from ..trained_model import TrainedModel
-from ..training import EventKind, TrainingConfig, TrainingEvent, train
+from ..training import EventKind, Trainer, TrainingConfig, TrainingEvent
 from ._common import (
     DEVICES,
     WorkerGuard,
+    autosave,
     keep_pickers_in_sync,
     layer_array,
     layer_picker,
@@ -62,7 +63,9 @@ class TrainWidget(QWidget):
         self._preview_layer = None
         self._preview_image = None
         self._training_layer = None
-        self._guard = WorkerGuard(self)
+        self._unsaved = False  # a model trained here and not saved yet: kept if napari closes
+        self._trainer: Trainer | None = None  # the run in progress (set by the worker)
+        self._guard = WorkerGuard(self, on_close=self._keep_unsaved_model)
 
         self._make_settings(viewer)
 
@@ -205,17 +208,13 @@ class TrainWidget(QWidget):
         self._training_layer = image_layer
         self._update_preview_image()
         stop = self._guard.new_stop_event()
-        worker = create_worker(
-            run_reporting_failures,
-            train,
-            image,
-            labels,
-            config,
-            stop=stop,
-            preview_source=self._current_preview_image if self.live_preview.value else None,
-            _start_thread=False,
-            _ignore_errors=True,
-        )
+        preview_source = self._current_preview_image if self.live_preview.value else None
+
+        def training():  # in the worker: preparing the data is work too
+            self._trainer = Trainer(image, labels, config, stop=stop, preview_source=preview_source)
+            return (yield from self._trainer.run())
+
+        worker = create_worker(run_reporting_failures, training, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_trained)
         worker.errored.connect(lambda error: report_error(error, "Training"))
@@ -247,6 +246,7 @@ class TrainWidget(QWidget):
         except (InputError, OSError) as error:
             report_error(error, "Saving the model")
             return
+        self._unsaved = False
         notify(f"Model saved to {path}")
 
     def load(self) -> None:
@@ -280,7 +280,7 @@ class TrainWidget(QWidget):
             self.status.setText(f"{event.message[0].upper()}{event.message[1:]} (device: {event.device}).")
 
     def _on_trained(self, model) -> None:
-        self.model = model
+        self.model, self._trainer, self._unsaved = model, None, True
         layer = self._training_layer
         name = model_store.add(f"{layer.name if layer is not None else 'model'} {model.architecture}", model)
         self.save_button.setEnabled(True)
@@ -290,6 +290,20 @@ class TrainWidget(QWidget):
         self._guard.worker = None
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+
+    def _keep_unsaved_model(self) -> None:
+        """napari is closing (or the process exiting): keep a model trained here and not saved,
+        also one whose training the closing stopped, in the autosave folder."""
+        trainer = self._trainer
+        if self._unsaved and self.model is not None:
+            model = self.model
+        elif trainer is not None and trainer.steps_done > 0 and trainer.finished:
+            model = trainer.model
+        else:
+            return
+        layer = self._training_layer
+        autosave(model, f"{getattr(layer, 'name', 'model')} {model.architecture}")
+        self._unsaved = False
 
     # ------------------------------------------------------------------ live preview
 
