@@ -72,17 +72,16 @@ def _tensors(where: str, value) -> None:
 
 def check_config(config) -> None:
     config = _mapping("config", config)
-    if config.get("architecture") not in ARCHITECTURES:
-        raise SchemaError(
-            f"config.architecture must be one of {sorted(ARCHITECTURES)}, found {config.get('architecture')!r:.40}"
-        )
+    architecture = config.get("architecture")
+    if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+        raise SchemaError(f"config.architecture must be one of {sorted(ARCHITECTURES)}, found {architecture!r:.40}")
     for name in ("in_channels", "out_channels", "width", "depth"):
         _integer(f"config.{name}", config.get(name), *LIMITS[name])
 
 
 def check_encoding(encoding, n_classes: int) -> None:
     encoding = _mapping("encoding", encoding)
-    if encoding.get("kind") not in ENCODINGS:
+    if not isinstance(encoding.get("kind"), str) or encoding["kind"] not in ENCODINGS:
         raise SchemaError(f"encoding.kind must be one of {sorted(ENCODINGS)}, found {encoding.get('kind')!r:.40}")
     values = encoding.get("class_values")
     if not isinstance(values, list) or len(values) != n_classes:
