@@ -79,4 +79,4 @@ def test_blending_reproduces_a_whole_image_pass():
     tiled = predict(trained, image, "probability", tile_size=32, overlap=16, device="cpu")
     with torch.no_grad():
         whole = torch.softmax(trained.network(torch.from_numpy(image)[None, None]), 1)[0, 1].numpy()
-    assert np.abs(tiled - whole).max() < 1e-5
+    assert np.abs(tiled - whole).max() < 1e-4  # float32 noise of different convolution kernels

@@ -245,7 +245,11 @@ class Checkpoint:
             )
 
     def remove(self) -> None:
+        """The run is saved: remove the checkpoint, and any a killed run was writing."""
+        from .io.atomic import remove_stale_temporaries
+
         self.path.unlink(missing_ok=True)
+        remove_stale_temporaries(self.path)
 
 
 @contextlib.contextmanager
@@ -424,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_BAD_INPUT
     except RuntimeError as error:
-        if "out of memory" not in str(error):
+        if "out of memory" not in str(error) and "can't allocate memory" not in str(error):
             raise
         print(
             f"napari-pix2pix {args.command}: error: the device ran out of memory; use a smaller "

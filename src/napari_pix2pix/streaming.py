@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .checks import check_at_least
-from .devices import autocast, memory_format, resolve_device, tile_batch
+from .devices import autocast, check_batch_memory, memory_format, resolve_device, tile_batch
 from .errors import Cancelled
 from .tiling import TileLayout, tile_layout
 from .trained_model import TrainedModel
@@ -195,6 +195,11 @@ def stream_slices(
     batch_size = tile_batch(torch_device, batch_size)
     check_at_least("batch size", batch_size)
     plan = TilePlan(tile_layout(model, height, width, tile_size, overlap), torch_device)
+    layout = plan.layout
+    check_batch_memory(
+        f"tiles of {layout.in_h}×{layout.in_w}", batch_size, layout.in_h * layout.in_w * model.config.in_channels,
+        model.config.width, torch_device, training=False, option="batch size (tiles per batch)",
+    )  # fmt: skip
     network = model.network.to(torch_device).to(memory_format=memory_format(torch_device)).eval()
     accumulator = SliceAccumulator(plan, model.encoding.n_classes, convert)
     batch = TileBatch(batch_size, model.config.in_channels, plan.layout, torch_device)

@@ -28,7 +28,7 @@ import torch
 from .augment import augment_batch
 from .checks import check_at_least, check_finite, check_fraction, check_labels
 from .data import Normalisation, PatchSampler, SliceSet, annotated_slices, as_channels_last, split_train_validation
-from .devices import describe, memory_format, resolve_device
+from .devices import check_batch_memory, describe, memory_format, resolve_device
 from .encodings import AUTO, IGNORE, LabelEncoding, make_encoding
 from .errors import InputError
 from .models import (
@@ -233,6 +233,10 @@ class Trainer:
         network.to(self.device).to(memory_format=self.memory_format)
         sizes = cast(SizeContract, network)
         patch_size = training_patch_size(sizes, config.patch, data.train.images.shape[2:], config.model)
+        check_batch_memory(
+            f"training patches of {patch_size}²", config.batch_size, patch_size**2 * data.in_channels,
+            config.width, self.device, training=True, option="batch size",
+        )  # fmt: skip
         self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng, self.device)
         history = list(resume.history) if resume is not None else []
         self.model = TrainedModel(

@@ -124,7 +124,7 @@ def report_error(error: BaseException, action: str) -> None:
         error = error.__cause__
     if isinstance(error, InputError):
         show_error(f"{action}: {error}")
-    elif isinstance(error, MemoryError) or "out of memory" in str(error):
+    elif isinstance(error, MemoryError) or "out of memory" in str(error) or "can't allocate memory" in str(error):
         show_error(f"{action}: out of memory. Use a smaller batch size, patch size or tile size, or the CPU.")
     else:
         logger.error("%s failed:\n%s", action, "".join(traceback.format_exception(error)))

@@ -1,4 +1,4 @@
-"""Interrupted and failing runs of the command line: Ctrl-C, SIGTERM and SIGKILL at work, a disk
+"""Reliability of the command line: Ctrl-C, SIGTERM and SIGKILL at work, a disk
 that is full, a name too long. Nothing is lost, nothing partial is left, every message is one line."""
 
 import os
@@ -132,3 +132,14 @@ def test_a_failing_disk_during_the_save_is_one_line(files, capsys, monkeypatch):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("napari-pix2pix train: error: cannot save the model") and "is the disk full?" in last
     assert sorted(p.name for p in files.iterdir()) == ["image.tif", "labels.tif"]
+
+
+def test_a_batch_far_beyond_the_memory_is_refused_before_it_is_allocated(files, capsys, monkeypatch):
+    monkeypatch.chdir(files)
+    train = ["train", "image.tif", "labels.tif", "--out", "m.pt", *QUICK, *SMALL]
+    assert main([*train, "--batch-size", str(10**9)]) == 2
+    assert "use a smaller batch size" in capsys.readouterr().err
+    assert main(train) == 0
+    assert main(["predict", "m.pt", "image.tif", "--out", "p.tif", "--quiet", "--batch-size", str(10**12)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "use a smaller batch size" in last and not (files / "p.tif").exists()
