@@ -161,3 +161,23 @@ def test_version_1_files_without_a_checksum_still_load(tiny_model, tmp_path):
     del payload["weights_sha256"]
     torch.save(payload, path)
     assert load_model(path).describe() == tiny_model.describe()
+
+
+def test_the_normalisation_rule_is_stored_and_old_fixed_numbers_still_load(tiny_model, membranes, tmp_path):
+    from dataclasses import replace
+
+    from napari_pix2pix.data import Normalisation
+
+    ruled = replace(tiny_model, normalisation=Normalisation((0.1,), (0.9,), per_image=True, lower=2.0, upper=98.0))
+    loaded = load_model(save_model(ruled, tmp_path / "rule.pt"))
+    assert loaded.normalisation == ruled.normalisation
+    numbers = tiny_model.normalisation
+    fixed = replace(tiny_model, normalisation=Normalisation(numbers.low, numbers.high))
+    path = save_model(fixed, tmp_path / "fixed.pt")  # a model of fixed numbers, as format 2 wrote them
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 2
+    torch.save(payload, path)
+    old = load_model(path)
+    assert not old.normalisation.per_image
+    image = membranes[0][:1] * 3.0  # fixed numbers: a brighter image is not rescaled to look alike
+    np.testing.assert_array_equal(predict(old, image, device="cpu"), predict(fixed, image, device="cpu"))

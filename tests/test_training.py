@@ -260,3 +260,53 @@ def test_a_stop_while_a_loss_is_unread_still_reports_every_step(membranes):
     steps = [e.step for e in events if e.kind == EventKind.STEP]
     assert steps == list(range(1, events[-1].step + 1)) and events[-1].step in (3, 4)
     assert trainer.model.history[-1]["step"] == events[-1].step
+
+
+# ---------------------------------------------------------------------------- several pairs
+
+
+def test_pairs_of_different_sizes_train_one_model(membranes):
+    from napari_pix2pix.synthetic import membrane_volume
+
+    other, other_labels, _ = membrane_volume((1, 48, 80), cell_size=16, seed=7)
+    model = fit([membranes, (other[0], other_labels[0])], tiny_config(epochs=2))
+    assert predict(model, other[0], device="cpu").shape == (48, 80)
+    assert predict(model, membranes[0], device="cpu").shape == membranes[0].shape
+    assert model.normalisation.per_image
+
+
+def test_each_image_is_normalised_by_its_own_percentiles(membranes):
+    image, labels = membranes
+    model = fit(image, labels, tiny_config(epochs=3, steps_per_epoch=5))
+    brighter = image.astype(np.float32) * 7 + 100  # another microscope's gain and offset
+    same = predict(model, image, device="cpu") == predict(model, brighter, device="cpu")
+    assert same.mean() > 0.999
+
+
+def test_several_pairs_hold_out_whole_images_and_join_their_classes():
+    from napari_pix2pix.training import prepare_data
+
+    rng = np.random.default_rng(0)
+    pairs = []
+    for n in range(5):
+        labels = np.zeros((2, 32, 32 + 8 * n), np.uint8)
+        labels[:, 8:20, 8:20] = 1 if n < 4 else 2
+        pairs.append((rng.random(labels.shape).astype(np.float32), labels))
+    data = prepare_data(pairs, None, tiny_config(val_fraction=0.2), None, np.random.default_rng(0))
+    assert data.encoding.class_values == (0, 1, 2)
+    assert len(data.validation) == 2 and len(data.train) == 8  # one pair of two slices held out
+    assert data.train.images.shape[2:] == (32, 64)  # padded to the largest
+
+
+def test_pairs_with_other_channels_or_not_pairs_are_explained(membranes):
+    image, labels = membranes
+    with pytest.raises(InputError, match="different numbers of channels"):
+        fit([(image, labels), (np.stack([image] * 2, -1), labels)], tiny_config())
+    with pytest.raises(InputError, match="pair 2 is not an"):
+        fit([(image, labels), image], tiny_config())
+    with pytest.raises(InputError, match="the image of pair 2 is 2×2"):
+        fit([(image, labels), (image[0, :2, :2], np.array([[0, 1], [1, 0]], np.uint8))], tiny_config())
+    with pytest.raises(InputError, match="pair 2: the labels are all zero"):
+        fit([(image, labels), (image, np.zeros_like(labels))], tiny_config())
+    one_class = np.where(labels > 0, 1, 1).astype(np.uint8)  # dense: one pair may hold a single class
+    assert fit([(image, labels), (image, one_class)], tiny_config()).encoding.n_classes == 2

@@ -73,9 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train_command(commands) -> None:
-    train = commands.add_parser("train", help="train a model on an image and its labels")
-    train.add_argument("image", help="TIFF image: (Y,X) or (Z,Y,X), optionally channels last")
-    train.add_argument("labels", help="TIFF integer labels of the same shape (0 = background, or not annotated)")
+    train = commands.add_parser(
+        "train",
+        help="train a model on images and their labels",
+        description="Train on IMAGE LABELS [IMAGE LABELS ...] (pairs of TIFF files), or on IMAGES_DIR LABELS_DIR "
+        "(two folders; labels matched to images by file name, also as NAME_labels.tif). Images may differ in "
+        "size and slice count; each is normalised by its own intensity percentiles.",
+    )
+    train.add_argument(
+        "paths",
+        nargs="+",
+        metavar="IMAGE LABELS",
+        help="TIFF image ((Y,X) or (Z,Y,X), optionally channels last) then TIFF integer labels of the same "
+        "shape (0 = background, or not annotated); several pairs, or two folders",
+    )
     train.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
     train.add_argument("--model", choices=list(ARCHITECTURES), default="unet", help=_architecture_help())
     train.add_argument(
@@ -119,10 +130,22 @@ def _add_train_command(commands) -> None:
 
 
 def _add_predict_command(commands) -> None:
-    predict = commands.add_parser("predict", help="predict labels for an image or stack")
+    predict = commands.add_parser(
+        "predict",
+        help="predict labels for an image or stack, or for many (--out-dir)",
+        description="Predict one image into --out FILE, or many (files, folders of TIFFs, glob patterns) into "
+        "--out-dir FOLDER, one output per input named <input>_<output>.tif. In a batch, inputs whose output "
+        "exists are skipped (--overwrite to redo them), a file that fails is reported and the rest go on, and "
+        "the exit status is 1 if any failed.",
+    )
     predict.add_argument("model", help="model file written by 'train'")
-    predict.add_argument("image", help="TIFF image or stack")
-    predict.add_argument("--out", required=True, help="TIFF file to write")
+    predict.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="TIFF image or stack; with --out-dir also folders and globs"
+    )
+    where = predict.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="TIFF file to write (one input)")
+    where.add_argument("--out-dir", type=Path, metavar="FOLDER", help="folder for the outputs of many inputs")
+    predict.add_argument("--overwrite", action="store_true", help="with --out-dir: redo inputs whose output exists")
     predict.add_argument(
         "--output",
         choices=list(OUTPUTS),
@@ -170,13 +193,15 @@ def _add_predict_command(commands) -> None:
 
 
 def run_train(args) -> int:
+    from .batch import training_pairs
     from .io import load_model, read_tiff, save_model
     from .io.atomic import check_writable
     from .training import Trainer, TrainingConfig
 
-    _check_output(args.out, args.image, args.labels)  # --out may be the --resume model: it is updated in place
+    pairs = training_pairs(args.paths)
+    _check_output(args.out, *(str(p) for pair in pairs for p in pair))  # --out may be the --resume model
     check_writable(args.out, needed_bytes=MODEL_ROOM)  # before training, not after it
-    image, labels = read_tiff(args.image), read_tiff(args.labels)
+    arrays = [(read_tiff(image), read_tiff(labels)) for image, labels in pairs]
     resume = load_model(args.resume) if args.resume else None
     settings = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     config = TrainingConfig(
@@ -197,7 +222,7 @@ def run_train(args) -> int:
     stop = threading.Event()
     checkpoint = Checkpoint(Path(f"{args.out}.partial"), args.checkpoint_minutes)
     with _stop_on_signals(stop) as received, _progress(args.quiet, "training") as bar:
-        trainer = Trainer(image, labels, config, stop=stop, resume=resume)
+        trainer = Trainer(arrays, config, stop=stop, resume=resume)
         with checkpoint:
             for event in trainer.run():
                 bar.training_event(event)
@@ -295,19 +320,65 @@ def _terminate(number, frame):
     raise Terminated
 
 
-def run_predict(args) -> None:
-    from .io import load_model, read_tiff, write_tiff
-    from .io.atomic import check_writable
-    from .prediction import iter_predict, output_dtype, volume_geometry
+def run_predict(args) -> int:
+    from .io import load_model
 
-    _check_output(args.out, args.model, args.image)
+    if args.out is not None and len(args.inputs) != 1:
+        raise InputError(f"--out takes one input, {len(args.inputs)} were given; use --out-dir FOLDER for several")
     cleanup = Cleanup(separate=args.separate, min_size=args.min_size, max_hole=args.fill_holes)
     model = load_model(args.model)
     output = args.output or model.encoding.default_output
-    image = read_tiff(args.image, lazy=True)
+    if args.out is not None:
+        _check_output(args.out, args.model, args.inputs[0])
+        with _progress(args.quiet, "predicting", unit="slice") as bar:
+            shape = _predict_file(model, args.inputs[0], args.out, output, cleanup, args, bar)
+        print(f"wrote {output} {shape} to {args.out}")
+        return 0
+    return _predict_batch(model, output, cleanup, args)
+
+
+def _predict_batch(model, output: str, cleanup: Cleanup, args) -> int:
+    """Every input into ``--out-dir``: skips done ones, reports failures and goes on; 1 if any failed."""
+    from .batch import plan_jobs
+    from .io import read_tiff
+    from .prediction import volume_geometry
+
+    jobs = plan_jobs(args.inputs, args.out_dir, output)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [job for job in jobs if args.overwrite or not job.target.exists()]
+    skipped, failed = len(jobs) - len(todo), []
+    total = 0
+    for job in todo:  # the bar counts slices over all inputs; a file that cannot be read counts one
+        try:
+            total += volume_geometry(read_tiff(job.source, lazy=True).shape, model.config.in_channels).n_slices
+        except InputError:
+            total += 1
+    with _progress(args.quiet, "predicting", total=total, unit="slice") as bar:
+        for job in todo:
+            try:
+                _check_output(str(job.target), args.model, str(job.source))
+                _predict_file(model, job.source, job.target, output, cleanup, args, bar)
+            except InputError as error:
+                failed.append(job.source)
+                bar.bar.write(f"napari-pix2pix predict: {job.source}: error: {error}", file=sys.stderr)
+    done = len(todo) - len(failed)
+    print(
+        f"predicted {done}, skipped {skipped} (output already there; --overwrite to redo), failed {len(failed)}, "
+        f"of {len(jobs)} input(s); outputs in {args.out_dir}"
+    )
+    return 1 if failed else 0
+
+
+def _predict_file(model, source, target, output: str, cleanup: Cleanup, args, bar) -> tuple[int, ...]:
+    """Predict one TIFF file into ``target`` (written atomically); returns the output's shape."""
+    from .io import read_tiff, write_tiff
+    from .io.atomic import check_writable
+    from .prediction import iter_predict, output_dtype, volume_geometry
+
+    image = read_tiff(source, lazy=True)
     geometry = volume_geometry(image.shape, model.config.in_channels)
     needed = int(np.prod(geometry.spatial_shape)) * output_dtype(model, output).itemsize
-    check_writable(args.out, needed_bytes=needed)
+    check_writable(target, needed_bytes=needed)
     results = iter_predict(
         model,
         image,
@@ -321,13 +392,14 @@ def run_predict(args) -> None:
         cleanup=cleanup,
         object_size=args.object_size,
     )
-    with _progress(args.quiet, "predicting", total=geometry.n_slices, unit="slice") as bar:
-        slices = (bar.advance(r).data for r in results)
-        if geometry.is_stack:
-            write_tiff(args.out, slices=slices, shape=geometry.spatial_shape, dtype=output_dtype(model, output))
-        else:
-            write_tiff(args.out, next(slices))
-    print(f"wrote {output} {geometry.spatial_shape} to {args.out}")
+    if bar.bar.total is None:
+        bar.bar.total = geometry.n_slices
+    slices = (bar.advance(r).data for r in results)
+    if geometry.is_stack:
+        write_tiff(target, slices=slices, shape=geometry.spatial_shape, dtype=output_dtype(model, output))
+    else:
+        write_tiff(target, next(slices))
+    return geometry.spatial_shape
 
 
 def _check_output(out: str, *inputs: str | None) -> None:

@@ -152,10 +152,11 @@ class Cleanup:
         return remove_small_regions(fill_small_holes(foreground, self.max_hole), self.min_size)
 
 
-def typical_object_size(instances: np.ndarray) -> float | None:
+def typical_object_size(instances: np.ndarray | list[np.ndarray]) -> float | None:
     """The median equivalent diameter, in pixels, of the objects of an instance map (Y, X) or
-    (Z, Y, X), slice by slice; None when it holds fewer than three objects."""
-    planes = instances.reshape(-1, *instances.shape[-2:])
+    (Z, Y, X), or of a list of maps (Y, X) of any sizes, slice by slice; None when it holds fewer
+    than three objects."""
+    planes = instances.reshape(-1, *instances.shape[-2:]) if isinstance(instances, np.ndarray) else instances
     areas = np.concatenate([np.bincount(plane.ravel().astype(np.int64))[1:] for plane in planes])
     areas = areas[areas > 0]
     if areas.size < 3:

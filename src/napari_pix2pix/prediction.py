@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -61,6 +61,23 @@ def volume_geometry(shape: tuple[int, ...], in_channels: int) -> VolumeGeometry:
     return VolumeGeometry(spatial[0] if is_stack else 1, spatial[-2], spatial[-1], in_channels, is_stack)
 
 
+SAMPLE_SLICES = 16  # slices read to find a volume's own percentiles (per-image normalisation)
+
+
+def for_this_image(model: TrainedModel, image, geometry: VolumeGeometry) -> TrainedModel:
+    """``model`` with the fixed normalisation for ``image``: under the per-image rule, the image's
+    own percentiles, from up to ``SAMPLE_SLICES`` evenly spaced slices (a lazy volume is not read whole)."""
+    if not model.normalisation.per_image:
+        return model
+    picks = np.unique(np.linspace(0, geometry.n_slices - 1, min(SAMPLE_SLICES, geometry.n_slices)).round().astype(int))
+    planes = [np.asarray(image[i] if geometry.is_stack else image) for i in picks]
+    for index, plane in zip(picks, planes):
+        check_numeric(plane.dtype)
+        check_finite(plane, f"slice {index}" if geometry.is_stack else "the image")
+    sample = np.stack([p if geometry.channels > 1 else p[..., None] for p in planes])
+    return replace(model, normalisation=model.normalisation.for_image(sample))
+
+
 def read_slice(image, index: int, geometry: VolumeGeometry, model: TrainedModel) -> np.ndarray:
     """Slice ``index`` as normalised float32 (C, H, W); only this slice is loaded from a lazy array."""
     plane = np.asarray(image[index] if geometry.is_stack else image)
@@ -93,6 +110,7 @@ def iter_probabilities(model: TrainedModel, image, **options) -> Iterator[tuple[
     """Class probabilities (K, H, W) of each slice of ``image``, in order; see ``iter_predict``
     for ``image`` and the options."""
     geometry = volume_geometry(image.shape, model.config.in_channels)
+    model = for_this_image(model, image, geometry)
     yield from stream_slices(model, _read_slices(model, image, geometry), geometry.height, geometry.width, **options)
 
 
@@ -148,6 +166,7 @@ def iter_predict(
         by more than 25 %); None predicts at the image's own scale.
     """
     kind, geometry = get_output(output), volume_geometry(image.shape, model.config.in_channels)
+    model = for_this_image(model, image, geometry)
     options: dict[str, Any] = dict(
         tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, stop=stop, tta=tta
     )

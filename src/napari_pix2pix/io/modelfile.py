@@ -25,7 +25,9 @@ from .atomic import atomic_write
 from .schema import SchemaError, check_payload, weights_digest
 
 FORMAT = "napari-pix2pix model"
-FORMAT_VERSION = 2  # 2: the weights' SHA-256 is stored and checked; every field is validated
+# 2: the weights' SHA-256 is stored and checked; every field is validated.
+# 3: normalisation may be a per-image rule (older versions would apply its numbers to every image).
+FORMAT_VERSION = 3
 
 
 def _plain(value):

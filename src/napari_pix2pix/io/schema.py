@@ -99,6 +99,16 @@ def check_normalisation(normalisation, in_channels: int) -> None:
             raise SchemaError(f"normalisation.{name} must list one number per input channel ({in_channels})")
         for value in values:
             _number(f"normalisation.{name}", value)
+    per_image = normalisation.get("per_image", False)
+    if not isinstance(per_image, bool):
+        raise SchemaError(f"normalisation.per_image must be true or false, found {per_image!r:.40}")
+    if per_image:
+        lower = _number("normalisation.lower", normalisation.get("lower"))
+        upper = _number("normalisation.upper", normalisation.get("upper"))
+        if not 0 <= lower < upper <= 100:
+            raise SchemaError(
+                f"normalisation percentiles must satisfy 0 <= lower < upper <= 100, found {lower}, {upper}"
+            )
 
 
 def check_payload(payload: dict, version: int) -> None:
