@@ -412,3 +412,70 @@ def test_a_process_exiting_while_a_worker_runs_ends_cleanly(tmp_path):
     assert "started True" in done.stdout
     assert done.returncode == 0, done.stderr
     assert "GeneratorWorkerSignals" not in done.stderr and "RuntimeWarning" not in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------------------- several pairs, continue, correct
+
+
+def test_two_pairs_of_layers_train_one_model(viewer, stack, qtbot):
+    image, membranes, _ = membrane_volume((1, 48, 80), cell_size=16, seed=9)
+    other = viewer.add_image(image[0], name="other")
+    other_labels = viewer.add_labels(membranes[0], name="other labels")
+    train = dock(viewer, "Train")
+    small_settings(train, epochs=1)
+    train.patch_size.value = 32
+    train.live_preview.value = False
+    train.image_picker.value, train.labels_picker.value = stack
+    train.pairs.add_button.click()
+    train.image_picker.value, train.labels_picker.value = other, other_labels
+    train.pairs.add_button.click()
+    train.pairs.add_button.click()  # the same pair twice is kept once
+    assert train.pairs.list.count() == 2 and train.pairs.note.text() == "Training pairs: 2."
+    train.start()
+    wait_idle(qtbot, train)
+    assert train.model is not None and "2 pair" not in messages()[-1]
+    viewer.layers.remove(other)  # a removed layer's pair goes too
+    assert train.pairs.list.count() == 1
+
+
+def test_predict_correct_a_slice_and_continue_training_learns_it(viewer, stack, qtbot):
+    train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
+    small_settings(train, epochs=3)
+    train.network_width.value = 8
+    train.live_preview.value = False
+    train.start()
+    wait_idle(qtbot, train)
+    first = train.model
+    predict.image_picker.value = stack[0]
+    predict.run()
+    wait_idle(qtbot, predict)
+    predicted = viewer.layers[-1]
+    assert "correct a few slices" in predict.status.text()
+
+    # Training on an uncorrected prediction is refused: it would learn the model's own guesses.
+    train.image_picker.value, train.labels_picker.value = stack[0], predicted
+    train.pairs.add_button.click()
+    train.start_from.value = model_store.names()[-1]
+    assert not train.network_width.enabled  # a continued model keeps its network
+    train.start()
+    assert any("correct at least one slice" in m for m in messages())
+
+    # The user paints a block of slice 1 with the class the model mostly missed there, and continues.
+    ys, xs = np.mgrid[16:48, 16:48]
+    block = (np.full(ys.size, 1), ys.ravel(), xs.ravel())
+    value = int((predicted.data[block] == 1).mean() < 0.5)
+    before = (predicted.data[block] == value).mean()
+    predicted.data_setitem(block, value)
+    assert predicted.metadata["napari-pix2pix corrected slices"] == {1}
+    small_settings(train, epochs=6)
+    train.learning_rate.value = 3e-3
+    train.start()
+    wait_idle(qtbot, train)
+    continued = train.model
+    assert continued is not first and len(continued.history) == len(first.history) + 6
+    steps = [h["step"] for h in continued.history]
+    assert steps == sorted(steps)  # the history (and the loss plot) goes on
+    from napari_pix2pix.prediction import predict as predict_array
+
+    after = (predict_array(continued, stack[0].data, device="cpu")[block] == value).mean()
+    assert after > before + 0.3, (before, after)

@@ -187,13 +187,13 @@ def _encoding_for(pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingCo
     if resume is not None:
         encoding = resume.encoding
         kind = encoding.kind if config.annotation == AUTO else config.annotation
-        for lab in labels:
-            fresh = make_encoding(lab, kind)
-            if fresh.kind != encoding.kind or not set(fresh.class_values) <= set(encoding.class_values):
-                raise InputError(
-                    f"the model to resume was trained on {encoding.kind} labels {list(encoding.class_values)}, "
-                    f"but these labels are {fresh.kind} {list(fresh.class_values)}; start a new model instead"
-                )
+        # New labels may hold any of the model's classes, one alone too (a corrected slice, say).
+        values = {int(v) for lab in labels for v in np.unique(lab)} - ({0} if kind == "sparse" else set())
+        if kind != encoding.kind or (kind != "instances" and not values <= set(encoding.class_values)):
+            raise InputError(
+                f"the model to resume was trained on {encoding.kind} labels {list(encoding.class_values)}, "
+                f"but these labels are {kind} {sorted(values)[:10]}; start a new model instead"
+            )
         return encoding
     if len(labels) == 1:
         return make_encoding(labels[0], config.annotation)
@@ -327,6 +327,8 @@ class Trainer:
         )  # fmt: skip
         self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng, self.device)
         history = list(resume.history) if resume is not None else []
+        # A continued run numbers its steps on from the model's history (events count this run's).
+        self.step_offset = int(history[-1].get("step", 0)) if history else 0
         self.model = TrainedModel(
             model_config,
             network,
@@ -463,7 +465,7 @@ class Trainer:
                 self.best.offer(val_dice)
         record.update(
             epoch=len(self.model.history) + 1,
-            step=self.steps_done,
+            step=self.step_offset + self.steps_done,
             val_loss=val_loss,
             val_dice=val_dice,
             elapsed=time.monotonic() - self.start,

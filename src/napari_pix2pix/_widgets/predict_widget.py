@@ -5,7 +5,7 @@ from __future__ import annotations
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
-from napari.layers import Image, Layer
+from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 from superqt import QCollapsible
@@ -27,6 +27,7 @@ from ._common import (
     report_error,
     run_reporting_failures,
 )
+from .pairs import track_corrections
 
 
 def predict_volume(model: TrainedModel, image, output: str, stop, **options):
@@ -254,8 +255,15 @@ class PredictWidget(QWidget):
             metadata={"napari-pix2pix model": model_name},
             **kind.layer_options,
         )
-        self.viewer.add_layer(Layer.create(result, options, kind.layer_type))
-        self.status.setText(f"Added '{name}' ({' × '.join(map(str, result.shape))}).")
+        added = self.viewer.add_layer(Layer.create(result, options, kind.layer_type))
+        if isinstance(added, Labels):
+            track_corrections(added)  # correct slices with the brush, then train on them (Train: Add pair)
+        self.status.setText(
+            f"Added '{name}' ({' × '.join(map(str, result.shape))}). To improve the model, correct a few slices "
+            "with the brush, then add it as a training pair in Train and continue training."
+            if isinstance(added, Labels)
+            else f"Added '{name}' ({' × '.join(map(str, result.shape))})."
+        )
 
     def _on_error(self, error: Exception) -> None:
         if isinstance(error, Cancelled):

@@ -38,12 +38,17 @@ from ._common import (
     run_reporting_failures,
 )
 from .loss_plot import LossPlot
+from .pairs import TrainingPairs
 
 _PROGRESS_STEPS = 1000  # the progress bar counts thousandths of the run (its time budget or its epochs)
 
 
 def _annotation_label(choice: str) -> str:
     return ENCODINGS[choice].label if choice in ENCODINGS else "Automatic"
+
+
+def _start_choices(_widget=None) -> list[tuple[str, str | None]]:
+    return [("A new model", None), *((f"Continue '{name}'", name) for name in model_store.names())]
 
 
 def _minutes(seconds: float | None) -> str:
@@ -68,6 +73,10 @@ class TrainWidget(QWidget):
         self._guard = WorkerGuard(self, on_close=self._keep_unsaved_model)
 
         self._make_settings(viewer)
+        self.pairs = TrainingPairs(viewer, lambda: (self.image_picker.value, self.labels_picker.value))
+        self.pairs.add_button.clicked.disconnect()
+        self.pairs.add_button.clicked.connect(self._add_pair)
+        self._step_offset = 0  # a continued model's steps so far, so its loss plot goes on
 
         self.start_button = QPushButton("Start training")
         self.stop_button = QPushButton("Stop")
@@ -86,6 +95,7 @@ class TrainWidget(QWidget):
         advanced.addWidget(self.advanced_controls.native)
         layout = QVBoxLayout(self)
         layout.addWidget(self.controls.native)
+        layout.addWidget(self.pairs)
         layout.addWidget(advanced)
         layout.addLayout(_row(self.start_button, self.stop_button))
         layout.addWidget(self.progress)
@@ -106,6 +116,11 @@ class TrainWidget(QWidget):
         defaults = TrainingConfig()
         self.image_picker = layer_picker(viewer, Image, "Image")
         self.labels_picker = layer_picker(viewer, Labels, "Labels")
+        self.start_from = ComboBox(label="Start from", choices=_start_choices, nullable=False)
+        self.start_from.tooltip = (
+            "Continue a trained or loaded model (same network and classes; its history goes on), "
+            "e.g. after correcting a prediction"
+        )
         self.model_choice = ComboBox(
             label="Model", choices=[(spec.label, name) for name, spec in ARCHITECTURES.items()], value=defaults.model
         )
@@ -122,6 +137,7 @@ class TrainWidget(QWidget):
             widgets=[
                 self.image_picker,
                 self.labels_picker,
+                self.start_from,
                 self.model_choice,
                 self.annotation_choice,
                 self.epochs,
@@ -155,6 +171,11 @@ class TrainWidget(QWidget):
             ]
         )
         self.model_choice.changed.connect(self._model_defaults)
+        self.start_from.changed.connect(self._start_from_changed)
+        # The store outlives this widget: disconnect when Qt deletes it.
+        model_store.changed.connect(self.reset_choices)
+        callback = self.reset_choices
+        self.destroyed.connect(lambda *_: model_store.changed.disconnect(callback, missing_ok=True))
 
     # ------------------------------------------------------------------ napari hooks
 
@@ -189,29 +210,30 @@ class TrainWidget(QWidget):
         """Start training in a worker thread; problems are reported as notifications."""
         if self.running:
             return
-        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
-        if image_layer is None:
+        chosen = self.pairs.chosen()
+        if not chosen and self.image_picker.value is None:
             notify("Train: choose an Image layer to train on (File > Open, or File > Open Sample).", warning=True)
             return
-        if labels_layer is None:
+        if not chosen:
             notify("Train: add a Labels layer and paint some annotations (Layers > New Labels Layer).", warning=True)
             return
+        resume = model_store.get(self.start_from.value) if self.start_from.value else None
         try:
             config = self.config()
             config.check()
+            # Copies of the labels: the user may keep painting while the worker reads them.
+            pairs = self.pairs.arrays()
         except InputError as error:
             report_error(error, "Train")
             return
-        # Copies: the user may keep painting while the worker reads the annotations.
-        labels = np.array(layer_array(labels_layer), copy=True)
-        image = np.asarray(layer_array(image_layer))
-        self._training_layer = image_layer
+        self._training_layer = chosen[0][0]
         self._update_preview_image()
+        self._step_offset = int(resume.history[-1].get("step", 0)) if resume is not None and resume.history else 0
         stop = self._guard.new_stop_event()
         preview_source = self._current_preview_image if self.live_preview.value else None
 
         def training():  # in the worker: preparing the data is work too
-            self._trainer = Trainer(image, labels, config, stop=stop, preview_source=preview_source)
+            self._trainer = Trainer(pairs, config, stop=stop, preview_source=preview_source, resume=resume)
             return (yield from self._trainer.run())
 
         worker = create_worker(run_reporting_failures, training, _start_thread=False, _ignore_errors=True)
@@ -221,6 +243,9 @@ class TrainWidget(QWidget):
         worker.finished.connect(self._on_finished)
         self._guard.start(worker)
         self.plot.clear()
+        for record in resume.history if resume is not None else []:  # a continued model's curve goes on
+            self.plot.add_point("training loss", record.get("step", 0), record.get("loss"))
+            self.plot.add_point("validation Dice", record.get("step", 0), record.get("val_dice"))
         self.progress.setRange(0, _PROGRESS_STEPS)
         self.progress.setValue(0)
         self.status.setText("Preparing the data…")
@@ -268,12 +293,13 @@ class TrainWidget(QWidget):
                 f"Epoch {event.epoch}{epochs} · step {event.step} · {_minutes(event.remaining)} left · "
                 f"device: {event.device}"
             )
-            self.plot.add_point("training loss", event.step, event.loss if event.generator_loss is None else None)
-            self.plot.add_point("generator loss", event.step, event.generator_loss)
-            self.plot.add_point("discriminator loss", event.step, event.discriminator_loss)
+            step = self._step_offset + event.step
+            self.plot.add_point("training loss", step, event.loss if event.generator_loss is None else None)
+            self.plot.add_point("generator loss", step, event.generator_loss)
+            self.plot.add_point("discriminator loss", step, event.discriminator_loss)
         elif event.kind == EventKind.EPOCH:
-            self.plot.add_point("validation loss", event.step, event.val_loss)
-            self.plot.add_point("validation Dice", event.step, event.val_dice)
+            self.plot.add_point("validation loss", self._step_offset + event.step, event.val_loss)
+            self.plot.add_point("validation Dice", self._step_offset + event.step, event.val_dice)
         elif event.kind == EventKind.PREVIEW and event.preview is not None:
             self._show_preview(event.preview)
         elif event.kind == EventKind.FINISHED:
@@ -290,6 +316,21 @@ class TrainWidget(QWidget):
         self._guard.worker = None
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+
+    def _add_pair(self) -> None:
+        try:
+            self.pairs.add_current()
+        except InputError as error:
+            report_error(error, "Train")
+
+    def _start_from_changed(self, name: str | None) -> None:
+        """A continued model keeps its network: its settings are not offered."""
+        for widget in (self.model_choice, self.network_width, self.network_depth):
+            widget.enabled = name is None
+        if name is not None:
+            model = model_store.get(name)
+            self.model_choice.value = model.architecture
+            self.network_width.value, self.network_depth.value = model.config.width, model.config.depth
 
     def _keep_unsaved_model(self) -> None:
         """napari is closing (or the process exiting): keep a model trained here and not saved,
