@@ -9,6 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtTest import QTest
 
 from napari_pix2pix._launch import open_viewer
@@ -50,6 +51,22 @@ def main() -> None:
     viewer.screenshot(str(out / "screenshot-prediction.png"), canvas_only=False)
     print(train.status.text())
     print(predict.status.text())
+
+    # Correct and retrain: erase a block of the prediction on slice 1, add it as a pair, continue.
+    from napari_pix2pix._widgets._common import model_store
+
+    predicted = viewer.layers[-1]
+    ys, xs = np.mgrid[40:90, 40:90]
+    predicted.data_setitem((np.full(ys.size, 1), ys.ravel(), xs.ravel()), 0)
+    train.image_picker.value, train.labels_picker.value = viewer.layers["nuclei"], predicted
+    train.pairs.add_button.click()
+    train.start_from.value = model_store.names()[-1]
+    train.max_minutes.value = 0.5
+    train.start()
+    wait(lambda: not train.running, 60)
+    QTest.qWait(300)
+    viewer.screenshot(str(out / "screenshot-continue.png"), canvas_only=False)
+    print(train.status.text())
     viewer.close()
 
 

@@ -143,3 +143,47 @@ def test_a_batch_far_beyond_the_memory_is_refused_before_it_is_allocated(files, 
     assert main(["predict", "m.pt", "image.tif", "--out", "p.tif", "--quiet", "--batch-size", str(10**12)]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "use a smaller batch size" in last and not (files / "p.tif").exists()
+
+
+def test_torchrun_trains_one_model_with_two_processes_on_the_cpu(files):
+    """PyTorch's DistributedDataParallel through torchrun, gloo backend: two ranks, one model file."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "napari_pix2pix", "train", "image.tif", "labels.tif", "--out", "m.pt",
+               "--epochs", "2", "--steps-per-epoch", "3", *SMALL]  # fmt: skip
+    done = subprocess.run(command, cwd=files, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained by 2 processes") == 1  # only rank 0 speaks and writes
+    model = load_model(files / "m.pt")
+    assert [h["step"] for h in model.history] == [3, 6]  # both ranks stopped together
+    from napari_pix2pix.prediction import predict
+
+    assert predict(model, tifffile.imread(files / "image.tif"), device="cpu").shape == (3, 48, 48)
+    assert sorted(p.name for p in files.iterdir()) == ["image.tif", "labels.tif", "m.pt"]
+
+
+def test_a_run_in_a_group_stops_on_every_rank_when_one_is_told_to(monkeypatch):
+    """The stop, the time budget and a failed loss are agreed each step (no rank waits forever)."""
+    import threading
+
+    import torch.distributed as dist
+
+    from napari_pix2pix.distributed import Group
+    from napari_pix2pix.synthetic import membrane_volume
+    from napari_pix2pix.training import Trainer, TrainingConfig
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29533")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        image, labels, _ = membrane_volume((2, 48, 48), cell_size=16, seed=2)
+        stop = threading.Event()
+        config = TrainingConfig(epochs=100, steps_per_epoch=3, batch_size=2, patch_size=32, width=4, depth=2,
+                                max_minutes=None, device="cpu")  # fmt: skip
+        trainer = Trainer(image, labels, config, stop=stop, group=Group(0, 1, 0))
+        for event in trainer.run():
+            if event.step == 4:
+                stop.set()
+        assert trainer.steps_done == 4 and trainer.progress() > 0
+    finally:
+        dist.destroy_process_group()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .devices import DEVICES
 from .encodings import ANNOTATION_CHOICES, AUTO
 from .errors import InputError
@@ -198,9 +199,12 @@ def run_train(args) -> int:
     from .io.atomic import check_writable
     from .training import Trainer, TrainingConfig
 
+    group = distributed.from_environment()  # set by torchrun; only rank 0 prints and writes
+    main_rank = group is None or group.is_main
     pairs = training_pairs(args.paths)
-    _check_output(args.out, *(str(p) for pair in pairs for p in pair))  # --out may be the --resume model
-    check_writable(args.out, needed_bytes=MODEL_ROOM)  # before training, not after it
+    if main_rank:
+        _check_output(args.out, *(str(p) for pair in pairs for p in pair))  # --out may be the --resume model
+        check_writable(args.out, needed_bytes=MODEL_ROOM)  # before training, not after it
     arrays = [(read_tiff(image), read_tiff(labels)) for image, labels in pairs]
     resume = load_model(args.resume) if args.resume else None
     settings = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
@@ -220,14 +224,21 @@ def run_train(args) -> int:
         **settings,
     )
     stop = threading.Event()
-    checkpoint = Checkpoint(Path(f"{args.out}.partial"), args.checkpoint_minutes)
-    with _stop_on_signals(stop) as received, _progress(args.quiet, "training") as bar:
-        trainer = Trainer(arrays, config, stop=stop, resume=resume)
-        with checkpoint:
-            for event in trainer.run():
-                bar.training_event(event)
-                checkpoint.after(event, trainer)
-        save_model(trainer.model, args.out)
+    checkpoint = Checkpoint(Path(f"{args.out}.partial"), args.checkpoint_minutes if main_rank else 0)
+    try:
+        with _stop_on_signals(stop) as received, _progress(args.quiet or not main_rank, "training") as bar:
+            bar.silent = not main_rank
+            trainer = Trainer(arrays, config, stop=stop, resume=resume, group=group)
+            with checkpoint:
+                for event in trainer.run():
+                    bar.training_event(event)
+                    checkpoint.after(event, trainer)
+            if main_rank:
+                save_model(trainer.model, args.out)
+    finally:
+        distributed.leave()
+    if not main_rank:
+        return 0
     checkpoint.remove()
     if received:
         print(
@@ -235,7 +246,8 @@ def run_train(args) -> int:
             f"to {args.out}; continue it with --resume {args.out}"
         )
         return 128 + received[0].value
-    print(f"saved {trainer.model.describe()} to {args.out}")
+    ranks = f" (trained by {group.world_size} processes)" if group is not None else ""
+    print(f"saved {trainer.model.describe()}{ranks} to {args.out}")
     return 0
 
 
@@ -456,6 +468,7 @@ class _progress:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, desc=description, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True)
+        self.silent = False
 
     def __enter__(self):
         return self
@@ -466,6 +479,8 @@ class _progress:
     def training_event(self, event) -> None:
         from .training import EventKind
 
+        if self.silent:
+            return
         if event.kind == EventKind.START:
             self.bar.total = 100
             self.bar.unit = "%"

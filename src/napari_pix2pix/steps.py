@@ -52,8 +52,9 @@ def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 class SegmentationStep:
     """One supervised update of ``network``: ``segmentation_loss`` on its (cropped) output."""
 
-    def __init__(self, network: nn.Module, config: TrainingConfig, precision: Precision):
+    def __init__(self, network: nn.Module, config: TrainingConfig, precision: Precision, wrap=lambda m: m):
         self.network = network
+        self.forward = wrap(network)  # DistributedDataParallel in a torchrun group
         self.precision = precision
         self.optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=config.architecture.betas)
         self.modules: dict[str, nn.Module] = {"network": network}
@@ -61,7 +62,7 @@ class SegmentationStep:
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         with self.precision.autocast():
-            logits = self.network(images)
+            logits = self.forward(images)
         loss = segmentation_loss(logits.float(), crop(targets, logits.shape))
         self.optimiser.zero_grad(set_to_none=True)
         scaler = self.precision.scaler

@@ -29,6 +29,7 @@ from .augment import augment_batch
 from .checks import check_at_least, check_finite, check_fraction, check_labels
 from .data import Normalisation, PatchSampler, SliceSet, annotated_slices, as_channels_last, split_train_validation
 from .devices import check_batch_memory, describe, memory_format, resolve_device
+from .distributed import Group, agree, join, wrapper
 from .encodings import AUTO, IGNORE, LabelEncoding, make_encoding
 from .errors import InputError
 from .models import (
@@ -299,6 +300,7 @@ class Trainer:
         stop: threading.Event | None = None,
         preview_source: Callable[[], np.ndarray | None] | None = None,
         resume: TrainedModel | None = None,
+        group: Group | None = None,
     ):
         if isinstance(labels, TrainingConfig):  # Trainer(pairs, config)
             labels, config = None, labels
@@ -306,12 +308,17 @@ class Trainer:
         if resume is not None:
             config.model, config.width, config.depth = resume.architecture, resume.config.width, resume.config.depth
         config.check()
-        self.config, self.stop, self.preview_source = config, stop, preview_source
+        self.config, self.stop, self.preview_source, self.group = config, stop, preview_source, group
         self.device = resolve_device(config.device)
+        if group is not None:
+            self.device = join(group, self.device)
+        rank = group.rank if group is not None else 0
         rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
-        self.augment_generator = torch.Generator().manual_seed(config.seed)
-        self.data = data = prepare_data(image, labels, config, resume, rng)
+        self.augment_generator = torch.Generator().manual_seed(config.seed + rank)
+        self.data = data = prepare_data(image, labels, config, resume, rng)  # the same split on every rank
+        if rank:
+            rng = np.random.default_rng([config.seed, rank])  # each rank samples its own patches
 
         model_config = ModelConfig(config.model, data.in_channels, data.encoding.n_classes, config.width, config.depth)
         network = build_model(model_config)
@@ -342,9 +349,11 @@ class Trainer:
         precision = Precision(self.device, config.mixed_precision)
         step: SegmentationStep | Pix2PixStep
         if config.architecture.adversarial:
+            if group is not None:
+                raise InputError(f"{config.model} cannot be trained by several processes yet; use unet or seed-unet")
             step = Pix2PixStep(network, model_config, config, precision, resume)
         else:
-            step = SegmentationStep(network, config, precision)
+            step = SegmentationStep(network, config, precision, wrapper(group, self.device))
         self.step: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor | float]] = step
         self.schedule = LearningRateSchedule(step.optimisers)
         self.best = BestWeights(step.modules)  # the weights that make the model: kept, restored, saved
@@ -354,6 +363,8 @@ class Trainer:
         self.steps_done = self.epochs_done = 0
         self.finished = False  # True once the best weights are restored and the model is final
         self.read_late = self.device.type == "cuda"  # read each loss one step late (see ``run``)
+        self.agreed_progress = 0.0  # in a group: the run's progress as the group agreed it
+        self.failure = ""  # why the loss became unusable, once it did
         self.validated_at = 0  # the step whose weights were last validated
         self.validation_seconds = self.trained_since_validation = 0.0
         self.start = time.monotonic()
@@ -368,7 +379,6 @@ class Trainer:
             f"{data.encoding.n_classes} classes ({data.encoding.kind})",
         )
         epoch_losses: list[dict] = []
-        failed = False
         # On a GPU the step is only queued; its loss is read once the next step is queued too, so
         # the host samples the next batch while the device computes (no wait after every step).
         pending: list[tuple[int, Mapping[str, torch.Tensor | float]]] = []
@@ -380,17 +390,12 @@ class Trainer:
             for step, raw in ready:
                 losses = {k: float(v) for k, v in raw.items()}
                 if not all(math.isfinite(v) for v in losses.values()):
-                    self.best.restore()
-                    failed = True
-                    message = (
-                        f"training stopped at step {step}: the loss became {losses['loss']} "
-                        "(not a number); the last good weights are kept. Try a lower learning rate"
-                    )
+                    self.failure = f"training stopped at step {step}: the loss became {losses['loss']} (not a number)"
                     break
                 epoch_losses.append(losses)
                 yield self._event(EventKind.STEP, step=step, epoch=self.epochs_done + 1, **_loss_fields(losses))
-            if failed:
-                break
+            if self.failure and self.group is None:
+                break  # (in a group, every rank stops together at the next agreement)
             if self._preview_due():
                 preview = self._preview()
                 if preview is not None:
@@ -399,11 +404,15 @@ class Trainer:
                 # The last weights are always validated: at the end of the schedule they are often the best.
                 yield self._end_epoch(epoch_losses, final=bool(self._limit_reached()))
                 epoch_losses = []
-        for step, raw in pending if not failed else []:  # the limit came while a step's loss was unread
+        if self.failure:
+            self.best.restore()
+            yield self._finish(f"{self.failure}; the last good weights are kept. Try a lower learning rate")
+            return self.model
+        for step, raw in pending:  # the limit came while a step's loss was unread
             losses = {k: float(v) for k, v in raw.items()}
             epoch_losses.append(losses)
             yield self._event(EventKind.STEP, step=step, epoch=self.epochs_done + 1, **_loss_fields(losses))
-        if epoch_losses and not failed:
+        if epoch_losses:
             yield self._end_epoch(epoch_losses, final=True)
         yield self._finish(message)
         return self.model
@@ -419,18 +428,38 @@ class Trainer:
         return self.model
 
     def progress(self) -> float:
-        """The fraction of the run done: by time against the budget, or by steps against the limit."""
+        """The fraction of the run done: by time against the budget, or by steps against the limit
+        (in a group, as the group last agreed, so every rank follows the same schedule)."""
+        if self.group is not None:
+            return self.agreed_progress
+        return self._local_progress()
+
+    def _local_progress(self) -> float:
         by_time = (time.monotonic() - self.start) / self.budget
         by_steps = self.steps_done / self.total_steps if self.total_steps else 0.0
         return min(1.0, max(by_time, by_steps))
 
     def _limit_reached(self) -> str:
-        """Why training must end before the next step ('' to go on)."""
-        if self.stop is not None and self.stop.is_set():
+        """Why training must end before the next step ('' to go on); in a group, the ranks agree."""
+        stopped = self.stop is not None and self.stop.is_set()
+        finished = self.total_steps is not None and self.steps_done >= self.total_steps
+        timed_out = time.monotonic() - self.start > self.budget
+        failed = bool(self.failure)
+        if self.group is not None:
+            flags = [stopped, finished, timed_out, failed, self._local_progress()]
+            *agreed, self.agreed_progress = agree([float(f) for f in flags], self.device)
+            stopped, finished, timed_out, failed = (bool(f) for f in agreed)
+            if failed and not self.failure:
+                self.failure = (
+                    f"training stopped at step {self.steps_done}: the loss became not a number on another process"
+                )
+        if failed:
+            return self.failure
+        if stopped:
             return "stopped by the user"
-        if self.total_steps is not None and self.steps_done >= self.total_steps:
+        if finished:
             return f"finished {self.steps_done} steps"
-        if time.monotonic() - self.start > self.budget:
+        if timed_out:
             return f"time budget of {self.config.max_minutes:g} minutes reached"
         return ""
 
