@@ -94,9 +94,10 @@ def test_training_on_two_folders_and_on_several_pairs(training_folders, monkeypa
     monkeypatch.chdir(training_folders)
     assert main(["train", "images", "labels", "--out", "m.pt", *TRAIN]) == 0
     model = load_model(training_folders / "m.pt")
-    assert model.encoding.class_values == (0, 255) and model.normalisation.per_image
+    assert model.encoding.class_values == (0, 255) and not model.normalisation.per_image
     pairs = ["images/one.tif", "labels/one.tif", "images/two.tif", "labels/two_labels.tif"]
-    assert main(["train", *pairs, "--out", "m2.pt", *TRAIN]) == 0
+    assert main(["train", *pairs, "--out", "m2.pt", "--normalise", "per-image", *TRAIN]) == 0
+    assert load_model(training_folders / "m2.pt").normalisation.per_image
 
 
 def test_an_image_without_labels_is_named(training_folders, monkeypatch, capsys):

@@ -24,6 +24,7 @@ from .models import ARCHITECTURES
 from .outputs import OUTPUTS
 from .postprocess import Cleanup
 from .prediction import AUTO_SIZE, DEFAULT_TTA
+from .training import NORMALISATIONS
 
 EXIT_BAD_INPUT = 2
 MODEL_ROOM = 64 * 2**20  # free space asked for before training: far more than a model file takes
@@ -117,6 +118,13 @@ def _add_train_command(commands) -> None:
     train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
     train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4)")
     train.add_argument("--no-augment", action="store_true", help="turn data augmentation off")
+    train.add_argument(
+        "--normalise",
+        choices=list(NORMALISATIONS),
+        default="dataset",
+        help="intensity scaling: 'dataset' (the training images' 1st-99.8th percentiles, for every image; "
+        "default) or 'per-image' (each image by its own, for data whose brightness varies between images)",
+    )
     train.add_argument("--device", choices=DEVICES, default="auto")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", metavar="MODEL", help="continue training this model file (or a .partial checkpoint)")
@@ -221,6 +229,7 @@ def run_train(args) -> int:
         augment=not args.no_augment,
         device=args.device,
         seed=args.seed,
+        normalisation=args.normalise,
         **settings,
     )
     stop = threading.Event()

@@ -153,6 +153,15 @@ class TrainWidget(QWidget):
             label="Validation fraction", value=defaults.val_fraction, min=0, max=0.9, step=0.05
         )
         self.augment = CheckBox(text="Augmentation (flips, rotations, elastic, intensity)", value=True)
+        self.normalisation = ComboBox(
+            label="Intensity scaling",
+            choices=[("The training images' range", "dataset"), ("Each image by its own range", "per-image")],
+            value=defaults.normalisation,
+        )
+        self.normalisation.tooltip = (
+            "How images are scaled for the network: by the training images' 1st-99.8th percentiles (the "
+            "same for every image), or each image by its own (for images whose brightness varies)"
+        )
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
         self.seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
         self.network_width = SpinBox(label="Width (first-layer channels)", value=defaults.width, min=1, max=256)
@@ -164,6 +173,7 @@ class TrainWidget(QWidget):
                 self.learning_rate,
                 self.val_fraction,
                 self.augment,
+                self.normalisation,
                 self.device,
                 self.seed,
                 self.network_width,
@@ -200,6 +210,7 @@ class TrainWidget(QWidget):
             learning_rate=self.learning_rate.value,
             val_fraction=self.val_fraction.value,
             augment=self.augment.value,
+            normalisation=self.normalisation.value,
             device=self.device.value,
             seed=self.seed.value,
             width=self.network_width.value,
