@@ -256,6 +256,7 @@ class TrainWidget(QWidget):
         self.plot.clear()
         for record in resume.history if resume is not None else []:  # a continued model's curve goes on
             self.plot.add_point("training loss", record.get("step", 0), record.get("loss"))
+            self.plot.add_point("validation loss", record.get("step", 0), record.get("val_loss"))
             self.plot.add_point("validation Dice", record.get("step", 0), record.get("val_dice"))
         self.progress.setRange(0, _PROGRESS_STEPS)
         self.progress.setValue(0)
