@@ -149,10 +149,15 @@ def _add_predict_command(commands) -> None:
     )
     predict.add_argument("model", help="model file written by 'train'")
     predict.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="TIFF image or stack; with --out-dir also folders and globs"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="TIFF or OME-Zarr (.zarr) image or stack; with --out-dir also folders and globs",
     )
     where = predict.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", help="TIFF file to write (one input)")
+    where.add_argument(
+        "--out", help="file to write (one input): TIFF, or OME-Zarr for a name ending in .zarr (written slice by slice)"
+    )
     where.add_argument("--out-dir", type=Path, metavar="FOLDER", help="folder for the outputs of many inputs")
     predict.add_argument("--overwrite", action="store_true", help="with --out-dir: redo inputs whose output exists")
     predict.add_argument(
@@ -390,13 +395,23 @@ def _predict_batch(model, output: str, cleanup: Cleanup, args) -> int:
     return 1 if failed else 0
 
 
+def _read_image(source):
+    """A TIFF (memory-mapped when possible) or an OME-Zarr image (lazily), and its voxel size."""
+    from .io import read_tiff
+    from .io.omezarr import is_zarr, read_zarr
+
+    return read_zarr(source) if is_zarr(source) else (read_tiff(source, lazy=True), None)
+
+
 def _predict_file(model, source, target, output: str, cleanup: Cleanup, args, bar) -> tuple[int, ...]:
-    """Predict one TIFF file into ``target`` (written atomically); returns the output's shape."""
-    from .io import read_tiff, write_tiff
+    """Predict one TIFF or OME-Zarr image into ``target`` (a TIFF, or an OME-Zarr image for a name
+    ending in .zarr; written atomically, slice by slice); returns the output's shape."""
+    from .io import write_tiff
     from .io.atomic import check_writable
+    from .io.omezarr import create_zarr, is_zarr
     from .prediction import iter_predict, output_dtype, volume_geometry
 
-    image = read_tiff(source, lazy=True)
+    image, scale = _read_image(source)
     geometry = volume_geometry(image.shape, model.config.in_channels)
     needed = int(np.prod(geometry.spatial_shape)) * output_dtype(model, output).itemsize
     check_writable(target, needed_bytes=needed)
@@ -416,8 +431,13 @@ def _predict_file(model, source, target, output: str, cleanup: Cleanup, args, ba
     if bar.bar.total is None:
         bar.bar.total = geometry.n_slices
     slices = (bar.advance(r).data for r in results)
-    if geometry.is_stack:
-        write_tiff(target, slices=slices, shape=geometry.spatial_shape, dtype=output_dtype(model, output))
+    dtype = output_dtype(model, output)
+    if is_zarr(target):
+        with create_zarr(target, geometry.spatial_shape, dtype, scale=scale) as array:
+            for index, data in enumerate(slices):
+                array[index if geometry.is_stack else ...] = data
+    elif geometry.is_stack:
+        write_tiff(target, slices=slices, shape=geometry.spatial_shape, dtype=dtype)
     else:
         write_tiff(target, next(slices))
     return geometry.spatial_shape
@@ -432,7 +452,7 @@ def _check_output(out: str, *inputs: str | None) -> None:
     for given in filter(None, inputs):
         if Path(given).resolve() == target:
             raise InputError(f"--out {out} is also an input; choose another file name so the input is kept")
-    if target.exists() and not target.is_file():
+    if target.exists() and not target.is_file() and not out.rstrip("/").lower().endswith(".zarr"):
         raise InputError(f"--out {out} is not a regular file; give the path of a file to write")
 
 

@@ -43,11 +43,24 @@ def check_target(target: Path) -> None:
         raise InputError(f"cannot write {target}: the folder {target.parent} does not exist")
 
 
+def check_target_folder(target: Path) -> None:
+    """Raise ``InputError`` if ``target`` cannot be a Zarr folder this program writes."""
+    check_name(target)
+    markers = (".zgroup", ".zarray", "zarr.json")
+    if target.exists() and not (target.is_dir() and any((target / m).exists() for m in markers)):
+        raise InputError(f"{target} exists and is not a Zarr store; choose a new name ending in .zarr")
+    if not target.parent.exists():
+        raise InputError(f"cannot write {target}: the folder {target.parent} does not exist")
+
+
 def check_writable(path: str | os.PathLike, needed_bytes: int = 0) -> None:
     """Raise ``InputError`` now, before any long work, if ``path`` could not be written: a folder that
     is missing or read-only, a name too long for the file system, or (roughly) too little free space."""
     target = Path(path)
-    check_target(target)
+    if str(target).lower().endswith(".zarr"):
+        check_target_folder(target)
+    else:
+        check_target(target)
     try:
         fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=target.parent)
         os.close(fd)
@@ -71,7 +84,10 @@ def remove_stale_temporaries(target: Path) -> None:
                 continue
             pid, _, rest = entry.name[len(prefix) :].partition(".")
             if ".tmp" in rest and pid.isdigit() and not _running(int(pid)):
-                entry.unlink(missing_ok=True)
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)  # a Zarr folder
+                else:
+                    entry.unlink(missing_ok=True)
 
 
 def _running(pid: int) -> bool:

@@ -1,0 +1,59 @@
+"""OME-Zarr in and out of the command line: slice by slice, with the voxel size, atomically."""
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_pix2pix.cli import main
+from napari_pix2pix.io import save_model
+from napari_pix2pix.io.omezarr import create_zarr, read_zarr
+
+
+@pytest.fixture
+def folder(tmp_path, tiny_model, membranes):
+    save_model(tiny_model, tmp_path / "m.pt")
+    with create_zarr(tmp_path / "in.zarr", membranes[0].shape, np.float32, scale=(2.0, 0.5, 0.5)) as array:
+        for index, plane in enumerate(membranes[0]):
+            array[index] = plane
+    tifffile.imwrite(tmp_path / "in.tif", membranes[0], photometric="minisblack")
+    return tmp_path
+
+
+def test_an_ome_zarr_volume_is_predicted_into_ome_zarr_with_its_voxel_size(folder, monkeypatch):
+    monkeypatch.chdir(folder)
+    assert main(["predict", "m.pt", "in.zarr", "--out", "out.zarr", "--device", "cpu", "--quiet"]) == 0
+    assert main(["predict", "m.pt", "in.tif", "--out", "out.tif", "--device", "cpu", "--quiet"]) == 0
+    labels, scale = read_zarr(folder / "out.zarr")
+    assert scale == (2.0, 0.5, 0.5) and labels.chunks == (1, 64, 64)
+    np.testing.assert_array_equal(labels[:], tifffile.imread(folder / "out.tif"))
+    attrs = zarr.open_group(str(folder / "out.zarr"), mode="r").attrs.asdict()
+    assert attrs["multiscales"][0]["version"] == "0.4"
+    assert [a["name"] for a in attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
+    # A second run replaces the store; nothing hidden is left beside it.
+    assert main(["predict", "m.pt", "in.zarr", "--out", "out.zarr", "--device", "cpu", "--quiet"]) == 0
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_zarr_write_leaves_nothing_and_keeps_the_old_store(folder):
+    with create_zarr(folder / "keep.zarr", (2, 8, 8), np.uint8) as array:
+        array[:] = 7
+    with pytest.raises(RuntimeError), create_zarr(folder / "keep.zarr", (2, 8, 8), np.uint8) as array:
+        array[0] = 1
+        raise RuntimeError("interrupted")
+    assert read_zarr(folder / "keep.zarr")[0][:].max() == 7
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_zarr_problems_are_one_line(folder, monkeypatch, capsys):
+    monkeypatch.chdir(folder)
+    (folder / "plain").mkdir()
+    (folder / "notes.zarr").write_text("not a store")
+    cases = [
+        (["predict", "m.pt", "missing.zarr", "--out", "o.zarr"], "no such file"),
+        (["predict", "m.pt", "in.tif", "--out", "notes.zarr"], "is not a Zarr store"),
+    ]
+    for command, message in cases:
+        assert main([*command, "--quiet", "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
