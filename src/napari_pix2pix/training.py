@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import cast
 
 import numpy as np
@@ -120,7 +120,7 @@ class TrainingConfig:
         return self.learning_rate if self.learning_rate is not None else self.architecture.learning_rate
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     """What a ``TrainingEvent`` reports."""
 
     START = "start"
