@@ -57,3 +57,31 @@ def test_zarr_problems_are_one_line(folder, monkeypatch, capsys):
         assert main([*command, "--quiet", "--device", "cpu"]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("output", ["instances", "labels"])
+def test_a_local_dask_cluster_gives_the_single_process_output(folder, monkeypatch, output, membranes):
+    from conftest import tiny_config
+
+    from napari_pix2pix.training import fit
+
+    monkeypatch.chdir(folder)
+    config = tiny_config(epochs=4, steps_per_epoch=10, batch_size=4, patch_size=32, width=8, learning_rate=3e-3)
+    save_model(fit(*membranes, config), folder / "m.pt")  # a model that finds the cells
+    stack = np.concatenate([tifffile.imread(folder / "in.tif")] * 3)  # 12 slices: several slabs per worker
+    tifffile.imwrite(folder / "deep.tif", stack, photometric="minisblack")
+    common = ["--device", "cpu", "--quiet", "--output", output]
+    assert main(["predict", "m.pt", "deep.tif", "--out", "one.zarr", *common]) == 0
+    assert main(["predict", "m.pt", "deep.tif", "--out", "two.zarr", "--workers", "2", *common]) == 0
+    one, two = read_zarr(folder / "one.zarr")[0][:], read_zarr(folder / "two.zarr")[0][:]
+    if output == "instances":
+        assert one.max() > 12  # objects numbered through the volume
+    np.testing.assert_array_equal(two, one)
+
+
+def test_cluster_options_are_checked(folder, monkeypatch, capsys):
+    monkeypatch.chdir(folder)
+    assert main(["predict", "m.pt", "in.tif", "--out", "x.tif", "--workers", "2", "--quiet"]) == 2
+    assert "--out NAME.zarr" in capsys.readouterr().err
+    assert main(["predict", "m.pt", "in.tif", "--out", "x.zarr", "--scheduler", "tcp://127.0.0.1:1", "--quiet"]) == 2
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err

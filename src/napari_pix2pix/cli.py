@@ -160,6 +160,19 @@ def _add_predict_command(commands) -> None:
     )
     where.add_argument("--out-dir", type=Path, metavar="FOLDER", help="folder for the outputs of many inputs")
     predict.add_argument("--overwrite", action="store_true", help="with --out-dir: redo inputs whose output exists")
+    cluster = predict.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="predict on a local Dask cluster of N processes, slab by slab, into --out NAME.zarr",
+    )
+    cluster.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="predict on a running Dask cluster (e.g. tcp://host:8786, started by dask-jobqueue on SLURM); "
+        "the model, input and output must be on a file system its workers share",
+    )
     predict.add_argument(
         "--output",
         choices=list(OUTPUTS),
@@ -354,6 +367,8 @@ def run_predict(args) -> int:
     cleanup = Cleanup(separate=args.separate, min_size=args.min_size, max_hole=args.fill_holes)
     model = load_model(args.model)
     output = args.output or model.encoding.default_output
+    if args.workers or args.scheduler:
+        return _predict_on_cluster(model, output, cleanup, args)
     if args.out is not None:
         _check_output(args.out, args.model, args.inputs[0])
         with _progress(args.quiet, "predicting", unit="slice") as bar:
@@ -361,6 +376,63 @@ def run_predict(args) -> int:
         print(f"wrote {output} {shape} to {args.out}")
         return 0
     return _predict_batch(model, output, cleanup, args)
+
+
+def _predict_on_cluster(model, output: str, cleanup: Cleanup, args) -> int:
+    """``--workers`` / ``--scheduler``: slabs of the volume predicted by Dask workers into OME-Zarr."""
+    from .cluster import predict_on_cluster
+    from .io import read_image
+    from .io.atomic import check_writable
+    from .io.omezarr import create_zarr, is_zarr
+    from .prediction import output_dtype, volume_geometry
+
+    if args.out is None or len(args.inputs) != 1 or not is_zarr(args.out):
+        raise InputError("--workers and --scheduler predict one volume into OME-Zarr: give --out NAME.zarr")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    _check_output(args.out, args.model, args.inputs[0])
+    image, scale = read_image(args.inputs[0])
+    geometry = volume_geometry(image.shape, model.config.in_channels)
+    dtype = output_dtype(model, output)
+    check_writable(args.out, needed_bytes=int(np.prod(geometry.spatial_shape)) * dtype.itemsize)
+    options = dict(
+        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+        tta=args.tta, link_slices=not args.no_link_slices, cleanup=cleanup, object_size=args.object_size,
+    )  # fmt: skip
+    with (
+        _dask_client(args) as client,
+        _progress(args.quiet, "predicting", geometry.n_slices, "slice") as bar,
+        create_zarr(args.out, geometry.spatial_shape, dtype, scale=scale) as array,
+    ):
+        predict_on_cluster(client, args.model, args.inputs[0], array, output, options, bar.bar.update)
+    where = f"the scheduler at {args.scheduler}" if args.scheduler else f"{args.workers} local worker(s)"
+    print(f"wrote {output} {geometry.spatial_shape} to {args.out} with {where}")
+    return 0
+
+
+@contextlib.contextmanager
+def _dask_client(args):
+    """A client of the scheduler at ``--scheduler``, or of a local cluster of ``--workers`` processes."""
+    import logging
+    import os
+
+    from distributed import Client, LocalCluster
+
+    if args.scheduler:
+        try:
+            client = Client(args.scheduler, timeout="20s")
+        except OSError as error:
+            raise InputError(f"cannot reach the Dask scheduler at {args.scheduler}: {error}") from None
+        with client:
+            yield client
+        return
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    cluster = LocalCluster(
+        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": str(threads)},
+    )  # fmt: skip
+    with cluster, Client(cluster) as client:
+        yield client
 
 
 def _predict_batch(model, output: str, cleanup: Cleanup, args) -> int:
@@ -395,23 +467,15 @@ def _predict_batch(model, output: str, cleanup: Cleanup, args) -> int:
     return 1 if failed else 0
 
 
-def _read_image(source):
-    """A TIFF (memory-mapped when possible) or an OME-Zarr image (lazily), and its voxel size."""
-    from .io import read_tiff
-    from .io.omezarr import is_zarr, read_zarr
-
-    return read_zarr(source) if is_zarr(source) else (read_tiff(source, lazy=True), None)
-
-
 def _predict_file(model, source, target, output: str, cleanup: Cleanup, args, bar) -> tuple[int, ...]:
     """Predict one TIFF or OME-Zarr image into ``target`` (a TIFF, or an OME-Zarr image for a name
     ending in .zarr; written atomically, slice by slice); returns the output's shape."""
-    from .io import write_tiff
+    from .io import read_image, write_tiff
     from .io.atomic import check_writable
     from .io.omezarr import create_zarr, is_zarr
     from .prediction import iter_predict, output_dtype, volume_geometry
 
-    image, scale = _read_image(source)
+    image, scale = read_image(source)
     geometry = volume_geometry(image.shape, model.config.in_channels)
     needed = int(np.prod(geometry.spatial_shape)) * output_dtype(model, output).itemsize
     check_writable(target, needed_bytes=needed)
