@@ -297,6 +297,24 @@ def test_corrupt_model_file_is_notified_and_a_good_one_loads(viewer, tmp_path, m
 # ---------------------------------------------------------------------------- threads and teardown
 
 
+def test_napari_stays_responsive_from_start_to_a_ready_model(viewer, stack, qtbot):
+    """With the live preview off, no stall from Start to the model being ready (the precise figures,
+    ≈ 80 ms here, come from benchmarks/bench_responsiveness.py; this bound leaves room for CI)."""
+    train = dock(viewer, "Train")
+    small_settings(train, epochs=3)
+    train.live_preview.value = False
+    stamps = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    timer.start(20)
+    train.start()
+    wait_idle(qtbot, train)
+    qtbot.wait(300)
+    timer.stop()
+    gaps = np.diff(stamps)
+    assert train.model is not None and gaps.max() < 0.25, f"longest event-loop gap {gaps.max():.3f} s"
+
+
 def test_gui_stays_responsive_while_training(viewer, stack, qtbot):
     train = dock(viewer, "Train")
     small_settings(train, epochs=1000)

@@ -1,0 +1,52 @@
+"""napari's responsiveness while training: the longest event-loop stalls from Start to the model
+being ready, on the nuclei sample, measured with a 20 ms Qt timer (run under Xvfb:
+``xvfb-run -a python benchmarks/bench_responsiveness.py``).
+
+A stall is the gap between two timer ticks beyond the 20 ms period. Prints the longest gaps with
+their time after Start, with the live preview on and off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtTest import QTest
+
+from napari_pix2pix._launch import open_viewer
+
+
+def longest_gaps(preview: bool, minutes: float, count: int = 5) -> list[tuple[float, float]]:
+    viewer, train, _ = open_viewer("nuclei")
+    QTest.qWait(1000)
+    train.max_minutes.value = minutes
+    train.live_preview.value = preview
+    stamps: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    timer.start(20)
+    start = time.perf_counter()
+    train.start()
+    while train.running:
+        QTest.qWait(20)
+    QTest.qWait(500)
+    timer.stop()
+    viewer.close()
+    ticks = np.array(stamps)
+    gaps = np.diff(ticks)
+    return [(float(gaps[i]), float(ticks[i] - start)) for i in np.argsort(gaps)[::-1][:count]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=0.2, help="training time budget (default 0.2)")
+    args = parser.parse_args()
+    for preview in (False, True):
+        gaps = ", ".join(f"{gap * 1000:.0f} ms at {at:.1f} s" for gap, at in longest_gaps(preview, args.minutes))
+        print(f"live preview {'on ' if preview else 'off'}: longest gaps {gaps}")
+
+
+if __name__ == "__main__":
+    main()
