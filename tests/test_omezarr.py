@@ -85,3 +85,16 @@ def test_cluster_options_are_checked(folder, monkeypatch, capsys):
     assert "--out NAME.zarr" in capsys.readouterr().err
     assert main(["predict", "m.pt", "in.tif", "--out", "x.zarr", "--scheduler", "tcp://127.0.0.1:1", "--quiet"]) == 2
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+def test_class_probabilities_are_written_with_a_channel_axis(folder, monkeypatch):
+    monkeypatch.chdir(folder)
+    common = ["--device", "cpu", "--quiet", "--output", "class-probabilities"]
+    assert main(["predict", "m.pt", "in.tif", "--out", "p.tif", *common]) == 0
+    assert main(["predict", "m.pt", "in.zarr", "--out", "p.zarr", *common]) == 0
+    tif = tifffile.imread(folder / "p.tif")
+    stored, scale = read_zarr(folder / "p.zarr")
+    assert tif.shape == stored.shape == (4, 2, 64, 64) and scale == (2.0, 1.0, 0.5, 0.5)
+    np.testing.assert_allclose(tif, stored[:], atol=1e-6)
+    attrs = zarr.open_group(str(folder / "p.zarr"), mode="r").attrs.asdict()
+    assert [a["name"] for a in attrs["multiscales"][0]["axes"]] == ["z", "c", "y", "x"]

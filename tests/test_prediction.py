@@ -179,3 +179,24 @@ def test_host_work_on_threads_keeps_the_order_and_the_results(monkeypatch):
     threaded = predict(model, volume, "instances", device="cpu")
     monkeypatch.setattr(prediction, "HOST_WORKERS", 1)
     np.testing.assert_array_equal(predict(model, volume, "instances", device="cpu"), threaded)
+
+
+def test_outputs_can_be_remade_from_stored_class_probabilities(membranes, tiny_model):
+    from napari_pix2pix.postprocess import Cleanup
+    from napari_pix2pix.prediction import convert_probabilities
+
+    model = tiny_model
+    volume = membranes[0]
+    probabilities = predict(model, volume, "class-probabilities", device="cpu")
+    assert probabilities.shape == (volume.shape[0], 2, *volume.shape[1:]) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    for output in ("labels", "instances", "probability"):
+        np.testing.assert_array_equal(
+            convert_probabilities(model, probabilities, output), predict(model, volume, output, device="cpu")
+        )
+    strict = convert_probabilities(model, probabilities, "labels", Cleanup(threshold=0.9))
+    loose = convert_probabilities(model, probabilities, "labels", Cleanup(threshold=0.1))
+    background = model.encoding.class_values[model.encoding.background]
+    assert (strict != background).sum() < (loose != background).sum()
+    with pytest.raises(InputError, match="threshold"):
+        Cleanup(threshold=1.5)

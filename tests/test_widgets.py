@@ -497,3 +497,42 @@ def test_predict_correct_a_slice_and_continue_training_learns_it(viewer, stack, 
 
     after = (predict_array(continued, stack[0].data, device="cpu")[block] == value).mean()
     assert after > before + 0.3, (before, after)
+
+
+def test_re_apply_redoes_the_post_processing_without_the_network(viewer, stack, qtbot, tiny_model, monkeypatch):
+    model_store.add("tiny", tiny_model)
+    predict = dock(viewer, "Predict")
+    predict.model_choice.value = "tiny"
+    predict.image_picker.value = stack[0]
+    predict.output_choice.value = "labels"
+    assert not predict.reapply_button.isEnabled()
+    predict.run()
+    wait_idle(qtbot, predict)
+    layer = viewer.layers[-1]
+    first = layer.data.copy()
+    assert predict.reapply_button.isEnabled()
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network ran")
+
+    monkeypatch.setattr(tiny_model.network, "forward", no_network)
+    predict.threshold.value = 0.1  # a looser threshold: more object pixels
+    predict.reapply_button.click()
+    wait_idle(qtbot, predict)
+    assert viewer.layers[-1] is layer and "Re-applied" in predict.status.text()
+    background = tiny_model.encoding.class_values[tiny_model.encoding.background]
+    assert (layer.data != background).sum() > (first != background).sum()
+
+
+def test_class_probabilities_give_one_layer_per_class(viewer, stack, qtbot, tiny_model):
+    model_store.add("tiny", tiny_model)
+    predict = dock(viewer, "Predict")
+    predict.model_choice.value = "tiny"
+    predict.image_picker.value = stack[0]
+    predict.output_choice.value = "class-probabilities"
+    predict.run()
+    wait_idle(qtbot, predict)
+    names = [layer.name for layer in viewer.layers[-2:]]
+    assert names == ["em predicted class-probabilities 0", "em predicted class-probabilities 1"]
+    assert viewer.layers[-1].data.shape == (3, 64, 64)
+    np.testing.assert_allclose(viewer.layers[-1].data + viewer.layers[-2].data, 1, atol=1e-5)

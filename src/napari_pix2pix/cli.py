@@ -138,6 +138,22 @@ def _add_train_command(commands) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_cluster_options(predict) -> None:
+    cluster = predict.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="predict on a local Dask cluster of N processes, slab by slab, into --out NAME.zarr",
+    )
+    cluster.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="predict on a running Dask cluster (e.g. tcp://host:8786, started by dask-jobqueue on SLURM); "
+        "the model, input and output must be on a file system its workers share",
+    )
+
+
 def _add_predict_command(commands) -> None:
     predict = commands.add_parser(
         "predict",
@@ -160,19 +176,7 @@ def _add_predict_command(commands) -> None:
     )
     where.add_argument("--out-dir", type=Path, metavar="FOLDER", help="folder for the outputs of many inputs")
     predict.add_argument("--overwrite", action="store_true", help="with --out-dir: redo inputs whose output exists")
-    cluster = predict.add_mutually_exclusive_group()
-    cluster.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="predict on a local Dask cluster of N processes, slab by slab, into --out NAME.zarr",
-    )
-    cluster.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="predict on a running Dask cluster (e.g. tcp://host:8786, started by dask-jobqueue on SLURM); "
-        "the model, input and output must be on a file system its workers share",
-    )
+    _add_cluster_options(predict)
     predict.add_argument(
         "--output",
         choices=list(OUTPUTS),
@@ -210,6 +214,13 @@ def _add_predict_command(commands) -> None:
     )
     predict.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
     predict.add_argument("--fill-holes", type=int, default=0, metavar="PIXELS", help="fill holes up to this size")
+    predict.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        metavar="P",
+        help="object probability from which a pixel is part of an object (default 0.5: the likeliest class)",
+    )
     predict.add_argument("--tile-size", type=int, default=None)
     predict.add_argument("--overlap", type=int, default=None)
     predict.add_argument(
@@ -364,7 +375,9 @@ def run_predict(args) -> int:
 
     if args.out is not None and len(args.inputs) != 1:
         raise InputError(f"--out takes one input, {len(args.inputs)} were given; use --out-dir FOLDER for several")
-    cleanup = Cleanup(separate=args.separate, min_size=args.min_size, max_hole=args.fill_holes)
+    cleanup = Cleanup(
+        separate=args.separate, min_size=args.min_size, max_hole=args.fill_holes, threshold=args.threshold
+    )
     model = load_model(args.model)
     output = args.output or model.encoding.default_output
     if args.workers or args.scheduler:
@@ -384,7 +397,7 @@ def _predict_on_cluster(model, output: str, cleanup: Cleanup, args) -> int:
     from .io import read_image
     from .io.atomic import check_writable
     from .io.omezarr import create_zarr, is_zarr
-    from .prediction import output_dtype, volume_geometry
+    from .prediction import output_dtype, output_shape, volume_geometry
 
     if args.out is None or len(args.inputs) != 1 or not is_zarr(args.out):
         raise InputError("--workers and --scheduler predict one volume into OME-Zarr: give --out NAME.zarr")
@@ -393,8 +406,8 @@ def _predict_on_cluster(model, output: str, cleanup: Cleanup, args) -> int:
     _check_output(args.out, args.model, args.inputs[0])
     image, scale = read_image(args.inputs[0])
     geometry = volume_geometry(image.shape, model.config.in_channels)
-    dtype = output_dtype(model, output)
-    check_writable(args.out, needed_bytes=int(np.prod(geometry.spatial_shape)) * dtype.itemsize)
+    dtype, shape = output_dtype(model, output), output_shape(model, output, geometry)
+    check_writable(args.out, needed_bytes=int(np.prod(shape)) * dtype.itemsize)
     options = dict(
         tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
         tta=args.tta, link_slices=not args.no_link_slices, cleanup=cleanup, object_size=args.object_size,
@@ -402,11 +415,11 @@ def _predict_on_cluster(model, output: str, cleanup: Cleanup, args) -> int:
     with (
         _dask_client(args) as client,
         _progress(args.quiet, "predicting", geometry.n_slices, "slice") as bar,
-        create_zarr(args.out, geometry.spatial_shape, dtype, scale=scale) as array,
+        create_zarr(args.out, shape, dtype, scale=scale, channel_axis=-3 if len(shape) > 3 else None) as array,
     ):
         predict_on_cluster(client, args.model, args.inputs[0], array, output, options, bar.bar.update)
     where = f"the scheduler at {args.scheduler}" if args.scheduler else f"{args.workers} local worker(s)"
-    print(f"wrote {output} {geometry.spatial_shape} to {args.out} with {where}")
+    print(f"wrote {output} {shape} to {args.out} with {where}")
     return 0
 
 
@@ -473,11 +486,12 @@ def _predict_file(model, source, target, output: str, cleanup: Cleanup, args, ba
     from .io import read_image, write_tiff
     from .io.atomic import check_writable
     from .io.omezarr import create_zarr, is_zarr
-    from .prediction import iter_predict, output_dtype, volume_geometry
+    from .prediction import iter_predict, output_dtype, output_shape, volume_geometry
 
     image, scale = read_image(source)
     geometry = volume_geometry(image.shape, model.config.in_channels)
-    needed = int(np.prod(geometry.spatial_shape)) * output_dtype(model, output).itemsize
+    shape = output_shape(model, output, geometry)
+    needed = int(np.prod(shape)) * output_dtype(model, output).itemsize
     check_writable(target, needed_bytes=needed)
     results = iter_predict(
         model,
@@ -497,14 +511,15 @@ def _predict_file(model, source, target, output: str, cleanup: Cleanup, args, ba
     slices = (bar.advance(r).data for r in results)
     dtype = output_dtype(model, output)
     if is_zarr(target):
-        with create_zarr(target, geometry.spatial_shape, dtype, scale=scale) as array:
+        channel_axis = -3 if len(shape) > len(geometry.spatial_shape) else None
+        with create_zarr(target, shape, dtype, scale=scale, channel_axis=channel_axis) as array:
             for index, data in enumerate(slices):
                 array[index if geometry.is_stack else ...] = data
     elif geometry.is_stack:
-        write_tiff(target, slices=slices, shape=geometry.spatial_shape, dtype=dtype)
+        write_tiff(target, slices=slices, shape=shape, dtype=dtype)
     else:
         write_tiff(target, next(slices))
-    return geometry.spatial_shape
+    return shape
 
 
 def _check_output(out: str, *inputs: str | None) -> None:

@@ -94,7 +94,10 @@ class LabelEncoding:
     def needs_cleanup(self, cleanup: Cleanup | None) -> bool:
         """Whether ``cleanup`` changes anything for this kind (else labels can be made on the device)."""
         return cleanup is not None and (
-            (cleanup.separate and self.separable) or cleanup.min_size > 1 or cleanup.max_hole > 0
+            (cleanup.separate and self.separable)
+            or cleanup.min_size > 1
+            or cleanup.max_hole > 0
+            or cleanup.threshold != 0.5
         )
 
     def labels_on_host(self, probabilities: np.ndarray, cleanup: Cleanup | None = None) -> np.ndarray:
@@ -104,7 +107,12 @@ class LabelEncoding:
         if not self.needs_cleanup(cleanup):
             return labels
         assert cleanup is not None
-        foreground = self.foreground(probabilities)
+        foreground = self.foreground(probabilities, cleanup.threshold)
+        if cleanup.threshold != 0.5:  # objects by the threshold, each pixel its likeliest object class
+            objects = probabilities.copy()
+            objects[self.background] = -1
+            lookup = np.asarray(self.class_values).astype(self.labels_dtype)
+            labels = np.where(foreground, lookup[objects.argmax(axis=0)], lookup[self.background])
         cleaned = cleanup.objects(probabilities, foreground, self.background, self.separable)
         lookup = np.asarray(self.class_values).astype(self.labels_dtype)
         labels[foreground & ~cleaned] = lookup[self.background]
@@ -115,9 +123,12 @@ class LabelEncoding:
             labels[filled] = lookup[likeliest.argmax(axis=0)]
         return labels
 
-    def foreground(self, probabilities: np.ndarray) -> np.ndarray:
-        """Where the objects are (Y, X bool): pixels whose likeliest class is not the background."""
-        return probabilities.argmax(axis=0) != self.background
+    def foreground(self, probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """Where the objects are (Y, X bool): pixels whose likeliest class is not the background, or,
+        with another ``threshold``, whose probability of not being background reaches it."""
+        if threshold == 0.5:
+            return probabilities.argmax(axis=0) != self.background
+        return 1.0 - probabilities[self.background] >= threshold
 
     def labels_on_device(self, probabilities: torch.Tensor) -> torch.Tensor:
         """``labels_on_host`` as tensor operations, where the probabilities are."""
@@ -138,7 +149,7 @@ class LabelEncoding:
     def instances(self, probabilities: np.ndarray, cleanup: Cleanup | None = None) -> np.ndarray:
         """Instance labels (Y, X, uint32) from class probabilities (K, Y, X): the connected regions
         of the objects (any class but the background), tidied by ``cleanup``."""
-        foreground = self.foreground(probabilities)
+        foreground = self.foreground(probabilities, cleanup.threshold if cleanup is not None else 0.5)
         if self.needs_cleanup(cleanup):
             assert cleanup is not None
             foreground = cleanup.objects(probabilities, foreground, self.background, self.separable)
@@ -213,8 +224,8 @@ class InstanceEncoding(LabelEncoding):
     def raw_labels(self, probabilities: np.ndarray) -> np.ndarray:
         return (probabilities[0] < 0.5).astype(np.uint8)
 
-    def foreground(self, probabilities: np.ndarray) -> np.ndarray:
-        return probabilities[0] < 0.5
+    def foreground(self, probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        return probabilities[0] < 0.5 if threshold == 0.5 else 1.0 - probabilities[0] >= threshold
 
     def labels_on_device(self, probabilities: torch.Tensor) -> torch.Tensor:
         return (probabilities[0] < 0.5).to(torch.uint8)

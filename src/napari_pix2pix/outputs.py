@@ -35,6 +35,7 @@ class OutputKind:
     on_host: Callable[[LabelEncoding, Cleanup | None], HostConverter]
     on_device: Callable[[LabelEncoding, Cleanup | None], DeviceConverter | None] = lambda encoding, cleanup: None
     objects: bool = False
+    channels: bool = False  # one channel per class, before the (Y, X) axes of each slice
     layer_type: str = "labels"
     layer_options: dict = field(default_factory=dict)
 
@@ -75,6 +76,16 @@ OUTPUTS: dict[str, OutputKind] = {
             dtype=lambda encoding: np.dtype(np.uint32),
             on_host=_instances_on_host,
             objects=True,
+        ),
+        OutputKind(
+            "class-probabilities",
+            "Probability of every class (one channel each)",
+            dtype=lambda encoding: np.dtype(np.float32),
+            on_host=lambda encoding, cleanup: lambda p: p.astype(np.float32),
+            on_device=lambda encoding, cleanup: lambda p: p,
+            channels=True,
+            layer_type="image",
+            layer_options={"colormap": "magma", "contrast_limits": (0, 1), "blending": "additive"},
         ),
         OutputKind(
             # Probability of anything but the first class (background, or the lowest label value).

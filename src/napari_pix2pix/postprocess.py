@@ -129,16 +129,21 @@ class Cleanup:
     ``separate``: draw watershed lines between touching objects (see ``separating_lines``), so a gap
     in a thin membrane does not merge two cells; ``dynamic`` is how far a seed must stand out.
     ``min_size``: remove objects of fewer pixels. ``max_hole``: fill holes of at most this many pixels.
+    ``threshold``: a pixel belongs to an object when the probability of not being background is at
+    least this (0.5: the likeliest class decides, as without a threshold).
     """
 
     separate: bool = True
     dynamic: float = 0.06
     min_size: int = 0
     max_hole: int = 0
+    threshold: float = 0.5
 
     def __post_init__(self):
         if not 0 < self.dynamic < 1:
             raise InputError(f"the seed dynamic must be between 0 and 1, got {self.dynamic}")
+        if not 0 < self.threshold < 1:
+            raise InputError(f"the probability threshold must be between 0 and 1, got {self.threshold}")
         for name in ("min_size", "max_hole"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"{name.replace('_', ' ')} must not be negative, got {getattr(self, name)}")

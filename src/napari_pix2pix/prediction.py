@@ -276,6 +276,37 @@ def predict(model: TrainedModel, image, output: str = "labels", **options) -> np
     return volume
 
 
+def output_shape(model: TrainedModel, output: str, geometry: VolumeGeometry) -> tuple[int, ...]:
+    """The shape ``predict`` gives for ``output``: the image's spatial shape, with a class axis
+    before (Y, X) for per-class outputs."""
+    if not get_output(output).channels:
+        return geometry.spatial_shape
+    return (*geometry.spatial_shape[:-2], model.encoding.n_classes, geometry.height, geometry.width)
+
+
+def convert_probabilities(
+    model: TrainedModel,
+    probabilities: np.ndarray,
+    output: str,
+    cleanup: Cleanup | None = DEFAULT_CLEANUP,
+    link_slices: bool = True,
+) -> np.ndarray:
+    """``output`` from stored class probabilities ((K, Y, X), or (Z, K, Y, X) for a stack), exactly as
+    ``predict`` makes it from the network's: post-processing can be redone without the network."""
+    kind = get_output(output)
+    stack = probabilities.ndim == 4
+    planes = probabilities if stack else probabilities[None]
+    convert = kind.on_host(model.encoding, cleanup)
+    slices = ordered_map(lambda p: convert(np.asarray(p, np.float32)), planes, host_workers())
+    results, previous, next_id = [], None, 1
+    for result in slices:
+        if kind.objects:
+            result, next_id = renumber_instances(result, previous if link_slices else None, next_id)
+            previous = result
+        results.append(result)
+    return np.stack(results) if stack else results[0]
+
+
 def output_dtype(model: TrainedModel, output: str) -> np.dtype:
     """The dtype ``iter_predict`` gives for ``output`` with ``model``."""
     return get_output(output).dtype(model.encoding)

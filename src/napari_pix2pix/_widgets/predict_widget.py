@@ -13,7 +13,7 @@ from superqt import QCollapsible
 from ..errors import Cancelled
 from ..outputs import OUTPUTS, get_output
 from ..postprocess import Cleanup
-from ..prediction import AUTO_SIZE, DEFAULT_TTA, iter_predict, volume_geometry
+from ..prediction import AUTO_SIZE, DEFAULT_TTA, convert_probabilities, iter_predict, volume_geometry
 from ..trained_model import TrainedModel
 from ._common import (
     DEVICES,
@@ -29,20 +29,35 @@ from ._common import (
 )
 from .pairs import track_corrections
 
+KEEP_PROBABILITIES_BYTES = 2 * 10**9  # class probabilities kept for "Re-apply" up to this size
 
-def predict_volume(model: TrainedModel, image, output: str, stop, **options):
-    """Worker body: yield (slices done, total) and return the assembled result."""
+
+def predict_volume(model: TrainedModel, image, output: str, stop, keep: bool = False, **options):
+    """Worker body: yield (slices done, total) and return (the assembled result, the class
+    probabilities it was made from when ``keep``, else None)."""
     geometry = volume_geometry(image.shape, model.config.in_channels)
+    produced = "class-probabilities" if keep else output
+    cleanup, link = options.pop("cleanup"), options["link_slices"]
     result = None
-    for part in iter_predict(model, image, output, stop=stop, **options):
+    engine_cleanup = None if keep else cleanup
+    for part in iter_predict(model, image, produced, stop=stop, cleanup=engine_cleanup, **options):
+        data = part.data.astype(np.float16) if keep else part.data  # float16 halves what is kept
         if not geometry.is_stack:
-            result = part.data
+            result = data
         else:
             if result is None:
-                result = np.empty((geometry.n_slices, *part.data.shape), part.data.dtype)
-            result[part.index] = part.data
+                result = np.empty((geometry.n_slices, *data.shape), data.dtype)
+            result[part.index] = data
         yield part.done, part.total
-    return result
+    if not keep or result is None:
+        return result, None
+    return convert_probabilities(model, result, output, cleanup, link), result
+
+
+def reconvert(model: TrainedModel, probabilities: np.ndarray, output: str, cleanup: Cleanup, link: bool):
+    """Worker body for "Re-apply": the output from kept probabilities, without the network."""
+    return convert_probabilities(model, probabilities, output, cleanup, link)
+    yield  # a generator, so it runs like the other workers
 
 
 def _model_names(_widget=None) -> list[str]:
@@ -57,6 +72,7 @@ class PredictWidget(QWidget):
         self.viewer = viewer
         self._guard = WorkerGuard(self)
         self._job: tuple[Image, str, str] | None = None
+        self._last: dict | None = None  # the last prediction's layer and kept probabilities, for Re-apply
 
         self._make_settings(viewer)
 
@@ -64,6 +80,12 @@ class PredictWidget(QWidget):
         self.run_button = QPushButton("Predict")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.reapply_button = QPushButton("Re-apply post-processing")
+        self.reapply_button.setEnabled(False)
+        self.reapply_button.setToolTip(
+            "Apply the separation, threshold, minimum size and hole filling (advanced settings) to the last "
+            "prediction again, from its kept probabilities, without running the network"
+        )
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m slices")
         self.status = QLabel(self._idle_text())
@@ -79,6 +101,7 @@ class PredictWidget(QWidget):
         row.addWidget(self.run_button)
         row.addWidget(self.cancel_button)
         layout.addLayout(row)
+        layout.addWidget(self.reapply_button)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addStretch()
@@ -86,6 +109,7 @@ class PredictWidget(QWidget):
         self.load_button.clicked.connect(self.load)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
+        self.reapply_button.clicked.connect(self.reapply)
         keep_pickers_in_sync(viewer, self.reset_choices)
         # The store outlives this widget: disconnect when Qt deletes it.
         model_store.changed.connect(self._models_changed)
@@ -124,6 +148,10 @@ class PredictWidget(QWidget):
         )
         self.min_size = SpinBox(label="Minimum object size (pixels)", value=0, min=0, max=10**8)
         self.fill_holes = SpinBox(label="Fill holes up to (pixels)", value=0, min=0, max=10**8)
+        self.threshold = FloatSpinBox(
+            label="Probability threshold", value=Cleanup().threshold, min=0.01, max=0.99, step=0.05
+        )
+        self.threshold.tooltip = "A pixel is part of an object when its object probability reaches this"
         self.tile_size = SpinBox(label="Tile size (0 = automatic)", value=0, min=0, max=8192, step=16)
         self.overlap = SpinBox(label="Tile overlap (-1 = automatic)", value=-1, min=-1, max=4096, step=8)
         self.batch_size = SpinBox(label="Tiles per batch (0 = automatic)", value=0, min=0, max=256)
@@ -133,6 +161,7 @@ class PredictWidget(QWidget):
                 self.object_size,
                 self.min_size,
                 self.fill_holes,
+                self.threshold,
                 self.tile_size,
                 self.overlap,
                 self.batch_size,
@@ -207,17 +236,21 @@ class PredictWidget(QWidget):
             link_slices=self.link_slices.value,
             tta=self.tta.value,
             object_size=(self.object_size.value or AUTO_SIZE) if self.rescale.value else None,
-            cleanup=Cleanup(separate=self.separate.value, min_size=self.min_size.value, max_hole=self.fill_holes.value),
+            cleanup=self._cleanup(),
         )
         self._job = (layer, output, self.model_choice.value)
+        data = layer_array(layer)
+        size = int(np.prod(data.shape)) * model.encoding.n_classes * 2
+        keep = isinstance(data, np.ndarray) and not OUTPUTS[output].channels and size <= KEEP_PROBABILITIES_BYTES
         stop = self._guard.new_stop_event()
         worker = create_worker(
             run_reporting_failures,
             predict_volume,
             model,
-            layer_array(layer),
+            data,
             output,
             stop,
+            keep,
             _start_thread=False,
             _ignore_errors=True,
             **options,
@@ -243,8 +276,52 @@ class PredictWidget(QWidget):
         self.progress.setRange(0, total)
         self.progress.setValue(done)
 
-    def _on_result(self, result: np.ndarray) -> None:
+    def _cleanup(self) -> Cleanup:
+        return Cleanup(
+            separate=self.separate.value,
+            min_size=self.min_size.value,
+            max_hole=self.fill_holes.value,
+            threshold=self.threshold.value,
+        )
+
+    def reapply(self) -> None:
+        """Redo the post-processing of the last prediction from its kept probabilities (no network)."""
+        last = self._last
+        if self.running or last is None or last["layer"] not in self.viewer.layers:
+            notify("Predict: there is no prediction to re-apply; press Predict first.", warning=True)
+            return
+        model = model_store.get(last["model"])
+        worker = create_worker(
+            run_reporting_failures,
+            reconvert,
+            model,
+            last["probabilities"],
+            last["output"],
+            self._cleanup(),
+            self.link_slices.value,
+            _start_thread=False,
+            _ignore_errors=True,
+        )
+        worker.returned.connect(self._on_reapplied)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._guard.start(worker)
+        self.status.setText(f"Re-applying the post-processing to '{last['layer'].name}'…")
+        self.run_button.setEnabled(False)
+        self.reapply_button.setEnabled(False)
+        worker.start()
+
+    def _on_reapplied(self, result: np.ndarray) -> None:
+        assert self._last is not None
+        self._last["layer"].data = result
+        self.status.setText(
+            f"Re-applied to '{self._last['layer'].name}': threshold {self.threshold.value:g}, minimum size "
+            f"{self.min_size.value}, holes up to {self.fill_holes.value}."
+        )
+
+    def _on_result(self, payload: tuple[np.ndarray, np.ndarray | None]) -> None:
         assert self._job is not None, "a result comes only from a started job"
+        result, probabilities = payload
         layer, output, model_name = self._job
         name = f"{layer.name} predicted {output}"
         kind = get_output(output)
@@ -255,7 +332,15 @@ class PredictWidget(QWidget):
             metadata={"napari-pix2pix model": model_name},
             **kind.layer_options,
         )
-        added = self.viewer.add_layer(Layer.create(result, options, kind.layer_type))
+        if kind.channels:  # one layer per class
+            channels = {k: v for k, v in options.items() if k not in ("name", "blending")}
+            names = [f"{name} {value}" for value in model_store.get(model_name).encoding.class_values]
+            added = self.viewer.add_image(result, channel_axis=-3, name=names, **channels)[0]
+        else:
+            added = self.viewer.add_layer(Layer.create(result, options, kind.layer_type))
+        self._last = None
+        if probabilities is not None:
+            self._last = dict(layer=added, probabilities=probabilities, output=output, model=model_name)
         if isinstance(added, Labels):
             track_corrections(added)  # correct slices with the brush, then train on them (Train: Add pair)
         self.status.setText(
@@ -276,3 +361,4 @@ class PredictWidget(QWidget):
         self._guard.worker = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.reapply_button.setEnabled(self._last is not None)

@@ -56,10 +56,13 @@ def read_zarr(path: str | os.PathLike):
         ) from None
 
 
-def _axes(ndim: int, channels: bool) -> list[dict]:
-    names = ["z", "y", "x"][-(ndim - channels) :]
-    axes = [{"name": name, "type": "space"} for name in names]
-    return [*axes, {"name": "c", "type": "channel"}] if channels else axes
+def _axes(ndim: int, channel_axis: int | None) -> list[dict]:
+    """NGFF axes: (z,) y, x, with a channel axis "c" at ``channel_axis``."""
+    names = ["z", "y", "x"][-(ndim - (channel_axis is not None)) :]
+    axes: list[dict] = [{"name": name, "type": "space"} for name in names]
+    if channel_axis is not None:
+        axes.insert(channel_axis % ndim, {"name": "c", "type": "channel"})
+    return axes
 
 
 @contextlib.contextmanager
@@ -68,7 +71,7 @@ def create_zarr(
     shape: Sequence[int],
     dtype,
     scale: Sequence[float] | None = None,
-    channels_last: bool = False,
+    channel_axis: int | None = None,
 ) -> Iterator:
     """Yield a writable Zarr array of ``shape`` (one chunk per slice) inside a new OME-Zarr image;
     the image appears at ``path`` only once the block ends without error."""
@@ -82,21 +85,17 @@ def create_zarr(
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         chunks = (1, *shape[1:]) if len(shape) >= 3 else tuple(shape)
         array = group.create_array("0", shape=tuple(shape), chunks=chunks, dtype=np.dtype(dtype), fill_value=0)
-        spatial = len(shape) - channels_last
-        scale = list(scale) if scale is not None else [1.0] * spatial
+        axes = _axes(len(shape), channel_axis)
+        spatial = [a for a in axes if a["type"] == "space"]
+        given = list(scale)[-len(spatial) :] if scale is not None else [1.0] * len(spatial)
+        scales = iter(given)
+        full_scale = [1.0 if a["type"] == "channel" else next(scales) for a in axes]
         group.attrs["multiscales"] = [
             {
                 "version": NGFF_VERSION,
                 "name": target.stem,
-                "axes": _axes(len(shape), channels_last),
-                "datasets": [
-                    {
-                        "path": "0",
-                        "coordinateTransformations": [
-                            {"type": "scale", "scale": [*scale[-spatial:], *([1.0] * channels_last)]}
-                        ],
-                    }
-                ],
+                "axes": axes,
+                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": full_scale}]}],
             }
         ]
         yield array

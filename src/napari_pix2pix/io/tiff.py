@@ -49,6 +49,8 @@ def write_tiff(
         else:
             assert shape is not None and dtype is not None, "slices need a shape and a dtype"
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            # One (Y, X) page at a time, also when each slice has channels (Z, C, Y, X).
+            pages = (page for s in slices or () for page in np.asarray(s).reshape(-1, *shape[-2:]))
             tifffile.imwrite(
-                tmp, data=iter(slices or ()), shape=shape, dtype=dtype, photometric="minisblack", bigtiff=nbytes > 2**31
+                tmp, data=pages, shape=shape, dtype=dtype, photometric="minisblack", bigtiff=nbytes > 2**31
             )
