@@ -85,4 +85,5 @@ def autosave_folder(tmp_path_factory, monkeypatch):
     """Models kept when a test's viewer closes go to a temporary folder, not the user's data folder."""
     folder = tmp_path_factory.mktemp("autosave")
     monkeypatch.setenv("NAPARI_PIX2PIX_AUTOSAVE", str(folder))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # results of lazy images
     return folder

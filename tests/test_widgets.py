@@ -14,6 +14,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from napari_pix2pix._widgets._common import model_store
 from napari_pix2pix.io import save_model
+from napari_pix2pix.prediction import predict as predict_array
 from napari_pix2pix.synthetic import membrane_volume
 
 PLUGIN = "napari-pix2pix"
@@ -202,7 +203,17 @@ def test_dask_layer_is_predicted(viewer, qtbot, tiny_model):
     predict.image_picker.value = layer
     predict.run()
     wait_idle(qtbot, predict)
-    assert viewer.layers[-1].data.shape == (4, 64, 64)
+    result = viewer.layers[-1]
+    assert result.data.shape == (4, 64, 64) and type(result).__name__ == "Labels"
+    import os
+
+    import zarr
+
+    assert isinstance(result.data, zarr.Array)  # on disk, not in memory
+    assert str(result.data.store_path.store.root).startswith(os.environ["XDG_CACHE_HOME"])
+    assert "kept on disk" in predict.status.text()
+    in_memory = predict_array(tiny_model, image, device="cpu")
+    np.testing.assert_array_equal(result.data[:], in_memory)
 
 
 # ---------------------------------------------------------------------------- bad input

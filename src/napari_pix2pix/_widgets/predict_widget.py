@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
@@ -11,9 +13,18 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 from superqt import QCollapsible
 
 from ..errors import Cancelled
+from ..io.omezarr import create_zarr, read_zarr
 from ..outputs import OUTPUTS, get_output
 from ..postprocess import Cleanup
-from ..prediction import AUTO_SIZE, DEFAULT_TTA, convert_probabilities, iter_predict, volume_geometry
+from ..prediction import (
+    AUTO_SIZE,
+    DEFAULT_TTA,
+    convert_probabilities,
+    iter_predict,
+    output_dtype,
+    output_shape,
+    volume_geometry,
+)
 from ..trained_model import TrainedModel
 from ._common import (
     DEVICES,
@@ -32,10 +43,18 @@ from .pairs import track_corrections
 KEEP_PROBABILITIES_BYTES = 2 * 10**9  # class probabilities kept for "Re-apply" up to this size
 
 
-def predict_volume(model: TrainedModel, image, output: str, stop, keep: bool = False, **options):
+def predict_volume(model: TrainedModel, image, output: str, stop, keep: bool = False, store=None, **options):
     """Worker body: yield (slices done, total) and return (the assembled result, the class
-    probabilities it was made from when ``keep``, else None)."""
+    probabilities it was made from when ``keep``, else None). With ``store`` (a path ending in
+    .zarr) the result is written there slice by slice and returned as a lazy Zarr array."""
     geometry = volume_geometry(image.shape, model.config.in_channels)
+    if store is not None:
+        shape, dtype = output_shape(model, output, geometry), output_dtype(model, output)
+        with create_zarr(store, shape, dtype) as array:
+            for part in iter_predict(model, image, output, stop=stop, **options):
+                array[part.index if geometry.is_stack else ...] = part.data
+                yield part.done, part.total
+        return read_zarr(store)[0], None
     produced = "class-probabilities" if keep else output
     cleanup, link = options.pop("cleanup"), options["link_slices"]
     result = None
@@ -52,6 +71,19 @@ def predict_volume(model: TrainedModel, image, output: str, stop, keep: bool = F
     if not keep or result is None:
         return result, None
     return convert_probabilities(model, result, output, cleanup, link), result
+
+
+def _result_store(name: str, output: str) -> str:
+    """A new Zarr store for a lazy image's result, in the user's cache folder."""
+    import re
+    import tempfile
+
+    from platformdirs import user_cache_path
+
+    folder = user_cache_path("napari-pix2pix") / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^\w.-]+", "_", f"{name} {output}").strip("_")
+    return str(Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=folder)) / f"{safe}.zarr")
 
 
 def reconvert(model: TrainedModel, probabilities: np.ndarray, output: str, cleanup: Cleanup, link: bool):
@@ -242,6 +274,8 @@ class PredictWidget(QWidget):
         data = layer_array(layer)
         size = int(np.prod(data.shape)) * model.encoding.n_classes * 2
         keep = isinstance(data, np.ndarray) and not OUTPUTS[output].channels and size <= KEEP_PROBABILITIES_BYTES
+        # A lazily loaded (dask/Zarr) image gets its result in a Zarr store on disk, not in memory.
+        store = None if isinstance(data, np.ndarray) else _result_store(layer.name, output)
         stop = self._guard.new_stop_event()
         worker = create_worker(
             run_reporting_failures,
@@ -251,6 +285,7 @@ class PredictWidget(QWidget):
             output,
             stop,
             keep,
+            store,
             _start_thread=False,
             _ignore_errors=True,
             **options,
@@ -343,6 +378,13 @@ class PredictWidget(QWidget):
             self._last = dict(layer=added, probabilities=probabilities, output=output, model=model_name)
         if isinstance(added, Labels):
             track_corrections(added)  # correct slices with the brush, then train on them (Train: Add pair)
+        if not isinstance(result, np.ndarray):
+            where = getattr(getattr(result, "store_path", None), "store", None)
+            self.status.setText(
+                f"Added '{name}', kept on disk in {getattr(where, 'root', 'a Zarr store')} "
+                "(the image is loaded lazily, so its result is too; save the layer to keep it elsewhere)."
+            )
+            return
         self.status.setText(
             f"Added '{name}' ({' × '.join(map(str, result.shape))}). To improve the model, correct a few slices "
             "with the brush, then add it as a training pair in Train and continue training."
