@@ -98,3 +98,23 @@ def test_class_probabilities_are_written_with_a_channel_axis(folder, monkeypatch
     np.testing.assert_allclose(tif, stored[:], atol=1e-6)
     attrs = zarr.open_group(str(folder / "p.zarr"), mode="r").attrs.asdict()
     assert [a["name"] for a in attrs["multiscales"][0]["axes"]] == ["z", "c", "y", "x"]
+
+
+def test_the_pixel_size_goes_from_the_training_data_into_the_model_and_is_checked(folder, monkeypatch, capsys):
+    from napari_pix2pix.io import load_model
+
+    monkeypatch.chdir(folder)
+    membranes = (tifffile.imread(folder / "in.tif") > tifffile.imread(folder / "in.tif").mean()).astype(np.uint8)
+    tifffile.imwrite(folder / "labels.tif", membranes, photometric="minisblack")
+    train = ["train", "in.zarr", "labels.tif", "--out", "px.pt", "--epochs", "1", "--steps-per-epoch", "1",
+             "--width", "4", "--depth", "2", "--patch-size", "32", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(train) == 0
+    assert load_model(folder / "px.pt").pixel_size == (0.5, 0.5)  # from the OME-Zarr voxel size
+    capsys.readouterr()
+    predict = ["predict", "px.pt", "in.tif", "--out", "p.tif", "--device", "cpu", "--quiet", "--pixel-size", "1", "1"]
+    assert main(predict) == 0
+    assert (
+        "warning: the image's pixels are 1 × 1, the model was trained on pixels of 0.5 × 0.5" in capsys.readouterr().err
+    )
+    assert main([*predict, "--match-pixel-size"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -200,3 +200,21 @@ def test_outputs_can_be_remade_from_stored_class_probabilities(membranes, tiny_m
     assert (strict != background).sum() < (loose != background).sum()
     with pytest.raises(InputError, match="threshold"):
         Cleanup(threshold=1.5)
+
+
+def test_another_pixel_size_warns_or_is_matched(membranes, tiny_model):
+    from dataclasses import replace
+
+    from napari_pix2pix.prediction import PixelSizeWarning
+
+    model = replace(tiny_model, pixel_size=(0.5, 0.5))
+    image = membranes[0][0]
+    with pytest.warns(PixelSizeWarning, match="trained on pixels of 0.5 × 0.5"):
+        plain = predict(model, image, "probability", pixel_size=(1.0, 1.0), object_size=None, device="cpu")
+    matched = predict(model, image, "probability", pixel_size=(1.0, 1.0), match_pixel_size=True, device="cpu")
+    assert plain.shape == matched.shape == image.shape
+    assert not np.allclose(plain, matched)  # predicted at twice the size, then scaled back
+    same = predict(model, image, "probability", pixel_size=(0.505, 0.5), match_pixel_size=True, device="cpu")
+    np.testing.assert_array_equal(same, predict(model, image, "probability", device="cpu"))  # within 2 %
+    with pytest.raises(InputError, match="pixel size"):
+        predict(model, image, pixel_size=(0.0, 1.0), device="cpu")

@@ -3,6 +3,7 @@ line and the widgets alike. Each raises ``InputError`` naming the input and what
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,3 +124,14 @@ def check_labels(labels) -> np.ndarray:
     if labels.ndim not in (2, 3):
         raise InputError(f"labels must be 2D or a 3D stack, got shape {labels.shape}")
     return labels.astype(np.int64, copy=False)
+
+
+def check_pixel_size(pixel_size) -> tuple[float, float]:
+    """A (y, x) physical pixel size: two positive finite numbers; ``InputError`` otherwise."""
+    try:
+        y, x = (float(v) for v in pixel_size)
+    except (TypeError, ValueError):
+        raise InputError(f"a pixel size is two numbers (y, x), got {pixel_size!r}") from None
+    if not (math.isfinite(y) and math.isfinite(x) and y > 0 and x > 0):
+        raise InputError(f"a pixel size must be two positive numbers, got {pixel_size!r}")
+    return y, x

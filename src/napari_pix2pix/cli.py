@@ -119,6 +119,14 @@ def _add_train_command(commands) -> None:
     train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4)")
     train.add_argument("--no-augment", action="store_true", help="turn data augmentation off")
     train.add_argument(
+        "--pixel-size",
+        type=float,
+        nargs=2,
+        metavar=("Y", "X"),
+        help="physical size of the images' pixels (e.g. in µm), stored in the model so that images with other "
+        "pixels can be rescaled to it (default: the OME-Zarr voxel size, else unknown)",
+    )
+    train.add_argument(
         "--normalise",
         choices=list(NORMALISATIONS),
         default="dataset",
@@ -151,6 +159,22 @@ def _add_cluster_options(predict) -> None:
         metavar="ADDRESS",
         help="predict on a running Dask cluster (e.g. tcp://host:8786, started by dask-jobqueue on SLURM); "
         "the model, input and output must be on a file system its workers share",
+    )
+
+
+def _add_pixel_size_options(predict) -> None:
+    predict.add_argument(
+        "--pixel-size",
+        type=float,
+        nargs=2,
+        metavar=("Y", "X"),
+        help="physical size of the image's pixels (default: the OME-Zarr voxel size, else unknown); a warning "
+        "says when it differs from the model's",
+    )
+    predict.add_argument(
+        "--match-pixel-size",
+        action="store_true",
+        help="rescale the image to the model's pixel size (when both are known) instead of by object size",
     )
 
 
@@ -214,6 +238,7 @@ def _add_predict_command(commands) -> None:
     )
     predict.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many pixels")
     predict.add_argument("--fill-holes", type=int, default=0, metavar="PIXELS", help="fill holes up to this size")
+    _add_pixel_size_options(predict)
     predict.add_argument(
         "--threshold",
         type=float,
@@ -232,7 +257,7 @@ def _add_predict_command(commands) -> None:
 
 def run_train(args) -> int:
     from .batch import training_pairs
-    from .io import load_model, read_tiff, save_model
+    from .io import load_model, read_image, read_tiff, save_model
     from .io.atomic import check_writable
     from .training import Trainer, TrainingConfig
 
@@ -242,7 +267,9 @@ def run_train(args) -> int:
     if main_rank:
         _check_output(args.out, *(str(p) for pair in pairs for p in pair))  # --out may be the --resume model
         check_writable(args.out, needed_bytes=MODEL_ROOM)  # before training, not after it
-    arrays = [(read_tiff(image), read_tiff(labels)) for image, labels in pairs]
+    images = [read_image(image) for image, _ in pairs]
+    arrays = [(np.asarray(image), read_tiff(labels)) for (image, _), (_, labels) in zip(images, pairs)]
+    pixel_size = args.pixel_size or next((tuple(scale[-2:]) for _, scale in images if scale), None)
     resume = load_model(args.resume) if args.resume else None
     settings = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     config = TrainingConfig(
@@ -259,6 +286,7 @@ def run_train(args) -> int:
         device=args.device,
         seed=args.seed,
         normalisation=args.normalise,
+        pixel_size=pixel_size,
         **settings,
     )
     stop = threading.Event()
@@ -505,10 +533,12 @@ def _predict_file(model, source, target, output: str, cleanup: Cleanup, args, ba
         tta=args.tta,
         cleanup=cleanup,
         object_size=args.object_size,
+        pixel_size=args.pixel_size or (tuple(scale[-2:]) if scale else None),
+        match_pixel_size=args.match_pixel_size,
     )
     if bar.bar.total is None:
         bar.bar.total = geometry.n_slices
-    slices = (bar.advance(r).data for r in results)
+    slices = (bar.advance(r).data for r in _warning_lines(results, bar))
     dtype = output_dtype(model, output)
     if is_zarr(target):
         channel_axis = -3 if len(shape) > len(geometry.spatial_shape) else None
@@ -520,6 +550,19 @@ def _predict_file(model, source, target, output: str, cleanup: Cleanup, args, ba
     else:
         write_tiff(target, next(slices))
     return shape
+
+
+def _warning_lines(results, bar):
+    """Pass ``results`` on, printing the engine's warnings (e.g. another pixel size) as one line each."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for result in results:
+            for warning in caught:
+                bar.bar.write(f"napari-pix2pix predict: warning: {warning.message}", file=sys.stderr)
+            caught.clear()
+            yield result
 
 
 def _check_output(out: str, *inputs: str | None) -> None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from .checks import check_finite, check_numeric, image_layout
+from .checks import check_finite, check_numeric, check_pixel_size, image_layout
 from .errors import Cancelled, InputError
 from .outputs import get_output
 from .postprocess import Cleanup, renumber_instances, typical_object_size
@@ -128,6 +130,8 @@ def iter_predict(
     tta: bool = DEFAULT_TTA,
     cleanup: Cleanup | None = DEFAULT_CLEANUP,
     object_size: float | str | None = AUTO_SIZE,
+    pixel_size: tuple[float, float] | None = None,
+    match_pixel_size: bool = False,
 ) -> Iterator[SliceResult]:
     """Predict ``image`` slice by slice, yielding each finished slice.
 
@@ -164,36 +168,38 @@ def iter_predict(
         they have the size the model was trained on, and the results are scaled back. 'auto'
         estimates it from a first pass over the middle slice (rescaling only when the sizes differ
         by more than 25 %); None predicts at the image's own scale.
+    pixel_size, match_pixel_size : optional
+        The image's (y, x) physical pixel size: see ``rescaling`` (a warning, or a rescaling).
     """
     kind, geometry = get_output(output), volume_geometry(image.shape, model.config.in_channels)
     model = for_this_image(model, image, geometry)
     options: dict[str, Any] = dict(
         tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device, stop=stop, tta=tta
     )
-    factor = scale_factor(model, image, geometry, object_size, **options)
+    factor = rescaling(model, image, geometry, object_size, pixel_size, match_pixel_size, options)
     on_device = kind.on_device(model.encoding, cleanup) if factor == 1.0 else None
-    to_output = kind.on_host(model.encoding, cleanup) if on_device is None else None
-    shape = _scaled_shape(geometry, factor)
-    planes = _read_slices(model, image, geometry)
+    to_output = None if on_device is not None else kind.on_host(model.encoding, cleanup)
+    shape, planes = _scaled_shape(geometry, factor), _read_slices(model, image, geometry)
     if factor != 1.0:
         planes = ((index, _resize(plane, shape)) for index, plane in planes)
     slices = stream_slices(model, planes, *shape, convert=on_device or (lambda p: p), **options)
-
-    def finish(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray]:
-        index, converted = item
-        if factor != 1.0:
-            converted = _resize(converted, (geometry.height, geometry.width))
-        return index, converted if to_output is None else to_output(converted)
-
-    previous, next_id = None, 1
+    finish = partial(_finish_slice, factor=factor, size=(geometry.height, geometry.width), to_output=to_output)
     # The host's share (resizing back, post-processing) runs on worker threads while the next
     # slices compute; the ids are linked across slices in order, here.
-    workers = host_workers() if to_output is not None or factor != 1.0 else 1
+    previous, next_id, workers = None, 1, host_workers() if to_output is not None or factor != 1.0 else 1
     for done, (index, result) in enumerate(ordered_map(finish, slices, workers), start=1):
         if kind.objects:
             result, next_id = renumber_instances(result, previous if link_slices else None, next_id)
             previous = result
         yield SliceResult(index, result, done, geometry.n_slices)
+
+
+def _finish_slice(item: tuple[int, np.ndarray], factor: float, size: tuple[int, int], to_output) -> tuple:
+    """The host's share of one slice: scaled back to the image's size, then converted."""
+    index, converted = item
+    if factor != 1.0:
+        converted = _resize(converted, size)
+    return index, converted if to_output is None else to_output(converted)
 
 
 def host_workers() -> int:
@@ -218,6 +224,43 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) ->
         finally:
             for future in window:
                 future.cancel()
+
+
+class PixelSizeWarning(UserWarning):
+    """The image's pixels are not the size of the training images'."""
+
+    def __init__(self, model: TrainedModel, pixel_size):
+        super().__init__(
+            f"the image's pixels are {_size(pixel_size)}, the model was trained on pixels of "
+            f"{_size(model.pixel_size)}; rescale to the model's pixel size (--match-pixel-size, or the "
+            "Predict widget's option) for results at the size the model learned"
+        )
+
+
+def _size(pixel_size) -> str:
+    return " × ".join(f"{v:g}" for v in pixel_size)
+
+
+def rescaling(model, image, geometry, object_size, pixel_size, match_pixel_size: bool, options: dict) -> float:
+    """The factor an image is scaled by before the network: to the training images' pixel size when
+    both are known and ``match_pixel_size`` (else a ``PixelSizeWarning`` if they differ), or to the
+    object size the model learned (``scale_factor``)."""
+    ratio = pixel_size_ratio(model, pixel_size)
+    if ratio is not None and match_pixel_size:
+        return _bounded(ratio)  # sizes are known, not estimated
+    if ratio is not None:
+        warnings.warn(PixelSizeWarning(model, pixel_size), stacklevel=3)
+    return scale_factor(model, image, geometry, object_size, **options)
+
+
+def pixel_size_ratio(model: TrainedModel, pixel_size) -> float | None:
+    """How much bigger the image's pixels are than the training images' (the mean over y and x),
+    or None when either is unknown or they agree within 2 %."""
+    if pixel_size is None or model.pixel_size is None:
+        return None
+    y, x = check_pixel_size(pixel_size)
+    ratio = float(np.sqrt(y / model.pixel_size[0] * x / model.pixel_size[1]))
+    return None if abs(ratio - 1) <= 0.02 else ratio
 
 
 def scale_factor(

@@ -25,6 +25,7 @@ class TrainedModel:
     discriminator_state: dict | None = None
     device: str = "cpu"
     object_size: float | None = None  # median object diameter (pixels) in the training labels
+    pixel_size: tuple[float, float] | None = None  # (y, x) physical size of the training images' pixels
 
     @property
     def architecture(self) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .augment import augment_batch
-from .checks import check_at_least, check_finite, check_fraction, check_labels
+from .checks import check_at_least, check_finite, check_fraction, check_labels, check_pixel_size
 from .data import Normalisation, PatchSampler, SliceSet, annotated_slices, as_channels_last, split_train_validation
 from .devices import check_batch_memory, describe, memory_format, resolve_device
 from .distributed import Group, agree, join, wrapper
@@ -87,6 +87,7 @@ class TrainingConfig:
     mixed_precision: bool = True
     preview_every: int = 10
     normalisation: str = "dataset"  # or "per-image": see NORMALISATIONS
+    pixel_size: tuple[float, float] | None = None  # (y, x) physical pixel size of the images, if known
 
     def check(self) -> None:
         """Raise ``InputError`` naming the first setting that is out of range."""
@@ -102,6 +103,8 @@ class TrainingConfig:
         if self.learning_rate is not None and not (0 < self.learning_rate < 1):
             raise InputError(f"learning rate must be between 0 and 1, got {self.learning_rate}")
         check_fraction("validation fraction", self.val_fraction)
+        if self.pixel_size is not None:
+            check_pixel_size(self.pixel_size)
         if self.normalisation not in NORMALISATIONS:
             raise InputError(f"normalisation must be one of {list(NORMALISATIONS)}, got {self.normalisation!r}")
         if not 0 <= self.seed < 2**32:
@@ -361,6 +364,7 @@ class Trainer:
             history,
             device=str(self.device),
             object_size=data.object_size,
+            pixel_size=config.pixel_size or (resume.pixel_size if resume is not None else None),
         )
         precision = Precision(self.device, config.mixed_precision)
         step: SegmentationStep | Pix2PixStep

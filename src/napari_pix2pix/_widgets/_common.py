@@ -97,6 +97,12 @@ def keep_pickers_in_sync(viewer: napari.Viewer, reset_choices) -> None:
     watch_renames()
 
 
+def layer_pixel_size(layer) -> tuple[float, float] | None:
+    """The (y, x) pixel size napari shows a layer at (its scale), or None for napari's default 1 × 1."""
+    y, x = (float(v) for v in layer.scale[-2:])
+    return None if (y, x) == (1.0, 1.0) else (y, x)
+
+
 def layer_array(layer) -> np.ndarray:
     """The layer's data at full resolution, without loading a lazy (dask) array."""
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data

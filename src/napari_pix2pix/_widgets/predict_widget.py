@@ -32,6 +32,7 @@ from ._common import (
     keep_pickers_in_sync,
     layer_array,
     layer_picker,
+    layer_pixel_size,
     load_model_dialog,
     model_store,
     notify,
@@ -160,6 +161,10 @@ class PredictWidget(QWidget):
         self.separate.tooltip = "A faint stretch of membrane still separates two cells (class models)"
         self.tta = CheckBox(text="Test-time augmentation (8× slower, a little more accurate)", value=DEFAULT_TTA)
         self.rescale = CheckBox(text="Rescale to the object size the model learned", value=True)
+        self.match_pixel_size = CheckBox(text="Rescale to the model's pixel size (from the layers' scale)", value=True)
+        self.match_pixel_size.tooltip = (
+            "The model knows its training images' pixel size: an image with other pixels is rescaled to it"
+        )
         self.rescale.tooltip = "For images at another magnification than the training images"
         self.controls = Container(
             widgets=[
@@ -169,11 +174,13 @@ class PredictWidget(QWidget):
                 self.link_slices,
                 self.separate,
                 self.rescale,
+                self.match_pixel_size,
                 self.tta,
             ]
         )
         self.output_choice.changed.connect(self._output_changed)
         self.model_choice.changed.connect(self._model_changed)
+        self.match_pixel_size.visible = False  # until a model that knows its pixel size is chosen
         self._output_changed(self.output_choice.value)
         self.object_size = FloatSpinBox(
             label="Object size here (pixels, 0: estimate)", value=0, min=0, max=10_000, step=1
@@ -211,6 +218,7 @@ class PredictWidget(QWidget):
 
     def _model_changed(self, name: str | None) -> None:
         """Offer the output the chosen model's annotation kind is predicted as by default."""
+        self.match_pixel_size.visible = name is not None and model_store.get(name).pixel_size is not None
         if name:
             self.output_choice.value = model_store.get(name).encoding.default_output
             self._output_changed(self.output_choice.value)
@@ -269,6 +277,8 @@ class PredictWidget(QWidget):
             tta=self.tta.value,
             object_size=(self.object_size.value or AUTO_SIZE) if self.rescale.value else None,
             cleanup=self._cleanup(),
+            pixel_size=layer_pixel_size(layer),
+            match_pixel_size=self.match_pixel_size.value,
         )
         self._job = (layer, output, self.model_choice.value)
         data = layer_array(layer)

@@ -31,6 +31,7 @@ from ._common import (
     keep_pickers_in_sync,
     layer_array,
     layer_picker,
+    layer_pixel_size,
     load_model_dialog,
     model_store,
     notify,
@@ -247,6 +248,7 @@ class TrainWidget(QWidget):
             report_error(error, "Train")
             return
         self._training_layer = chosen[0][0]
+        config.pixel_size = layer_pixel_size(chosen[0][0])  # the layer's scale, stored in the model
         self._update_preview_image()
         self._step_offset = int(resume.history[-1].get("step", 0)) if resume is not None and resume.history else 0
         stop = self._guard.new_stop_event()

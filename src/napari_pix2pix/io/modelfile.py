@@ -52,6 +52,7 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
         "normalisation": model.normalisation.to_dict(),
         "patch_size": int(model.patch_size),
         "object_size": None if model.object_size is None else float(model.object_size),
+        "pixel_size": None if model.pixel_size is None else [float(v) for v in model.pixel_size],
         "history": _plain(model.history),
         "versions": {
             "napari_pix2pix": __version__,
@@ -141,6 +142,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
         normalisation=normalisation,
         patch_size=patch_size,
         object_size=_positive_or_none(payload.get("object_size")),
+        pixel_size=tuple(payload["pixel_size"]) if payload.get("pixel_size") is not None else None,
         history=list(payload.get("history", [])),
         discriminator_state=discriminator_state,
         device=str(device),

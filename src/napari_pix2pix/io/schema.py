@@ -121,6 +121,12 @@ def check_payload(payload: dict, version: int) -> None:
     object_size = payload.get("object_size")
     if object_size is not None and not 0 < _number("object_size", object_size) <= MAX_OBJECT_SIZE:
         raise SchemaError(f"object_size must be a positive number of pixels, found {object_size}")
+    pixel_size = payload.get("pixel_size")
+    if pixel_size is not None:
+        if not isinstance(pixel_size, list) or len(pixel_size) != 2:
+            raise SchemaError("pixel_size must be two numbers (y, x) or empty")
+        if not all(_number("pixel_size", v) > 0 for v in pixel_size):
+            raise SchemaError(f"pixel_size must be positive, found {pixel_size}")
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise SchemaError("history must be a list of tables")
