@@ -547,3 +547,26 @@ def test_class_probabilities_give_one_layer_per_class(viewer, stack, qtbot, tiny
     assert names == ["em predicted class-probabilities 0", "em predicted class-probabilities 1"]
     assert viewer.layers[-1].data.shape == (3, 64, 64)
     np.testing.assert_allclose(viewer.layers[-1].data + viewer.layers[-2].data, 1, atol=1e-5)
+
+
+def test_a_two_channel_model_is_offered_the_channel_layers_of_one_file(viewer, qtbot, tmp_path):
+    import tifffile
+    from conftest import tiny_config
+
+    from napari_pix2pix.training import fit
+
+    image, membranes, _ = membrane_volume((2, 64, 64), cell_size=20, seed=6)
+    two = np.stack([image, 1 - image], axis=-1).astype(np.float32)
+    tifffile.imwrite(tmp_path / "two.tif", two)
+    viewer.open(str(tmp_path / "two.tif"), channel_axis=3, plugin="napari")
+    assert len(viewer.layers) == 2
+    model = fit(two, membranes, tiny_config(epochs=1))
+    predict = dock(viewer, "Predict")
+    model_store.add("two channels", model)
+    predict.model_choice.value = "two channels"
+    assert predict.image_picker.value.name == "two (2 channels)"
+    predict.run()
+    wait_idle(qtbot, predict)
+    result = viewer.layers[-1]
+    assert result.name == "two (2 channels) predicted labels" and result.data.shape == (2, 64, 64)
+    np.testing.assert_array_equal(result.data, predict_array(model, two, device="cpu"))

@@ -75,13 +75,72 @@ def load_model_dialog(parent) -> tuple[str, TrainedModel] | None:
     return model_store.add(Path(path).stem, model), model
 
 
-def layer_picker(viewer: napari.Viewer, layer_type: type[Layer], label: str) -> ComboBox:
-    """A drop-down of the viewer's layers of ``layer_type``, refreshed by ``reset_choices``."""
+def layer_picker(viewer: napari.Viewer, layer_type: type[Layer], label: str, groups: bool = False) -> ComboBox:
+    """A drop-down of the viewer's layers of ``layer_type`` (and, with ``groups``, of the channel
+    layers opened from one file, as one image), refreshed by ``reset_choices``."""
 
     def choices(_widget=None):
-        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, layer_type)]
+        layers = [(layer.name, layer) for layer in viewer.layers if isinstance(layer, layer_type)]
+        return layers + ([(group.name, group) for group in channel_groups(viewer)] if groups else [])
 
     return ComboBox(label=label, choices=choices, nullable=False)
+
+
+class ChannelGroup:
+    """The Image layers napari made from the channels of one file (``channel_axis``), used together
+    as one multi-channel image, channels last, in the layer list's order."""
+
+    rgb = False
+
+    def __init__(self, layers: list, name: str):
+        self.layers, self.name = layers, name
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ChannelGroup) and all(a is b for a, b in zip(self.layers, other.layers))
+
+    def __hash__(self) -> int:
+        return hash(tuple(id(layer) for layer in self.layers))
+
+    @property
+    def data(self):
+        arrays = [layer_array(layer) for layer in self.layers]
+        if all(isinstance(a, np.ndarray) for a in arrays):
+            return np.stack(arrays, axis=-1)
+        import dask.array as da
+
+        return da.stack([da.asarray(a) for a in arrays], axis=-1)
+
+    @property
+    def scale(self):
+        return self.layers[0].scale
+
+    @property
+    def translate(self):
+        return self.layers[0].translate
+
+    @property
+    def ndim(self) -> int:
+        return self.layers[0].ndim
+
+    @property
+    def multiscale(self) -> bool:
+        return False
+
+
+def channel_groups(viewer: napari.Viewer) -> list[ChannelGroup]:
+    """Groups of two or more Image layers opened from the same file, with the same shape."""
+    from napari.layers import Image
+
+    by_file: dict[tuple, list] = {}
+    for layer in viewer.layers:
+        path = getattr(layer.source, "path", None)
+        if isinstance(layer, Image) and path and not layer.rgb:
+            by_file.setdefault((path, tuple(layer.data.shape)), []).append(layer)
+    return [
+        ChannelGroup(layers, f"{Path(path).stem} ({len(layers)} channels)")
+        for (path, _), layers in by_file.items()
+        if len(layers) > 1
+    ]
 
 
 def keep_pickers_in_sync(viewer: napari.Viewer, reset_choices) -> None:

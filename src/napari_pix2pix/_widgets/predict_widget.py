@@ -29,6 +29,7 @@ from ..trained_model import TrainedModel
 from ._common import (
     DEVICES,
     WorkerGuard,
+    channel_groups,
     keep_pickers_in_sync,
     layer_array,
     layer_picker,
@@ -151,7 +152,7 @@ class PredictWidget(QWidget):
 
     def _make_settings(self, viewer: napari.viewer.Viewer) -> None:
         """The settings: the main ones, and the advanced ones shown on demand."""
-        self.image_picker = layer_picker(viewer, Image, "Image")
+        self.image_picker = layer_picker(viewer, Image, "Image", groups=True)
         self.model_choice = ComboBox(label="Model", choices=_model_names, nullable=False)
         self.output_choice = ComboBox(
             label="Output", choices=[(kind.label, name) for name, kind in OUTPUTS.items()], value="labels"
@@ -220,7 +221,13 @@ class PredictWidget(QWidget):
         """Offer the output the chosen model's annotation kind is predicted as by default."""
         self.match_pixel_size.visible = name is not None and model_store.get(name).pixel_size is not None
         if name:
-            self.output_choice.value = model_store.get(name).encoding.default_output
+            model = model_store.get(name)
+            self.output_choice.value = model.encoding.default_output
+            if model.config.in_channels > 1:  # offer the channel layers of one file as its input
+                for group in channel_groups(self.viewer):
+                    if len(group.layers) == model.config.in_channels:
+                        self.image_picker.value = group
+                        break
             self._output_changed(self.output_choice.value)
 
     def reset_choices(self, event=None) -> None:
