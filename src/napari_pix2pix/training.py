@@ -246,8 +246,9 @@ def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | N
 
     Pairs may differ in size, slice count and annotation; their slices are padded to the largest
     (padding is not annotated, so patches are drawn in proportion to each pair's annotated pixels).
-    Each image is normalised by its own percentiles (the rule the model stores). With several
-    pairs, validation holds out whole images when the fraction allows it.
+    Images are normalised by the training data's percentiles, or each by its own with
+    ``config.normalisation == "per-image"`` (the rule the model stores). With several pairs,
+    validation holds out whole images when the fraction allows it.
     """
     given = as_pairs(image, labels)
     many = len(given) > 1
