@@ -570,3 +570,20 @@ def test_a_two_channel_model_is_offered_the_channel_layers_of_one_file(viewer, q
     result = viewer.layers[-1]
     assert result.name == "two (2 channels) predicted labels" and result.data.shape == (2, 64, 64)
     np.testing.assert_array_equal(result.data, predict_array(model, two, device="cpu"))
+
+
+def test_export_to_bioimageio_from_the_train_widget(viewer, stack, qtbot, tmp_path, monkeypatch):
+    pytest.importorskip("bioimageio.spec")
+    from napari_pix2pix.io import load_model
+
+    train = dock(viewer, "Train")
+    small_settings(train, epochs=1)
+    train.live_preview.value = False
+    assert not train.export_button.isEnabled()
+    train.start()
+    wait_idle(qtbot, train)
+    assert train.export_button.isEnabled()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "em.zip"), ""))
+    train.export_button.click()
+    assert any("exported to" in m for m in messages())
+    assert load_model(tmp_path / "em.zip").encoding == train.model.encoding

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_command(commands)
     _add_predict_command(commands)
+    _add_export_command(commands)
     gui = commands.add_parser("gui", help="open napari with the Train and Predict widgets and a sample")
     gui.add_argument(
         "--sample",
@@ -160,6 +161,47 @@ def _add_cluster_options(predict) -> None:
         help="predict on a running Dask cluster (e.g. tcp://host:8786, started by dask-jobqueue on SLURM); "
         "the model, input and output must be on a file system its workers share",
     )
+
+
+def _add_export_command(commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export a model as a bioimage.io package (ilastik, deepImageJ, QuPath, Fiji, bioimageio.core)",
+        description="Write MODEL as a bioimage.io model package (.zip, spec 0.5): PyTorch state dict and "
+        "TorchScript weights, the intensity scaling as preprocessing, softmax as postprocessing, and a test "
+        "tile from IMAGE with the engine's output for it. Needs bioimageio.spec (the 'bioimageio' extra).",
+    )
+    export.add_argument("model", help="model file written by 'train'")
+    export.add_argument("out", help="package to write (.zip)")
+    export.add_argument(
+        "--image", required=True, help="TIFF or OME-Zarr image whose middle tile becomes the test input"
+    )
+    export.add_argument("--name", default="napari-pix2pix model")
+    export.add_argument("--description", default="A segmentation network trained with napari-pix2pix.")
+    export.add_argument("--author", action="append", help="an author's name (repeat for several)")
+    export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence id (default: CC-BY-4.0)")
+    export.add_argument(
+        "--cite", nargs=2, action="append", metavar=("TEXT", "DOI"), help="a reference (repeat for several)"
+    )
+
+
+def run_export(args) -> int:
+    from .bioimageio import export
+    from .io import load_model, read_image
+
+    if not args.out.lower().endswith(".zip"):
+        raise InputError(f"a bioimage.io package is a .zip file; got {args.out}")
+    _check_output(args.out, args.model, args.image)
+    model = load_model(args.model)
+    image, _ = read_image(args.image)
+    options = dict(name=args.name, description=args.description, license=args.license)
+    if args.author:
+        options["authors"] = tuple(args.author)
+    if args.cite:
+        options["cite"] = tuple(tuple(c) for c in args.cite)
+    export(model, args.out, np.asarray(image), **options)
+    print(f"exported {model.describe()} to {args.out} (bioimage.io model, spec 0.5)")
+    return 0
 
 
 def _add_pixel_size_options(predict) -> None:
@@ -651,7 +693,8 @@ class _progress:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": run_train, "predict": run_predict, "demo": run_demo, "gui": run_gui}[args.command]
+    commands = {"train": run_train, "predict": run_predict, "export": run_export, "demo": run_demo, "gui": run_gui}
+    command = commands[args.command]
     try:
         with _handlers(_terminate, (signal.SIGTERM,)) if args.command != "gui" else contextlib.nullcontext():
             return command(args) or 0

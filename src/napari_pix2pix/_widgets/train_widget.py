@@ -100,6 +100,12 @@ class TrainWidget(QWidget):
         self.save_button = QPushButton("Save model…")
         self.save_button.setEnabled(False)
         self.load_button = QPushButton("Load model…")
+        self.export_button = QPushButton("Export to bioimage.io…")
+        self.export_button.setEnabled(False)
+        self.export_button.setToolTip(
+            "Write the model as a bioimage.io package (.zip) for ilastik, deepImageJ, QuPath or Fiji; "
+            "a tile of the training image is its test input"
+        )
 
         advanced = QCollapsible("Advanced settings")
         advanced.addWidget(self.advanced_controls.native)
@@ -112,12 +118,14 @@ class TrainWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
         layout.addLayout(_row(self.save_button, self.load_button))
+        layout.addWidget(self.export_button)
         layout.addStretch()
 
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self.save_button.clicked.connect(self.save)
         self.load_button.clicked.connect(self.load)
+        self.export_button.clicked.connect(self.export)
         keep_pickers_in_sync(viewer, self.reset_choices)
         viewer.dims.events.current_step.connect(self._update_preview_image)
 
@@ -297,11 +305,30 @@ class TrainWidget(QWidget):
         self._unsaved = False
         notify(f"Model saved to {path}")
 
+    def export(self) -> None:
+        """Export the model as a bioimage.io package, a tile of the training (or chosen) image as its test."""
+        layer = self._training_layer if self._training_layer in self.viewer.layers else self.image_picker.value
+        if self.model is None or layer is None:
+            notify("Train: train or load a model, and open an image for its test tile, before exporting.", warning=True)
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export to bioimage.io", "model.zip", "bioimage.io package (*.zip)")
+        if not path:
+            return
+        from ..bioimageio import export
+
+        try:
+            export(self.model, path, np.asarray(layer_array(layer)), name=f"{layer.name} {self.model.architecture}")
+        except (InputError, OSError) as error:
+            report_error(error, "Exporting the model")
+            return
+        notify(f"Model exported to {path} (bioimage.io package)")
+
     def load(self) -> None:
         loaded = load_model_dialog(self)
         if loaded is not None:
             name, self.model = loaded
             self.save_button.setEnabled(True)
+            self.export_button.setEnabled(True)
             self.status.setText(f"Loaded '{name}': {self.model.describe()}. It is available in Predict.")
 
     # ------------------------------------------------------------------ worker events
@@ -333,6 +360,7 @@ class TrainWidget(QWidget):
         layer = self._training_layer
         name = model_store.add(f"{layer.name if layer is not None else 'model'} {model.architecture}", model)
         self.save_button.setEnabled(True)
+        self.export_button.setEnabled(True)
         notify(f"Model '{name}' is trained ({model.describe()}); apply it with Predict, or save it.")
 
     def _on_finished(self) -> None:

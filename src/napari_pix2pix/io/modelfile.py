@@ -94,6 +94,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
+    if path.suffix.lower() == ".zip":  # a bioimage.io package exported by napari-pix2pix
+        from ..bioimageio import load_package
+
+        return load_package(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, foreign pickle, code-carrying pickle, …

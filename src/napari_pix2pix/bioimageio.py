@@ -1,0 +1,261 @@
+"""Export to the bioimage.io model zoo's format (``bioimageio.spec`` 0.5), read by ilastik,
+deepImageJ, QuPath, Fiji and ``bioimageio.core``.
+
+The package holds the network twice: as a PyTorch state dict with the architecture named by its
+import path in this package (``napari_pix2pix.models``) and its keyword arguments, and as
+TorchScript (runs without this package). The stored intensity scaling becomes the spec's
+preprocessing (``scale_linear`` for the training data's numbers, ``scale_range`` per image for the
+per-image rule) and ``softmax`` its postprocessing, so a consumer gets class probabilities. The test
+input is a tile of an image the user gives (the training image, typically) and the test output the
+engine's own result for it. Same-size networks only: the seed U-Net's input-dependent output size
+has no description in the spec's size references yet.
+
+``bioimageio.spec`` is an optional dependency (the ``bioimageio`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import InputError
+from .io.atomic import atomic_write
+from .models import build_model
+from .trained_model import TrainedModel
+
+TEST_TILE = 256
+
+
+class ProbabilityNetwork(nn.Module):
+    """The network as exported: the same weights, under ``network.``, giving class logits."""
+
+    def __init__(self, architecture: str, in_channels: int, out_channels: int, width: int, depth: int):
+        super().__init__()
+        from .models import ModelConfig
+
+        self.network = build_model(ModelConfig(architecture, in_channels, out_channels, width, depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+
+def _test_tiles(model: TrainedModel, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A raw (1, C, T, T) float32 tile from the middle of ``image`` (the package's test input) and
+    the same tile normalised as the package's preprocessing normalises it (what the network sees)."""
+    from .prediction import volume_geometry
+
+    geometry = volume_geometry(image.shape, model.config.in_channels)
+    plane = np.asarray(image[geometry.n_slices // 2] if geometry.is_stack else image, dtype=np.float32)
+    plane = plane[..., None] if geometry.channels == 1 else plane
+    multiple = model.sizes.size_multiple
+    side = min(TEST_TILE, plane.shape[0] // multiple * multiple, plane.shape[1] // multiple * multiple)
+    if side < multiple:
+        raise InputError(f"the test image is too small: a tile of at least {multiple} pixels is needed")
+    top, left = (plane.shape[0] - side) // 2, (plane.shape[1] - side) // 2
+    raw = plane[top : top + side, left : left + side]
+    normalised = model.normalisation.for_image(raw).apply(raw)  # per image: the tile's own percentiles
+    as_tensor = lambda a: np.ascontiguousarray(np.moveaxis(a, -1, 0)[None], dtype=np.float32)  # noqa: E731
+    return as_tensor(raw), as_tensor(normalised)
+
+
+def export(
+    model: TrainedModel,
+    out: str | Path,
+    image: np.ndarray,
+    *,
+    name: str = "napari-pix2pix model",
+    description: str = "A segmentation network trained with napari-pix2pix.",
+    authors: tuple[str, ...] = ("napari-pix2pix user",),
+    license: str = "CC-BY-4.0",
+    cite: tuple[tuple[str, str], ...] = (("Ronneberger et al. 2015, U-Net", "10.1007/978-3-319-24574-4_28"),),
+) -> Path:
+    """Write ``model`` as a bioimage.io model package (a .zip) to ``out``; ``image`` gives the test tile."""
+    try:
+        from bioimageio.spec import save_bioimageio_package
+    except ImportError:
+        raise InputError("exporting needs bioimageio.spec: pip install 'napari-pix2pix[bioimageio]'") from None
+    if not model.sizes.padded:
+        raise InputError(f"{model.architecture} models cannot be exported yet: only same-size networks can")
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as folder:
+        descr = _description(model, Path(folder), image, name, description, authors, license, cite)
+        with atomic_write(out, suffix=".tmp.zip") as tmp:
+            save_bioimageio_package(descr, output_path=tmp)
+    return out
+
+
+def _description(model, folder: Path, image, name, description, authors, license, cite):
+    from bioimageio.spec.model import v0_5 as spec
+
+    exported = ProbabilityNetwork(
+        model.architecture, model.config.in_channels, model.config.out_channels, model.config.width, model.config.depth
+    )
+    exported.network.load_state_dict(model.network.state_dict())
+    exported.eval()
+    raw, tile = _test_tiles(model, image)
+    with torch.no_grad():
+        logits = exported(torch.from_numpy(tile)).numpy()
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+    np.save(folder / "test_input.npy", raw)
+    np.save(folder / "test_output.npy", probabilities)
+    torch.save(exported.state_dict(), folder / "weights.pt")
+    torch.jit.trace(exported, torch.from_numpy(tile)).save(str(folder / "weights_torchscript.pt"))
+    (folder / "README.md").write_text(_documentation(model, description))
+    torch_version = spec.Version(torch.__version__.split("+")[0])
+    channel = spec.AxisId("channel")
+    multiple = model.sizes.size_multiple
+    space = [
+        spec.SpaceInputAxis(id=spec.AxisId(a), size=spec.ParameterizedSize(min=multiple, step=multiple))
+        for a in ("y", "x")
+    ]
+    inputs = spec.InputTensorDescr(
+        id=spec.TensorId("raw"),
+        axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=_names("c", model.config.in_channels)), *space],
+        test_tensor=spec.FileDescr(source=folder / "test_input.npy"),
+        data=spec.IntervalOrRatioDataDescr(type="float32"),
+        preprocessing=[_scaling(model, spec, channel)],
+    )
+    outputs = spec.OutputTensorDescr(
+        id=spec.TensorId("probabilities"),
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=[spec.Identifier(f"class_{v}") for v in model.encoding.class_values]),
+            *(
+                spec.SpaceOutputAxis(
+                    id=spec.AxisId(a), size=spec.SizeReference(tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(a))
+                )
+                for a in ("y", "x")
+            ),
+        ],
+        test_tensor=spec.FileDescr(source=folder / "test_output.npy"),
+        data=spec.IntervalOrRatioDataDescr(type="float32"),
+        postprocessing=[spec.SoftmaxDescr(kwargs=spec.SoftmaxKwargs(axis=channel))],
+    )
+    architecture = spec.ArchitectureFromLibraryDescr(
+        callable=spec.Identifier("ProbabilityNetwork"),
+        import_from="napari_pix2pix.bioimageio",
+        kwargs={
+            "architecture": model.architecture,
+            "in_channels": model.config.in_channels,
+            "out_channels": model.config.out_channels,
+            "width": model.config.width,
+            "depth": model.config.depth,
+        },
+    )
+    weights = spec.WeightsDescr(
+        pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
+            source=folder / "weights.pt", architecture=architecture, pytorch_version=torch_version
+        ),
+        torchscript=spec.TorchscriptWeightsDescr(
+            source=folder / "weights_torchscript.pt", pytorch_version=torch_version, parent="pytorch_state_dict"
+        ),
+    )
+    return spec.ModelDescr(
+        name=name,
+        description=description,
+        authors=[spec.Author(name=a) for a in authors],
+        cite=[spec.CiteEntry(text=text, doi=spec.Doi(doi)) for text, doi in cite],
+        license=spec.LicenseId(license),
+        documentation=spec.FileDescr(source=folder / "README.md"),
+        inputs=[inputs],
+        outputs=[outputs],
+        weights=weights,
+        tags=["segmentation", "napari-pix2pix", model.architecture],
+        config={"napari_pix2pix": _own_config(model)},  # type: ignore[arg-type]
+    )
+
+
+def _names(prefix: str, count: int) -> list:
+    from bioimageio.spec.model import v0_5 as spec
+
+    return [spec.Identifier(f"{prefix}{i}") for i in range(count)]
+
+
+def _scaling(model: TrainedModel, spec, channel):
+    """The stored intensity scaling as the spec's preprocessing."""
+    normalisation = model.normalisation
+    if normalisation.per_image:
+        return spec.ScaleRangeDescr(
+            kwargs=spec.ScaleRangeKwargs(
+                axes=[spec.AxisId("y"), spec.AxisId("x")],
+                min_percentile=normalisation.lower,
+                max_percentile=normalisation.upper,
+                eps=1e-12,
+            )
+        )
+    gain = [1.0 / (h - lo) for lo, h in zip(normalisation.low, normalisation.high)]
+    offset = [-lo / (h - lo) for lo, h in zip(normalisation.low, normalisation.high)]
+    return spec.ScaleLinearDescr(kwargs=spec.ScaleLinearAlongAxisKwargs(axis=channel, gain=gain, offset=offset))
+
+
+def _own_config(model: TrainedModel) -> dict:
+    """What napari-pix2pix needs to load the package back as its own model."""
+    return json.loads(
+        json.dumps(
+            {
+                "version": __version__,
+                "config": model.config.to_dict(),
+                "encoding": model.encoding.to_dict(),
+                "normalisation": model.normalisation.to_dict(),
+                "patch_size": model.patch_size,
+                "object_size": model.object_size,
+                "pixel_size": list(model.pixel_size) if model.pixel_size else None,
+            }
+        )
+    )
+
+
+def _documentation(model: TrainedModel, description: str) -> str:
+    return (
+        f"# {model.architecture} trained with napari-pix2pix\n\n{description}\n\n"
+        f"- Classes: {', '.join(str(v) for v in model.encoding.class_values)} ({model.encoding.describe()})\n"
+        f"- Output: the probability of each class, per pixel (softmax over the channel axis)\n"
+        f"- Trained for {len(model.history)} epochs with napari-pix2pix {__version__}\n"
+    )
+
+
+def load_package(path: Path) -> TrainedModel:
+    """A bioimage.io package exported by napari-pix2pix, as a model: its own settings from the
+    description's ``config``, its weights read without executing pickled code."""
+    import io
+    import zipfile
+
+    import yaml
+
+    from .data import Normalisation
+    from .encodings import LabelEncoding
+    from .errors import ModelFileError
+    from .models import ModelConfig
+
+    try:
+        with zipfile.ZipFile(path) as package:
+            description = yaml.safe_load(package.read("rdf.yaml"))
+            own = description["config"]["napari_pix2pix"]
+            source = description["weights"]["pytorch_state_dict"]["source"]
+            state = torch.load(io.BytesIO(package.read(source)), map_location="cpu", weights_only=True)
+        config = ModelConfig(**own["config"])
+        network = build_model(config)
+        network.load_state_dict({k.removeprefix("network."): v for k, v in state.items()}, strict=True)
+        encoding = LabelEncoding.from_dict(own["encoding"])
+        normalisation = Normalisation.from_dict(own["normalisation"])
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, zipfile.BadZipFile, yaml.YAMLError) as error:
+        raise ModelFileError(
+            f"{path} is not a bioimage.io package exported by napari-pix2pix ({type(error).__name__}: {error})"
+        ) from None
+    pixel_size = own.get("pixel_size")
+    return TrainedModel(
+        config,
+        network.eval(),
+        encoding,
+        normalisation,
+        int(own.get("patch_size", 256)),
+        object_size=own.get("object_size"),
+        pixel_size=tuple(pixel_size) if pixel_size else None,
+    )
