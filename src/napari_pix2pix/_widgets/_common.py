@@ -240,6 +240,11 @@ def _shut_down_all_workers() -> None:
     for guard in list(_guards):
         with contextlib.suppress(RuntimeError):  # the guard's Qt side is already deleted
             guard.close()
+    # A worker started just before the exit may still be queued, not yet running: wait for the
+    # thread pool itself, so it starts, sees its stop event and ends before Qt is torn down.
+    from qtpy.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(10_000)
 
 
 class WorkerGuard(QObject):
