@@ -244,7 +244,9 @@ def _shut_down_all_workers() -> None:
     # thread pool itself, so it starts, sees its stop event and ends before Qt is torn down.
     from qtpy.QtCore import QThreadPool
 
-    QThreadPool.globalInstance().waitForDone(10_000)
+    pool = QThreadPool.globalInstance()
+    if pool is not None:
+        pool.waitForDone(10_000)
 
 
 class WorkerGuard(QObject):
