@@ -87,3 +87,15 @@ def autosave_folder(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NAPARI_PIX2PIX_AUTOSAVE", str(folder))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # results of lazy images
     return folder
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A folder with image.tif (a 3×48×48 EM-like stack) and labels.tif (membranes 255, cells 0), for
+    command-line tests. Label values 0 and 255, so predicted values cannot be mistaken for class indices."""
+    import tifffile
+
+    image, membranes, _ = membrane_volume((3, 48, 48), cell_size=16, seed=2)
+    tifffile.imwrite(tmp_path / "image.tif", image, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "labels.tif", membranes.astype(np.uint8) * 255, photometric="minisblack")
+    return tmp_path

@@ -4,7 +4,6 @@ import tifffile
 import torch
 
 from napari_pix2pix.cli import main
-from napari_pix2pix.synthetic import membrane_volume
 
 TINY = [
     "--epochs",
@@ -45,15 +44,6 @@ LEARNS = [
     "cpu",
     "--quiet",
 ]
-
-
-@pytest.fixture
-def files(tmp_path):
-    image, membranes, _ = membrane_volume((3, 48, 48), cell_size=16, seed=2)
-    tifffile.imwrite(tmp_path / "image.tif", image, photometric="minisblack")
-    # Label values 0 and 255, so predicted label values cannot be mistaken for class indices.
-    tifffile.imwrite(tmp_path / "labels.tif", membranes.astype(np.uint8) * 255, photometric="minisblack")
-    return tmp_path
 
 
 def test_train_then_predict(files, capsys):

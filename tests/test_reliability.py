@@ -20,14 +20,6 @@ QUICK = ["--epochs", "1", "--steps-per-epoch", "1", "--quiet"]
 SMALL = ["--batch-size", "2", "--patch-size", "32", "--width", "4", "--depth", "2", "--device", "cpu"]
 
 
-@pytest.fixture
-def files(tmp_path):
-    image, membranes, _ = membrane_volume((3, 48, 48), cell_size=16, seed=2)
-    tifffile.imwrite(tmp_path / "image.tif", image, photometric="minisblack")
-    tifffile.imwrite(tmp_path / "labels.tif", membranes.astype(np.uint8) * 255, photometric="minisblack")
-    return tmp_path
-
-
 def start(args: list[str], cwd) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "napari_pix2pix", *args]
@@ -169,7 +161,6 @@ def test_a_run_in_a_group_stops_on_every_rank_when_one_is_told_to(monkeypatch):
     import torch.distributed as dist
 
     from napari_pix2pix.distributed import Group
-    from napari_pix2pix.synthetic import membrane_volume
     from napari_pix2pix.training import Trainer, TrainingConfig
 
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")

@@ -356,13 +356,19 @@ def test_closing_the_widget_stops_training(viewer, stack, qtbot):
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
 
 
-def test_closing_the_viewer_mid_training_is_clean(make_napari_viewer, qtbot):
+def viewer_training_cells(make_napari_viewer, epochs: int, name: str = "image"):
+    """Its own viewer (the test closes it) with a cell stack, its labels and a Train dock set small."""
     viewer = make_napari_viewer(show=True)
     image, membranes, _ = membrane_volume((2, 64, 64), cell_size=20, seed=4)
-    viewer.add_image(image)
+    viewer.add_image(image, name=name)
     viewer.add_labels(membranes)
     train = dock(viewer, "Train")
-    small_settings(train, epochs=1000)
+    small_settings(train, epochs=epochs)
+    return viewer, train
+
+
+def test_closing_the_viewer_mid_training_is_clean(make_napari_viewer, qtbot):
+    viewer, train = viewer_training_cells(make_napari_viewer, epochs=1000)
     train.start()
     qtbot.waitUntil(lambda: train.progress.value() >= 1, timeout=60_000)
     worker = train._guard.worker
@@ -373,12 +379,7 @@ def test_closing_the_viewer_mid_training_is_clean(make_napari_viewer, qtbot):
 def test_closing_napari_keeps_a_trained_unsaved_model(make_napari_viewer, qtbot, autosave_folder, capsys):
     from napari_pix2pix.io import load_model
 
-    viewer = make_napari_viewer(show=True)
-    image, membranes, _ = membrane_volume((2, 64, 64), cell_size=20, seed=4)
-    viewer.add_image(image, name="cells")
-    viewer.add_labels(membranes)
-    train = dock(viewer, "Train")
-    small_settings(train, epochs=1)
+    viewer, train = viewer_training_cells(make_napari_viewer, epochs=1, name="cells")
     train.start()
     wait_idle(qtbot, train)
     viewer.close()
@@ -390,12 +391,7 @@ def test_closing_napari_keeps_a_trained_unsaved_model(make_napari_viewer, qtbot,
 def test_a_saved_model_is_not_kept_again_and_a_run_stopped_by_closing_is(
     make_napari_viewer, qtbot, autosave_folder, tmp_path, monkeypatch
 ):
-    viewer = make_napari_viewer(show=True)
-    image, membranes, _ = membrane_volume((2, 64, 64), cell_size=20, seed=4)
-    viewer.add_image(image)
-    viewer.add_labels(membranes)
-    train = dock(viewer, "Train")
-    small_settings(train, epochs=1)
+    viewer, train = viewer_training_cells(make_napari_viewer, epochs=1)
     train.start()
     wait_idle(qtbot, train)
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "mine.pt"), ""))

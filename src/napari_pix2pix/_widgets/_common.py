@@ -211,10 +211,15 @@ def autosave_folder() -> Path:
     return user_data_path("napari-pix2pix") / "autosave"
 
 
+def file_name(name: str, fallback: str) -> str:
+    """``name`` made safe as a file name (letters, digits, '.', '-' and '_')."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or fallback
+
+
 def autosave(model: TrainedModel, name: str) -> Path | None:
     """Save ``model`` in ``autosave_folder()`` and say where (on stderr and in the log: the viewer
     is closing, so a notification would not be seen). None if even that fails (it is logged)."""
-    safe = re.sub(r"[^\w.-]+", "_", name).strip("_") or "model"
+    safe = file_name(name, "model")
     try:
         folder = autosave_folder()
         folder.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from ._common import (
     DEVICES,
     WorkerGuard,
     channel_groups,
+    file_name,
     keep_pickers_in_sync,
     layer_array,
     layer_picker,
@@ -77,14 +78,13 @@ def predict_volume(model: TrainedModel, image, output: str, stop, keep: bool = F
 
 def _result_store(name: str, output: str) -> str:
     """A new Zarr store for a lazy image's result, in the user's cache folder."""
-    import re
     import tempfile
 
     from platformdirs import user_cache_path
 
     folder = user_cache_path("napari-pix2pix") / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^\w.-]+", "_", f"{name} {output}").strip("_")
+    safe = file_name(f"{name} {output}", "result")
     return str(Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=folder)) / f"{safe}.zarr")
 
 
