@@ -7,8 +7,9 @@ TorchScript (runs without this package). The stored intensity scaling becomes th
 preprocessing (``scale_linear`` for the training data's numbers, ``scale_range`` per image for the
 per-image rule) and ``softmax`` its postprocessing, so a consumer gets class probabilities. The test
 input is a tile of an image the user gives (the training image, typically) and the test output the
-engine's own result for it. Same-size networks only: the seed U-Net's input-dependent output size
-has no description in the spec's size references yet.
+engine's own result for it. The seed U-Net's smaller output (valid convolutions) is described by the
+spec's size reference with an offset: its inputs are ``minimum + k·step`` pixels, over which the
+output is a constant number of pixels smaller, with output pixel 0 under input pixel ``margin``.
 
 ``bioimageio.spec`` is an optional dependency (the ``bioimageio`` extra).
 """
@@ -32,6 +33,32 @@ from .trained_model import TrainedModel
 TEST_TILE = 256
 
 
+class InputSizes:
+    """The input sides a network takes as the spec describes them (``minimum + k·step``), and how much
+    smaller its output is over them (``shrink`` pixels in all, output pixel 0 under input pixel
+    ``margin``): 0 and 0 for same-size networks."""
+
+    def __init__(self, model: TrainedModel):
+        sizes = model.sizes
+        if sizes.padded:
+            self.minimum = self.step = sizes.size_multiple
+        else:
+            # Valid convolutions and 2×2 poolings: sides that stay even down to the bottleneck all
+            # lose the same number of pixels.
+            self.step = 2**model.config.depth
+            self.minimum = -(-sizes.min_input_size() // self.step) * self.step
+        family = [self.minimum + k * self.step for k in range(4)]
+        shrinks = {n - sizes.output_size(n) for n in family}
+        margins = {sizes.output_offset(n) for n in family}
+        if len(shrinks) != 1 or len(margins) != 1:  # not the case for the registered networks
+            raise InputError(f"{model.architecture} networks cannot be exported: their output size is irregular")
+        self.shrink, self.margin = shrinks.pop(), margins.pop()
+
+    def largest(self, side: int) -> int:
+        """The largest input side up to ``side``, or 0 if even the smallest is larger."""
+        return 0 if side < self.minimum else self.minimum + (side - self.minimum) // self.step * self.step
+
+
 class ProbabilityNetwork(nn.Module):
     """The network as exported: the same weights, under ``network.``, giving class logits."""
 
@@ -53,10 +80,10 @@ def _test_tiles(model: TrainedModel, image: np.ndarray) -> tuple[np.ndarray, np.
     geometry = volume_geometry(image.shape, model.config.in_channels)
     plane = np.asarray(image[geometry.n_slices // 2] if geometry.is_stack else image, dtype=np.float32)
     plane = plane[..., None] if geometry.channels == 1 else plane
-    multiple = model.sizes.size_multiple
-    side = min(TEST_TILE, plane.shape[0] // multiple * multiple, plane.shape[1] // multiple * multiple)
-    if side < multiple:
-        raise InputError(f"the test image is too small: a tile of at least {multiple} pixels is needed")
+    sizes = InputSizes(model)
+    side = sizes.largest(min(max(TEST_TILE, sizes.minimum), *plane.shape[:2]))
+    if not side:
+        raise InputError(f"the test image is too small: a tile of at least {sizes.minimum} pixels is needed")
     top, left = (plane.shape[0] - side) // 2, (plane.shape[1] - side) // 2
     raw = plane[top : top + side, left : left + side]
     normalised = model.normalisation.for_image(raw).apply(raw)  # per image: the tile's own percentiles
@@ -80,8 +107,6 @@ def export(
         from bioimageio.spec import save_bioimageio_package
     except ImportError:
         raise InputError("exporting needs bioimageio.spec: pip install 'napari-pix2pix[bioimageio]'") from None
-    if not model.sizes.padded:
-        raise InputError(f"{model.architecture} models cannot be exported yet: only same-size networks can")
     out = Path(out)
     with tempfile.TemporaryDirectory() as folder:
         descr = _description(model, Path(folder), image, name, description, authors, license, cite)
@@ -110,9 +135,9 @@ def _description(model, folder: Path, image, name, description, authors, license
     (folder / "README.md").write_text(_documentation(model, description))
     torch_version = spec.Version(torch.__version__.split("+")[0])
     channel = spec.AxisId("channel")
-    multiple = model.sizes.size_multiple
+    sizes = InputSizes(model)
     space = [
-        spec.SpaceInputAxis(id=spec.AxisId(a), size=spec.ParameterizedSize(min=multiple, step=multiple))
+        spec.SpaceInputAxis(id=spec.AxisId(a), size=spec.ParameterizedSize(min=sizes.minimum, step=sizes.step))
         for a in ("y", "x")
     ]
     inputs = spec.InputTensorDescr(
@@ -129,7 +154,11 @@ def _description(model, folder: Path, image, name, description, authors, license
             spec.ChannelAxis(channel_names=[spec.Identifier(f"class_{v}") for v in model.encoding.class_values]),
             *(
                 spec.SpaceOutputAxis(
-                    id=spec.AxisId(a), size=spec.SizeReference(tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(a))
+                    id=spec.AxisId(a),
+                    size=spec.SizeReference(
+                        tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(a), offset=-sizes.shrink
+                    ),
+                    description=_alignment(sizes),
                 )
                 for a in ("y", "x")
             ),
@@ -170,6 +199,13 @@ def _description(model, folder: Path, image, name, description, authors, license
         tags=["segmentation", "napari-pix2pix", model.architecture],
         config={"napari_pix2pix": _own_config(model)},  # type: ignore[arg-type]
     )
+
+
+def _alignment(sizes: InputSizes) -> str:
+    """The output axis' description (the spec allows 128 characters)."""
+    if not sizes.shrink:
+        return "aligned with the input pixel for pixel"
+    return f"valid convolutions: {sizes.shrink} px smaller than the input, pixel 0 under input pixel {sizes.margin}"
 
 
 def _names(prefix: str, count: int) -> list:
@@ -217,7 +253,19 @@ def _documentation(model: TrainedModel, description: str) -> str:
         f"# {model.architecture} trained with napari-pix2pix\n\n{description}\n\n"
         f"- Classes: {', '.join(str(v) for v in model.encoding.class_values)} ({model.encoding.describe()})\n"
         f"- Output: the probability of each class, per pixel (softmax over the channel axis)\n"
+        f"{_size_note(InputSizes(model))}"
         f"- Trained for {len(model.history)} epochs with napari-pix2pix {__version__}\n"
+    )
+
+
+def _size_note(sizes: InputSizes) -> str:
+    if not sizes.shrink:
+        return f"- Input: any size that is a multiple of {sizes.step} pixels; the output has the same size\n"
+    return (
+        f"- Input: {sizes.minimum} + k·{sizes.step} pixels per side. The network uses valid convolutions, so its "
+        f"output is {sizes.shrink} pixels smaller, and output pixel 0 lies under input pixel {sizes.margin}: pad "
+        f"the input by {sizes.margin} pixels before and {sizes.shrink - sizes.margin} after (by reflection, as "
+        "napari-pix2pix does at image borders) for an output covering the whole image\n"
     )
 
 
