@@ -147,8 +147,9 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         for test, metrics in run["tests"].items():
-            groups.setdefault((run["data"], test, run["method"]), []).append({**metrics, "train s": run["train s"]})
-    for (data, test, method), results in groups.items():
+            key = (run["data"], test, run["method"], run["minutes"])
+            groups.setdefault(key, []).append({**metrics, "train s": run["train s"]})
+    for (data, test, method, _), results in groups.items():
         row = {"data": data, "test": test, "method": method, "seeds": len(results)}
         for metric in ("train s", *METRICS):
             values = [r[metric] for r in results if metric in r]

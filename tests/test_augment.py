@@ -20,7 +20,7 @@ def test_augmentation_moves_image_and_labels_together():
     targets = torch.nn.functional.interpolate(targets[:, None].float(), size=64, mode="nearest")[:, 0].long()
     images = targets[:, None].float()
     generator = torch.Generator().manual_seed(1)
-    new_images, new_targets = augment_batch(images, targets, generator, elastic_strength=0.06, intensity=0)
+    new_images, new_targets, _ = augment_batch(images, targets, generator, elastic_strength=0.06, intensity=0)
     assert not torch.equal(new_targets, targets)  # something happened
     agreement = ((new_images[:, 0] > 0.5).long() == new_targets).float().mean()
     assert agreement > 0.97
@@ -29,7 +29,7 @@ def test_augmentation_moves_image_and_labels_together():
 
 def test_without_warp_zoom_or_intensity_each_patch_is_one_of_the_eight_symmetries():
     images, targets = blocky_batch()
-    new_images, new_targets = augment_batch(
+    new_images, new_targets, _ = augment_batch(
         images, targets, torch.Generator().manual_seed(3), elastic_strength=0, intensity=0, zoom=1, noise=0
     )
     for original, image, target in zip(targets, new_images[:, 0], new_targets):
@@ -42,7 +42,7 @@ def test_without_warp_zoom_or_intensity_each_patch_is_one_of_the_eight_symmetrie
 
 def test_unannotated_pixels_stay_unannotated_and_no_new_class_appears():
     images, targets = blocky_batch(seed=1)
-    _, new_targets = augment_batch(images, targets, torch.Generator().manual_seed(0), elastic_strength=0.1)
+    _, new_targets, _ = augment_batch(images, targets, torch.Generator().manual_seed(0), elastic_strength=0.1)
     assert set(new_targets.unique().tolist()) <= {IGNORE, 0, 1}
     assert (new_targets == IGNORE).float().mean().item() == pytest.approx(
         (targets == IGNORE).float().mean().item(), abs=0.05
@@ -71,8 +71,16 @@ def test_zoom_shows_objects_at_other_sizes():
     targets = torch.zeros(64, 32, 32, dtype=torch.long)
     targets[:, 12:20, 12:20] = 1  # an 8×8 object in the middle of each patch
     images = targets[:, None].float()
-    _, zoomed = augment_batch(
+    _, zoomed, _ = augment_batch(
         images, targets, torch.Generator().manual_seed(0), elastic_strength=0, intensity=0, zoom=2.0, noise=0
     )
     areas = (zoomed == 1).sum(dim=(1, 2)).float()
     assert areas.min() < 64 * 0.6 and areas.max() > 64 * 1.6  # shrunk and magnified, up to 2× across
+
+
+def test_loss_weights_move_with_the_targets():
+    images, targets = blocky_batch(seed=5)
+    weights = targets.float() * 3 + 1  # a weight map that reads its class
+    _, new_targets, new_weights = augment_batch(images, targets, torch.Generator().manual_seed(1), weights=weights)
+    assert new_weights is not None and new_weights.shape == new_targets.shape
+    assert torch.equal(new_weights, new_targets.float() * 3 + 1)

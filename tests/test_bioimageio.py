@@ -50,3 +50,16 @@ def test_an_exported_package_passes_the_bioimageio_model_test_and_loads_back(
         assert inputs["axes"][2]["size"] == {"min": 28, "step": 4}
         assert outputs["axes"][2]["size"]["offset"] == -27  # depth 2: 64² in, 37² out
         assert "pixel 0 under input pixel 14" in outputs["axes"][2]["description"]
+
+
+def test_export_problems_are_one_line(tmp_path, monkeypatch, capsys, tiny_model):
+    monkeypatch.chdir(tmp_path)
+    save_model(tiny_model, tmp_path / "m.pt")
+    tifffile.imwrite(tmp_path / "tiny.tif", np.zeros((2, 2), np.float32))
+    assert main(["export", "m.pt", "m.tif", "--image", "tiny.tif"]) == 2
+    assert "is a .zip file" in capsys.readouterr().err
+    assert main(["export", "m.pt", "m.zip", "--image", "tiny.tif"]) == 2
+    assert "too small" in capsys.readouterr().err
+    (tmp_path / "other.zip").write_bytes(b"PK not really")
+    with pytest.raises(ModelFileError, match="not a bioimage.io package exported by napari-pix2pix"):
+        load_model(tmp_path / "other.zip")

@@ -102,7 +102,8 @@ def test_train_then_predict(files, capsys):
 
 def test_resume_and_seed_unet(files):
     model = str(files / "m.pt")
-    assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", model, *TINY]) == 0
+    weighed = [*TINY, "--boundary-weight", "10"]  # the U-Net paper's weight map on
+    assert main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", model, *weighed]) == 0
     assert (
         main(["train", str(files / "image.tif"), str(files / "labels.tif"), "--out", model, "--resume", model, *TINY])
         == 0
@@ -247,6 +248,7 @@ def test_bad_values_and_paths_exit_2_with_one_line(files, capsys):
     capsys.readouterr()
     cases = [
         (["train", image, labels, "--out", str(files / "x.pt"), *TINY, "--seed", "-1"], "seed"),
+        (["train", image, labels, "--out", str(files / "x.pt"), *TINY, "--boundary-weight", "-1"], "boundary weight"),
         (["train", str(files), labels, "--out", str(files / "x.pt"), *TINY], "is a folder"),
         (["predict", str(files / "m.pt"), str(rgb), "--out", str(files / "x.tif"), "--quiet"], "RGB"),
     ]

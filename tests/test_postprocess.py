@@ -102,3 +102,20 @@ def test_images_are_rescaled_to_the_object_size_the_model_learned():
     np.testing.assert_array_equal(instances > 0, image > 0.5)
     with pytest.raises(InputError, match="object size"):
         predict(model, image, device="cpu", object_size=-3)
+
+
+def test_an_object_size_estimate_that_diverges_is_not_used(monkeypatch):
+    """EM regions fragment as the image is magnified: each rescaling measures smaller objects still.
+    The estimate moving away from the model's size is not followed (it once ended at 4×)."""
+    import napari_pix2pix.prediction as prediction
+
+    model = threshold_model()
+    model.object_size = 30.0
+    image = discs(8)
+    geometry = prediction.volume_geometry(image.shape, 1)
+    measured = iter([20.0, 16.0, 14.0])  # 1.5× too small, then worse after each magnification
+    monkeypatch.setattr(prediction, "typical_object_size", lambda _: next(measured))
+    assert prediction.scale_factor(model, image, geometry, "auto", device="cpu") == 1.0
+    measured = iter([20.0, 28.0])  # 1.5× too small, then close after magnifying 1.5×: followed
+    monkeypatch.setattr(prediction, "typical_object_size", lambda _: next(measured))
+    assert prediction.scale_factor(model, image, geometry, "auto", device="cpu") == pytest.approx(1.5)

@@ -130,14 +130,14 @@ def test_non_finite_loss_stops_and_keeps_good_weights(membranes):
     trainer = Trainer(*membranes, tiny_config(epochs=5))
     real_step, calls = trainer.step, {"n": 0}
 
-    def exploding_step(images, targets):
+    def exploding_step(images, targets, weights):
         calls["n"] += 1
         if calls["n"] == 4:
             with torch.no_grad():
                 for p in trainer.model.network.parameters():
                     p.fill_(float("nan"))
             return {"loss": float("nan")}
-        return real_step(images, targets)
+        return real_step(images, targets, weights)
 
     trainer.step = exploding_step
     events = list(trainer.run())

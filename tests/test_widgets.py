@@ -190,6 +190,9 @@ def test_train_widget_runs_until_the_time_budget_by_default(viewer):
     assert train.epochs.value == 0 and "0: until the time budget" in train.epochs.label
     config = train.config()
     assert config.epochs is None and config.max_minutes == 10
+    assert config.boundary_weight is None and "auto" in train.boundary_weight.native.text()  # by annotation kind
+    train.boundary_weight.value = 5
+    assert train.config().boundary_weight == 5
 
 
 def test_dask_layer_is_predicted(viewer, qtbot, tiny_model):

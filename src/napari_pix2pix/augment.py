@@ -40,8 +40,11 @@ def augment_batch(
     intensity: float = 0.1,
     zoom: float = 1.25,
     noise: float = 0.02,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Randomly transform a batch of images (B, C, H, W) and class targets (B, H, W).
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Randomly transform a batch of images (B, C, H, W), class targets (B, H, W) and, if given,
+    per-pixel loss weights (B, H, W, moved with the targets). Returns the three (weights None if
+    not given).
 
     Parameters
     ----------
@@ -83,11 +86,15 @@ def augment_batch(
         targets.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border", align_corners=True
     )
     targets = labels.squeeze(1).round().long().clamp_min(IGNORE)
+    if weights is not None:
+        weights = F.grid_sample(
+            weights.unsqueeze(1), grid, mode="nearest", padding_mode="border", align_corners=True
+        ).squeeze(1)
     if intensity > 0:
         images = images.clamp_min(0).pow(torch.exp(gamma)) * (1 + gain) + offset
     if noise > 0:
         images = images + params[:, 25].view(batch, 1, 1, 1) * _gaussian_field(images, generator)
-    return images, targets
+    return images, targets, weights
 
 
 def _gaussian_field(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -147,26 +147,7 @@ def _description(model, folder: Path, image, name, description, authors, license
         data=spec.IntervalOrRatioDataDescr(type="float32"),
         preprocessing=[_scaling(model, spec, channel)],
     )
-    outputs = spec.OutputTensorDescr(
-        id=spec.TensorId("probabilities"),
-        axes=[
-            spec.BatchAxis(),
-            spec.ChannelAxis(channel_names=[spec.Identifier(f"class_{v}") for v in model.encoding.class_values]),
-            *(
-                spec.SpaceOutputAxis(
-                    id=spec.AxisId(a),
-                    size=spec.SizeReference(
-                        tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(a), offset=-sizes.shrink
-                    ),
-                    description=_alignment(sizes),
-                )
-                for a in ("y", "x")
-            ),
-        ],
-        test_tensor=spec.FileDescr(source=folder / "test_output.npy"),
-        data=spec.IntervalOrRatioDataDescr(type="float32"),
-        postprocessing=[spec.SoftmaxDescr(kwargs=spec.SoftmaxKwargs(axis=channel))],
-    )
+    outputs = _output_description(model, spec, sizes, folder, channel)
     architecture = spec.ArchitectureFromLibraryDescr(
         callable=spec.Identifier("ProbabilityNetwork"),
         import_from="napari_pix2pix.bioimageio",
@@ -198,6 +179,30 @@ def _description(model, folder: Path, image, name, description, authors, license
         weights=weights,
         tags=["segmentation", "napari-pix2pix", model.architecture],
         config={"napari_pix2pix": _own_config(model)},  # type: ignore[arg-type]
+    )
+
+
+def _output_description(model: TrainedModel, spec, sizes: InputSizes, folder: Path, channel):
+    """The class probabilities: one channel per class, the input's size less the network's shrink."""
+    return spec.OutputTensorDescr(
+        id=spec.TensorId("probabilities"),
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=[spec.Identifier(f"class_{v}") for v in model.encoding.class_values]),
+            *(
+                spec.SpaceOutputAxis(
+                    id=spec.AxisId(a),
+                    size=spec.SizeReference(
+                        tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(a), offset=-sizes.shrink
+                    ),
+                    description=_alignment(sizes),
+                )
+                for a in ("y", "x")
+            ),
+        ],
+        test_tensor=spec.FileDescr(source=folder / "test_output.npy"),
+        data=spec.IntervalOrRatioDataDescr(type="float32"),
+        postprocessing=[spec.SoftmaxDescr(kwargs=spec.SoftmaxKwargs(axis=channel))],
     )
 
 

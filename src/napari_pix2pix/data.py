@@ -95,10 +95,12 @@ class Normalisation:
 
 @dataclass
 class SliceSet:
-    """Normalised image slices (N, C, H, W) float32 and class targets (N, H, W) int64 (``IGNORE`` = skip)."""
+    """Normalised image slices (N, C, H, W) float32 and class targets (N, H, W) int64 (``IGNORE`` = skip),
+    with per-pixel loss weights (N, H, W) float32 when the boundary weight map is on."""
 
     images: np.ndarray
     targets: np.ndarray
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -170,21 +172,27 @@ class PatchSampler:
         self.patch_size = patch_size
         self.output_size = output_size
         self.rng = rng
-        images, targets = data.images, data.targets
+        images, targets, weights = data.images, data.targets, data.weights
         pad_y = max(0, patch_size - images.shape[2])
         pad_x = max(0, patch_size - images.shape[3])
         if pad_y or pad_x:
             pads = ((0, 0), (0, 0), (pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2))
             images = np.pad(images, pads, mode="reflect" if min(images.shape[2:]) > 1 else "edge")
             targets = np.pad(targets, pads[:1] + pads[2:], constant_values=IGNORE)
+            weights = None if weights is None else np.pad(weights, pads[:1] + pads[2:], constant_values=0)
         self.images = np.ascontiguousarray(images)
         self.targets = np.ascontiguousarray(targets)
+        self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
         # On a GPU the slices live on the device when they fit easily, and patches are cut there:
         # no host sampling, pinning or copy per step (which made the training loop host-bound).
-        self.on_device: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.on_device: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         if device is not None and device.type == "cuda" and _fits(self.images, device):
             narrow = self.targets.astype(np.int16) if self.targets.max(initial=0) < 2**15 else self.targets
-            self.on_device = (torch.from_numpy(self.images).to(device), torch.from_numpy(narrow).to(device))
+            self.on_device = (
+                torch.from_numpy(self.images).to(device),
+                torch.from_numpy(narrow).to(device),
+                None if self.weights is None else torch.from_numpy(self.weights).to(device),
+            )
         # Patches are centred near annotated pixels, so sparse scribbles are seen as often as dense labels.
         self.annotated = np.argwhere(self.targets != IGNORE)
         if len(self.annotated) == 0:
@@ -192,8 +200,9 @@ class PatchSampler:
                 "no annotated pixels are left for training; annotate more or lower the validation fraction"
             )
 
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch: images (B, C, P, P) float32 and targets (B, P, P) int64."""
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A batch: images (B, C, P, P) float32, targets (B, P, P) int64 and, when the data has them,
+        loss weights (B, P, P) float32 (else None)."""
         p, half_out = self.patch_size, self.output_size // 2
         _, _, height, width = self.images.shape
         picks = self.annotated[self.rng.integers(0, len(self.annotated), batch_size)]
@@ -202,9 +211,17 @@ class PatchSampler:
         lefts = np.clip(picks[:, 2] - p // 2 + jitter[:, 1], 0, width - p)
         windows = list(zip(picks[:, 0], tops, lefts))
         if self.on_device is not None:
-            on_images, on_targets = self.on_device
+            on_images, on_targets, on_weights = self.on_device
             cut = torch.stack([on_images[i, :, y : y + p, x : x + p] for i, y, x in windows])
-            return cut, torch.stack([on_targets[i, y : y + p, x : x + p] for i, y, x in windows]).long()
-        images = np.stack([self.images[i, :, y : y + p, x : x + p] for i, y, x in windows])
-        targets = np.stack([self.targets[i, y : y + p, x : x + p] for i, y, x in windows])
-        return torch.from_numpy(images), torch.from_numpy(targets)
+            targets = torch.stack([on_targets[i, y : y + p, x : x + p] for i, y, x in windows]).long()
+            weights = (
+                None
+                if on_weights is None
+                else torch.stack([on_weights[i, y : y + p, x : x + p] for i, y, x in windows])
+            )
+            return cut, targets, weights
+        host = [np.stack([a[i, ..., y : y + p, x : x + p] for i, y, x in windows]) for a in (self.images, self.targets)]
+        if self.weights is not None:
+            host.append(np.stack([self.weights[i, y : y + p, x : x + p] for i, y, x in windows]))
+        batch = [torch.from_numpy(a) for a in host]
+        return batch[0], batch[1], batch[2] if len(batch) == 3 else None

@@ -9,6 +9,7 @@ and handed on.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -32,6 +33,7 @@ from .trained_model import TrainedModel
 DEFAULT_CLEANUP = Cleanup()
 AUTO_SIZE = "auto"
 SIZE_TOLERANCE = 1.25  # object sizes within this factor of the trained size are predicted as they are
+SIZE_AGREES = 1.1  # the size estimate refines until the measured size is within this factor (docs §10)
 HOST_WORKERS = 8  # at most; post-processing a 512² slice takes 50–150 ms of one core
 T = TypeVar("T")
 R = TypeVar("R")
@@ -274,7 +276,7 @@ def scale_factor(
             raise InputError(f"object size must be a positive number of pixels, 'auto' or None, got {object_size!r}")
         return _bounded(model.object_size / float(object_size))
     plane = read_slice(image, geometry.n_slices // 2, geometry, model)
-    factor = 1.0
+    factor, best = 1.0, (math.inf, 1.0)  # (how far the measured size was from the model's, at which factor)
     for _ in range(3):  # the first estimate can be rough when the sizes differ a lot: refine it
         shape = _scaled_shape(geometry, factor)
         scaled = plane if factor == 1.0 else _resize(plane, shape)
@@ -283,7 +285,14 @@ def scale_factor(
         if size is None:
             break
         correction = model.object_size / size
-        if 1 / SIZE_TOLERANCE <= correction <= SIZE_TOLERANCE:
+        if abs(math.log(correction)) >= best[0]:
+            # Rescaling moved the objects' size away from the model's (e.g. membranes of EM, whose
+            # regions fragment as they are magnified): the estimate is not to be trusted. Keep the
+            # factor that came closest (1 if that was the image as it is).
+            factor = best[1]
+            break
+        best = (abs(math.log(correction)), factor)
+        if 1 / SIZE_AGREES <= correction <= SIZE_AGREES:
             break
         factor = _bounded(factor * correction)
     return 1.0 if 1 / SIZE_TOLERANCE <= factor <= SIZE_TOLERANCE else factor

@@ -35,12 +35,21 @@ class Precision:
         return autocast(self.device, self.enabled)
 
 
-def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy plus soft Dice over annotated pixels (Dice keeps thin or rare classes alive)."""
+def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy plus soft Dice over annotated pixels (Dice keeps thin or rare classes alive).
+
+    ``weights`` (B, H, W), when given, weigh each pixel's cross-entropy (the boundary weight map);
+    the weighted sum is divided by the weights' sum over the annotated pixels, so the loss keeps its scale.
+    """
     annotated = targets != IGNORE
     # Sum over the annotated pixels / their count, not a branch on ``annotated.any()``: the same
     # mean, 0 when nothing is annotated, and no wait for the device in the middle of the step.
-    ce = F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum") / annotated.sum().clamp_min(1)
+    if weights is None:
+        ce = F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum") / annotated.sum().clamp_min(1)
+    else:
+        per_pixel = F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="none")
+        weights = weights * annotated
+        ce = (per_pixel * weights).sum() / weights.sum().clamp_min(1e-6)
     probabilities = torch.softmax(logits, dim=1) * annotated.unsqueeze(1)
     one_hot = F.one_hot(targets.clamp_min(0), logits.shape[1]).permute(0, 3, 1, 2) * annotated.unsqueeze(1)
     intersection = (probabilities * one_hot).sum(dim=(0, 2, 3))
@@ -60,10 +69,13 @@ class SegmentationStep:
         self.modules: dict[str, nn.Module] = {"network": network}
         self.optimisers = [self.optimiser]
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         with self.precision.autocast():
             logits = self.forward(images)
-        loss = segmentation_loss(logits.float(), crop(targets, logits.shape))
+        weights = None if weights is None else crop(weights, logits.shape)
+        loss = segmentation_loss(logits.float(), crop(targets, logits.shape), weights)
         self.optimiser.zero_grad(set_to_none=True)
         scaler = self.precision.scaler
         scaler.scale(loss).backward()
@@ -97,7 +109,9 @@ class Pix2PixStep:
         self.modules = {"network": generator, "discriminator": self.discriminator}
         self.optimisers = [self.optimiser, self.d_optimiser]
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         annotated = (targets != IGNORE).unsqueeze(1)
         real = F.one_hot(targets.clamp_min(0), self.n_classes).permute(0, 3, 1, 2).float()
         with self.precision.autocast():
@@ -106,7 +120,9 @@ class Pix2PixStep:
         real = torch.where(annotated, real, fake.detach())
         d_loss = 0.5 * (self._judge(images, real, True) + self._judge(images, fake.detach(), False))
         self._update(d_loss, self.d_optimiser)
-        l1 = (torch.abs(fake - real) * annotated).sum() / (annotated.sum() * self.n_classes).clamp_min(1)
+        # λ·L1 over the annotated pixels, each weighed by the boundary weight map when it is on.
+        weighed = annotated if weights is None else annotated * weights.unsqueeze(1)
+        l1 = (torch.abs(fake - real) * weighed).sum() / (weighed.sum() * self.n_classes).clamp_min(1e-6)
         g_loss = self._judge(images, fake, True) + self.l1_weight * l1
         self._update(g_loss, self.optimiser)
         self.precision.scaler.update()

@@ -45,6 +45,7 @@ from .preparation import prepare_data
 from .steps import BestWeights, LearningRateSchedule, Pix2PixStep, Precision, SegmentationStep
 from .streaming import stream_slices
 from .trained_model import TrainedModel
+from .weightmap import boundary_weights
 
 #: How images are scaled before the network sees them. 'dataset': by the 1st and 99.8th percentiles
 #: of all the training images together, the same numbers for every image predicted later.
@@ -86,6 +87,9 @@ class TrainingConfig:
     l1_weight: float = 100.0
     mixed_precision: bool = True
     preview_every: int = 10
+    # w₀ of the U-Net paper's boundary weight map (0: off; None: the annotation kind's default, 10 for
+    # instances and 0 for the others); see weightmap.py
+    boundary_weight: float | None = None
     normalisation: str = "dataset"  # or "per-image": see NORMALISATIONS
     pixel_size: tuple[float, float] | None = None  # (y, x) physical pixel size of the images, if known
 
@@ -107,6 +111,8 @@ class TrainingConfig:
             check_pixel_size(self.pixel_size)
         if self.normalisation not in NORMALISATIONS:
             raise InputError(f"normalisation must be one of {list(NORMALISATIONS)}, got {self.normalisation!r}")
+        if self.boundary_weight is not None and not 0 <= self.boundary_weight <= 100:
+            raise InputError(f"the boundary weight must be from 0 (off) to 100, got {self.boundary_weight}")
         if not 0 <= self.seed < 2**32:
             raise InputError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {self.seed}")
 
@@ -169,7 +175,7 @@ class Trainer:
     """Sets a training run up (data, network, step, sampler) and runs it with ``run()``.
 
     ``model`` is the live ``TrainedModel`` (its network trains in place); ``step`` is the callable
-    doing one update, ``step(images, targets) -> {"loss": …}``, which callers may wrap.
+    doing one update, ``step(images, targets, weights) -> {"loss": …}``, which callers may wrap.
     """
 
     def __init__(
@@ -213,6 +219,10 @@ class Trainer:
             f"training patches of {patch_size}²", config.batch_size, patch_size**2 * data.in_channels,
             config.width, self.device, training=True, option="batch size",
         )  # fmt: skip
+        weight = config.boundary_weight
+        weight = data.encoding.default_boundary_weight if weight is None else weight
+        if weight > 0:
+            data.train.weights = boundary_weights(data.train.targets, data.encoding.object_classes, weight)
         self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng, self.device)
         history = list(resume.history) if resume is not None else []
         # A continued run numbers its steps on from the model's history (events count this run's).
@@ -228,15 +238,10 @@ class Trainer:
             object_size=data.object_size,
             pixel_size=config.pixel_size or (resume.pixel_size if resume is not None else None),
         )
-        precision = Precision(self.device, config.mixed_precision)
-        step: SegmentationStep | Pix2PixStep
-        if config.architecture.adversarial:
-            if group is not None:
-                raise InputError(f"{config.model} cannot be trained by several processes yet; use unet or seed-unet")
-            step = Pix2PixStep(network, model_config, config, precision, resume)
-        else:
-            step = SegmentationStep(network, config, precision, wrapper(group, self.device))
-        self.step: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor | float]] = step
+        step = self._make_step(network, model_config, resume)
+        self.step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], Mapping[str, torch.Tensor | float]] = (
+            step
+        )
         self.schedule = LearningRateSchedule(step.optimisers)
         self.best = BestWeights(step.modules)  # the weights that make the model: kept, restored, saved
         self.total_steps = config.epochs * config.steps_per_epoch if config.epochs is not None else None
@@ -250,6 +255,16 @@ class Trainer:
         self.validated_at = 0  # the step whose weights were last validated
         self.validation_seconds = self.trained_since_validation = 0.0
         self.start = time.monotonic()
+
+    def _make_step(self, network, model_config: ModelConfig, resume) -> SegmentationStep | Pix2PixStep:
+        """The update of one training step: supervised, or pix2pix's two networks."""
+        config, group = self.config, self.group
+        precision = Precision(self.device, config.mixed_precision)
+        if config.architecture.adversarial:
+            if group is not None:
+                raise InputError(f"{config.model} cannot be trained by several processes yet; use unet or seed-unet")
+            return Pix2PixStep(network, model_config, config, precision, resume)
+        return SegmentationStep(network, config, precision, wrapper(group, self.device))
 
     def run(self) -> Generator[TrainingEvent, None, TrainedModel]:
         """Train until the time budget, the epochs or ``stop`` end it; yield events, return the model."""
@@ -348,15 +363,14 @@ class Trainer:
     def _train_one_step(self) -> Mapping[str, torch.Tensor | float]:
         started = time.monotonic()
         self.model.network.train()
-        images, targets = self.sampler.sample(self.config.batch_size)
-        if images.device.type == "cpu":
-            if self.device.type == "cuda":  # page-locked, so the copies below do not wait for queued work
-                images, targets = images.pin_memory(), targets.pin_memory()
-            images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        images, targets, weights = self.sampler.sample(self.config.batch_size)
+        if images.device.type == "cpu" and self.device.type != "cpu":
+            images, targets = _to_device(images, self.device), _to_device(targets, self.device)
+            weights = None if weights is None else _to_device(weights, self.device)
         if self.config.augment:
-            images, targets = augment_batch(images, targets, self.augment_generator)
+            images, targets, weights = augment_batch(images, targets, self.augment_generator, weights=weights)
         images = images.contiguous(memory_format=self.memory_format)
-        losses = self.step(images, targets)
+        losses = self.step(images, targets, weights)
         self.steps_done += 1
         self.trained_since_validation += time.monotonic() - started
         return losses
@@ -440,6 +454,13 @@ class Trainer:
             return None  # a slice the model cannot take (e.g. wrong channels): no preview, training goes on
         encoding = self.model.encoding
         return get_output(encoding.default_output).on_host(encoding, None)(probabilities)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; on a GPU from page-locked memory, so the copy does not wait for queued work."""
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 def train(

@@ -43,6 +43,8 @@ from .pairs import TrainingPairs
 
 _PROGRESS_STEPS = 1000  # the progress bar counts thousandths of the run (its time budget or its epochs)
 
+AUTO_WEIGHT = -1.0  # the Boundary weight box's value for 'the annotation kind's default'
+
 
 def _annotation_label(choice: str) -> str:
     return ENCODINGS[choice].label if choice in ENCODINGS else "Automatic"
@@ -163,6 +165,16 @@ class TrainWidget(QWidget):
                 self.live_preview,
             ]
         )
+        self._make_advanced_settings(defaults)
+        self.model_choice.changed.connect(self._model_defaults)
+        self.start_from.changed.connect(self._start_from_changed)
+        # The store outlives this widget: disconnect when Qt deletes it.
+        model_store.changed.connect(self.reset_choices)
+        callback = self.reset_choices
+        self.destroyed.connect(lambda *_: model_store.changed.disconnect(callback, missing_ok=True))
+
+    def _make_advanced_settings(self, defaults: TrainingConfig) -> None:
+        """The settings shown under "Advanced"."""
         self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=256)
         self.patch_size = SpinBox(label="Patch size", value=defaults.patch, min=16, max=2048, step=16)
         self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-6, max=0.5, step=1e-4)
@@ -180,6 +192,16 @@ class TrainWidget(QWidget):
             "How images are scaled for the network: by the training images' 1st-99.8th percentiles (the "
             "same for every image), or each image by its own (for images whose brightness varies)"
         )
+        # -1 shows as "auto": the annotation kind's default (10 for instances, 0 for the others).
+        self.boundary_weight = FloatSpinBox(
+            label="Boundary weight", value=AUTO_WEIGHT, min=AUTO_WEIGHT, max=100, step=1
+        )
+        self.boundary_weight.native.setSpecialValueText("auto (10 for instances, else off)")
+        self.boundary_weight.tooltip = (
+            "Weigh the thin gaps between objects (membranes between cells, background between touching "
+            "nuclei) up to 1 + this many times in the loss, so they stay open (the U-Net paper's weight "
+            "map); 0: off"
+        )
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
         self.seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
         self.network_width = SpinBox(label="Width (first-layer channels)", value=defaults.width, min=1, max=256)
@@ -192,18 +214,13 @@ class TrainWidget(QWidget):
                 self.val_fraction,
                 self.augment,
                 self.normalisation,
+                self.boundary_weight,
                 self.device,
                 self.seed,
                 self.network_width,
                 self.network_depth,
             ]
         )
-        self.model_choice.changed.connect(self._model_defaults)
-        self.start_from.changed.connect(self._start_from_changed)
-        # The store outlives this widget: disconnect when Qt deletes it.
-        model_store.changed.connect(self.reset_choices)
-        callback = self.reset_choices
-        self.destroyed.connect(lambda *_: model_store.changed.disconnect(callback, missing_ok=True))
 
     # ------------------------------------------------------------------ napari hooks
 
@@ -229,6 +246,7 @@ class TrainWidget(QWidget):
             val_fraction=self.val_fraction.value,
             augment=self.augment.value,
             normalisation=self.normalisation.value,
+            boundary_weight=None if self.boundary_weight.value == AUTO_WEIGHT else self.boundary_weight.value,
             device=self.device.value,
             seed=self.seed.value,
             width=self.network_width.value,

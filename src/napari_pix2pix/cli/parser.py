@@ -102,6 +102,14 @@ def _add_train_command(commands) -> None:
     train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
     train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4)")
     train.add_argument("--no-augment", action="store_true", help="turn data augmentation off")
+    train.add_argument(
+        "--boundary-weight",
+        type=float,
+        default=None,
+        metavar="W0",
+        help="weigh the thin gaps between objects up to 1 + W0 times in the loss (the U-Net paper's weight "
+        "map, sigma 5 px; 0: off; default: 10 for instance labels, 0 for the other kinds)",
+    )
     pixel_size_argument(
         train,
         "physical size of the images' pixels (e.g. in µm), stored in the model so that images with other "

@@ -33,7 +33,8 @@ def run_train(args) -> int:
     arrays = [(np.asarray(image), read_tiff(labels)) for (image, _), (_, labels) in zip(images, pairs)]
     pixel_size = args.pixel_size or next((tuple(scale[-2:]) for _, scale in images if scale), None)
     resume = load_model(args.resume) if args.resume else None
-    settings = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
+    options = (("width", args.width), ("depth", args.depth), ("boundary_weight", args.boundary_weight))
+    settings = {k: v for k, v in options if v is not None}
     config = TrainingConfig(
         model=args.model,
         annotation=args.annotation,
