@@ -21,6 +21,22 @@ def wait(condition, timeout: float) -> None:
         QTest.qWait(100)
 
 
+def advanced_settings(train, path: Path) -> None:
+    """The Train widget alone with its advanced settings open (then closed again)."""
+    from superqt import QCollapsible
+
+    collapsibles = train.findChildren(QCollapsible)
+    for collapsible in collapsibles:
+        collapsible.expand(animate=False)
+    size = train.size()
+    train.resize(460, 1020)
+    QTest.qWait(300)
+    train.grab().save(str(path))
+    for collapsible in collapsibles:
+        collapsible.collapse(animate=False)
+    train.resize(size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="docs", help="folder for the PNG files")
@@ -34,6 +50,7 @@ def main() -> None:
     viewer.dims.set_current_step(0, 1)
     QTest.qWait(500)
     viewer.screenshot(str(out / "screenshot-start.png"), canvas_only=False)
+    advanced_settings(train, out / "screenshot-advanced.png")
 
     train.start()
     wait(lambda: not train.running, args.train_seconds)
