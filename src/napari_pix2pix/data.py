@@ -148,10 +148,11 @@ def split_train_validation(images: np.ndarray, targets: np.ndarray, val_fraction
     return SliceSet(images, train_targets), SliceSet(images[:, :, rows], val_targets[:, rows])
 
 
-def _fits(images: np.ndarray, device: torch.device) -> bool:
-    """Whether training slices (and their int16 targets) take under an eighth of the GPU's memory."""
+def _fits(images: np.ndarray, weights: np.ndarray | None, device: torch.device) -> bool:
+    """Whether training slices (their int16 targets and float32 loss weights with them) take under an
+    eighth of the GPU's memory."""
     total = torch.cuda.get_device_properties(device).total_memory
-    return images.nbytes * 1.5 < total / 8
+    return images.nbytes * 1.5 + (0 if weights is None else weights.nbytes) < total / 8
 
 
 class PatchSampler:
@@ -186,7 +187,7 @@ class PatchSampler:
         # On a GPU the slices live on the device when they fit easily, and patches are cut there:
         # no host sampling, pinning or copy per step (which made the training loop host-bound).
         self.on_device: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
-        if device is not None and device.type == "cuda" and _fits(self.images, device):
+        if device is not None and device.type == "cuda" and _fits(self.images, self.weights, device):
             narrow = self.targets.astype(np.int16) if self.targets.max(initial=0) < 2**15 else self.targets
             self.on_device = (
                 torch.from_numpy(self.images).to(device),
