@@ -72,7 +72,7 @@ class ProbabilityNetwork(nn.Module):
         return self.network(x)
 
 
-def _test_tiles(model: TrainedModel, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _test_tiles(model: TrainedModel, image: np.ndarray, sizes: InputSizes) -> tuple[np.ndarray, np.ndarray]:
     """A raw (1, C, T, T) float32 tile from the middle of ``image`` (the package's test input) and
     the same tile normalised as the package's preprocessing normalises it (what the network sees)."""
     from .prediction import volume_geometry
@@ -80,7 +80,6 @@ def _test_tiles(model: TrainedModel, image: np.ndarray) -> tuple[np.ndarray, np.
     geometry = volume_geometry(image.shape, model.config.in_channels)
     plane = np.asarray(image[geometry.n_slices // 2] if geometry.is_stack else image, dtype=np.float32)
     plane = plane[..., None] if geometry.channels == 1 else plane
-    sizes = InputSizes(model)
     side = sizes.largest(min(max(TEST_TILE, sizes.minimum), *plane.shape[:2]))
     if not side:
         raise InputError(f"the test image is too small: a tile of at least {sizes.minimum} pixels is needed")
@@ -123,7 +122,8 @@ def _description(model, folder: Path, image, name, description, authors, license
     )
     exported.network.load_state_dict(model.network.state_dict())
     exported.eval()
-    raw, tile = _test_tiles(model, image)
+    sizes = InputSizes(model)
+    raw, tile = _test_tiles(model, image, sizes)
     with torch.no_grad():
         logits = exported(torch.from_numpy(tile)).numpy()
     probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -132,10 +132,9 @@ def _description(model, folder: Path, image, name, description, authors, license
     np.save(folder / "test_output.npy", probabilities)
     torch.save(exported.state_dict(), folder / "weights.pt")
     torch.jit.trace(exported, torch.from_numpy(tile)).save(str(folder / "weights_torchscript.pt"))
-    (folder / "README.md").write_text(_documentation(model, description))
+    (folder / "README.md").write_text(_documentation(model, description, sizes))
     torch_version = spec.Version(torch.__version__.split("+")[0])
     channel = spec.AxisId("channel")
-    sizes = InputSizes(model)
     space = [
         spec.SpaceInputAxis(id=spec.AxisId(a), size=spec.ParameterizedSize(min=sizes.minimum, step=sizes.step))
         for a in ("y", "x")
@@ -253,12 +252,12 @@ def _own_config(model: TrainedModel) -> dict:
     )
 
 
-def _documentation(model: TrainedModel, description: str) -> str:
+def _documentation(model: TrainedModel, description: str, sizes: InputSizes) -> str:
     return (
         f"# {model.architecture} trained with napari-pix2pix\n\n{description}\n\n"
         f"- Classes: {', '.join(str(v) for v in model.encoding.class_values)} ({model.encoding.describe()})\n"
         f"- Output: the probability of each class, per pixel (softmax over the channel axis)\n"
-        f"{_size_note(InputSizes(model))}"
+        f"{_size_note(sizes)}"
         f"- Trained for {len(model.history)} epochs with napari-pix2pix {__version__}\n"
     )
 

@@ -479,7 +479,8 @@ def train(
     ----------
     image : array-like, or list of (image, labels) pairs
         (Y, X) or (Z, Y, X), optionally with a trailing channel axis. Pairs may differ in size,
-        slice count and how much is annotated; each image is normalised by its own percentiles.
+        slice count and how much is annotated; intensities are scaled as ``config.normalisation``
+        says (by default, by the training images' percentiles together).
     labels : array-like of int, optional (omit it when ``image`` is a list of pairs)
         Same spatial shape. Slices without any label are skipped; see ``encodings`` for how dense,
         sparse and instance annotations are read.

@@ -64,7 +64,7 @@ def _add_train_command(commands) -> None:
         help="train a model on images and their labels",
         description="Train on IMAGE LABELS [IMAGE LABELS ...] (pairs of TIFF files), or on IMAGES_DIR LABELS_DIR "
         "(two folders; labels matched to images by file name, also as NAME_labels.tif). Images may differ in "
-        "size and slice count; each is normalised by its own intensity percentiles.",
+        "size and slice count; intensities are scaled by the training images' percentiles (see --normalise).",
     )
     train.add_argument(
         "paths",
