@@ -58,12 +58,12 @@ def main() -> None:
     train.stop()
     wait(lambda: not train.running, 60)
 
-    viewer.layers["nuclei preview"].visible = False
     viewer.layers["nuclei labels"].visible = False
     predict.image_picker.value = viewer.layers["nuclei"]
     predict.output_choice.value = "instances"
     predict.run()
     wait(lambda: not predict.running, 120)
+    viewer.reset_view()
     QTest.qWait(300)
     viewer.screenshot(str(out / "screenshot-prediction.png"), canvas_only=False)
     print(train.status.text())

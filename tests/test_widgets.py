@@ -94,8 +94,13 @@ def test_training_runs_to_the_end_with_plot_preview_and_model(viewer, stack, qtb
     assert len(train.plot.series["validation Dice"]) == 2
     assert train.model is not None and model_store.get(model_store.names()[-1]) is train.model
     assert "device: cpu" in train.status.text().lower()
-    preview = viewer.layers["em preview"]
-    assert preview.data.shape == (64, 64) and set(np.unique(preview.data)) <= {0, 1}
+    # The live preview is drawn in the dock (the slice in grey, the labels in colour), not as a layer.
+    picture = train.preview.picture
+    assert picture is not None and picture.shape == (64, 64, 3)
+    assert "epoch" in train.preview.caption and len(viewer.layers) == 2
+    assert not train.preview.isHidden()
+    train.live_preview.value = False  # unticked: the picture is hidden
+    assert train.preview.isHidden()
     np.testing.assert_array_equal(stack[1].data, labels_before)  # the user's labels are untouched
 
 
@@ -311,12 +316,13 @@ def test_corrupt_model_file_is_notified_and_a_good_one_loads(viewer, tmp_path, m
 # ---------------------------------------------------------------------------- threads and teardown
 
 
-def test_napari_stays_responsive_from_start_to_a_ready_model(viewer, stack, qtbot):
-    """With the live preview off, no stall from Start to the model being ready (the precise figures,
-    ≈ 80 ms here, come from benchmarks/bench_responsiveness.py; this bound leaves room for CI)."""
+@pytest.mark.parametrize("preview", [True, False])
+def test_napari_stays_responsive_from_start_to_a_ready_model(viewer, stack, qtbot, preview):
+    """With the live preview on or off, no stall from Start to the model being ready (the precise
+    figures, ≤ 80 ms here, come from benchmarks/bench_responsiveness.py; this bound leaves room for CI)."""
     train = dock(viewer, "Train")
     small_settings(train, epochs=3)
-    train.live_preview.value = False
+    train.live_preview.value = preview
     stamps = []
     timer = QTimer()
     timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
@@ -327,6 +333,7 @@ def test_napari_stays_responsive_from_start_to_a_ready_model(viewer, stack, qtbo
     timer.stop()
     gaps = np.diff(stamps)
     assert train.model is not None and gaps.max() < 0.25, f"longest event-loop gap {gaps.max():.3f} s"
+    assert (train.preview.picture is not None) == preview
 
 
 def test_gui_stays_responsive_while_training(viewer, stack, qtbot):
@@ -337,8 +344,7 @@ def test_gui_stays_responsive_while_training(viewer, stack, qtbot):
     timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
     timer.start(20)
     train.start()
-    # Measure once the preview layer exists (adding a layer is napari's one-off cost, not training's).
-    qtbot.waitUntil(lambda: "em preview" in viewer.layers, timeout=60_000)
+    qtbot.waitUntil(lambda: train.preview.picture is not None, timeout=60_000)
     stamps.clear()
     qtbot.wait(3000)
     timer.stop()

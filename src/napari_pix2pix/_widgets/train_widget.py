@@ -40,6 +40,7 @@ from ._common import (
 )
 from .loss_plot import LossPlot
 from .pairs import TrainingPairs
+from .preview import PreviewPicture, overlay
 
 _PROGRESS_STEPS = 1000  # the progress bar counts thousandths of the run (its time budget or its epochs)
 
@@ -77,8 +78,8 @@ class TrainWidget(QWidget):
         _prepare_torch()
         self.viewer = viewer
         self.model: TrainedModel | None = None
-        self._preview_layer = None
-        self._preview_image = None
+        self._preview_image: tuple[int | None, np.ndarray] | None = None  # (slice, 2D image) in view
+        self._previewed: tuple[int | None, np.ndarray] | None = None  # the one last handed to training
         self._training_layer = None
         self._unsaved = False  # a model trained here and not saved yet: kept if napari closes
         self._trainer: Trainer | None = None  # the run in progress (set by the worker)
@@ -99,6 +100,9 @@ class TrainWidget(QWidget):
         self.status = QLabel("Choose an image and its labels, then start training.")
         self.status.setWordWrap(True)
         self.plot = LossPlot()
+        self.preview = PreviewPicture()  # shown from the first preview on
+        self.preview.hide()
+        self.live_preview.changed.connect(self._show_or_hide_preview)
         self.save_button = QPushButton("Save model…")
         self.save_button.setEnabled(False)
         self.load_button = QPushButton("Load model…")
@@ -119,6 +123,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
+        layout.addWidget(self.preview)
         layout.addLayout(_row(self.save_button, self.load_button))
         layout.addWidget(self.export_button)
         layout.addStretch()
@@ -153,6 +158,10 @@ class TrainWidget(QWidget):
             label="Time budget (min)", value=defaults.max_minutes or 10.0, min=0.1, max=10_000, step=1
         )
         self.live_preview = CheckBox(text="Live preview on the current slice", value=True)
+        self.live_preview.tooltip = (
+            "While training, show below the network's labels for the slice the viewer shows (in this panel, "
+            "so napari's canvas is not redrawn)"
+        )
         self.controls = Container(
             widgets=[
                 self.image_picker,
@@ -291,6 +300,8 @@ class TrainWidget(QWidget):
         worker.finished.connect(self._on_finished)
         self._guard.start(worker)
         self.plot.clear()
+        self.preview.clear()
+        self.preview.hide()
         for record in resume.history if resume is not None else []:  # a continued model's curve goes on
             self.plot.add_point("training loss", record.get("step", 0), record.get("loss"))
             self.plot.add_point("validation loss", record.get("step", 0), record.get("val_loss"))
@@ -369,7 +380,7 @@ class TrainWidget(QWidget):
             self.plot.add_point("validation loss", self._step_offset + event.step, event.val_loss)
             self.plot.add_point("validation Dice", self._step_offset + event.step, event.val_dice)
         elif event.kind == EventKind.PREVIEW and event.preview is not None:
-            self._show_preview(event.preview)
+            self._show_preview(event.preview, event.epoch)
         elif event.kind == EventKind.FINISHED:
             self.status.setText(f"{event.message[0].upper()}{event.message[1:]} (device: {event.device}).")
 
@@ -426,30 +437,32 @@ class TrainWidget(QWidget):
         data = layer_array(layer)
         spatial = data.ndim - (1 if layer.rgb else 0)
         if spatial == 2:
-            self._preview_image = data
+            self._preview_image = (None, data)
         elif spatial == 3:
-            z = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
-            self._preview_image = np.asarray(data[min(max(z, 0), data.shape[0] - 1)])
+            z = min(max(int(round(layer.world_to_data(self.viewer.dims.point)[0])), 0), data.shape[0] - 1)
+            self._preview_image = (z, np.asarray(data[z]))
         else:
             self._preview_image = None
 
-    def _current_preview_image(self):
-        return self._preview_image  # read by the worker thread: a plain attribute read
+    def _current_preview_image(self) -> np.ndarray | None:
+        """The slice to preview on (called by the worker thread: plain attribute reads and writes)."""
+        current = self._preview_image
+        self._previewed = current
+        return None if current is None else current[1]
 
-    def _show_preview(self, preview: np.ndarray) -> None:
-        layer = self._training_layer
-        if layer is None:
+    def _show_or_hide_preview(self, on: bool) -> None:
+        self.preview.setVisible(bool(on) and self.preview.picture is not None)
+
+    def _show_preview(self, preview: np.ndarray, epoch: int | None) -> None:
+        """Draw the network's labels over the slice they were predicted for, in the dock."""
+        previewed, layer = self._previewed, self._training_layer
+        if previewed is None:
             return
-        if self._preview_layer is not None and self._preview_layer in self.viewer.layers:
-            self._preview_layer.data = preview
-        else:
-            self._preview_layer = self.viewer.add_labels(
-                preview,
-                name=f"{layer.name} preview",
-                opacity=0.5,
-                scale=layer.scale[-2:],
-                translate=layer.translate[-2:],
-            )
+        z, image = previewed
+        where = f", slice {z}" if z is not None else ""
+        name = getattr(layer, "name", "image")
+        self.preview.show_picture(overlay(image, preview), f"Preview: {name}{where}, epoch {epoch}")
+        self._show_or_hide_preview(self.live_preview.value)
 
     def _model_defaults(self, value: str) -> None:
         """Patch size and learning rate that suit the chosen model."""
