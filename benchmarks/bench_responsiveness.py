@@ -3,7 +3,8 @@ being ready, on the nuclei sample, measured with a 20 ms Qt timer (run under Xvf
 ``xvfb-run -a python benchmarks/bench_responsiveness.py``).
 
 A stall is the gap between two timer ticks beyond the 20 ms period. Prints the longest gaps with
-their time after Start, with the live preview on and off.
+their time after Start, with the live preview on and off; ``--stop-after S`` presses *Stop* S seconds
+after Start (with ``--minutes 1``, say), to include stopping.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from qtpy.QtTest import QTest
 from napari_pix2pix._launch import open_viewer
 
 
-def longest_gaps(preview: bool, minutes: float, count: int = 5) -> list[tuple[float, float]]:
+def longest_gaps(preview: bool, minutes: float, stop_after: float | None = None, count: int = 5):
+    """The ``count`` longest gaps (seconds, and when they ended after Start); with ``stop_after``,
+    *Stop* is pressed that many seconds after Start."""
     viewer, train, _ = open_viewer("nuclei")
     QTest.qWait(1000)
     train.max_minutes.value = minutes
@@ -31,6 +34,9 @@ def longest_gaps(preview: bool, minutes: float, count: int = 5) -> list[tuple[fl
     train.start()
     while train.running:
         QTest.qWait(20)
+        if stop_after is not None and time.perf_counter() - start > stop_after:
+            train.stop()
+            stop_after = None
     QTest.qWait(500)
     timer.stop()
     viewer.close()
@@ -42,9 +48,11 @@ def longest_gaps(preview: bool, minutes: float, count: int = 5) -> list[tuple[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=0.2, help="training time budget (default 0.2)")
+    parser.add_argument("--stop-after", type=float, help="press Stop this many seconds after Start")
     args = parser.parse_args()
     for preview in (False, True):
-        gaps = ", ".join(f"{gap * 1000:.0f} ms at {at:.1f} s" for gap, at in longest_gaps(preview, args.minutes))
+        found = longest_gaps(preview, args.minutes, args.stop_after)
+        gaps = ", ".join(f"{gap * 1000:.0f} ms at {at:.1f} s" for gap, at in found)
         print(f"live preview {'on ' if preview else 'off'}: longest gaps {gaps}")
 
 

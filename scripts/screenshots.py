@@ -1,6 +1,7 @@
 """Make the README's screenshots: napari with the plugin, mid-training and after prediction.
 
-Run on a (virtual) display from the repository root:  xvfb-run -a .venv/bin/python scripts/screenshots.py
+Run on a (virtual) display from the repository root:
+    xvfb-run -a -s "-screen 0 1600x1400x24" .venv/bin/python scripts/screenshots.py
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
 
     viewer, train, predict = open_viewer("nuclei")
-    viewer.window.resize(1500, 950)
+    viewer.window.resize(1500, 1300)
     viewer.dims.set_current_step(0, 1)
     QTest.qWait(500)
     viewer.screenshot(str(out / "screenshot-start.png"), canvas_only=False)

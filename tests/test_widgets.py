@@ -80,6 +80,18 @@ def test_pickers_follow_renames_and_removals(viewer, stack):
     assert train.image_picker.value is None
 
 
+def test_both_docks_fit_a_laptop_screen_and_scroll(viewer):
+    """napari stacks docks without scrolling them: ours scroll, so with Train and Predict open its
+    window still fits a 1080-pixel screen and their contents stay reachable."""
+    from qtpy.QtWidgets import QScrollArea
+
+    for name in ("Train", "Predict"):
+        widget = dock(viewer, name)
+        assert widget.minimumSizeHint().height() <= 320
+        (scroll,) = widget.findChildren(QScrollArea)
+        assert scroll.widget().sizeHint().height() > widget.minimumSizeHint().height()
+
+
 def test_training_runs_to_the_end_with_plot_preview_and_model(viewer, stack, qtbot):
     train = dock(viewer, "Train")
     small_settings(train)

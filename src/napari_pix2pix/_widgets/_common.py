@@ -22,8 +22,8 @@ from magicgui.widgets import ComboBox
 from napari.layers import Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
-from qtpy.QtCore import QEvent, QObject
-from qtpy.QtWidgets import QFileDialog
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
+from qtpy.QtWidgets import QFileDialog, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from ..errors import InputError
 from ..io import load_model, save_model
@@ -332,3 +332,43 @@ class WorkerGuard(QObject):
             top.installEventFilter(self)  # installing twice keeps one filter
         if top is not self._widget:
             self._window = top
+
+
+class _ScrollArea(QScrollArea):
+    """Asks for its contents' width and for at most ``HEIGHT`` pixels of their height (at least
+    ``MINIMUM``), so two docks stacked in napari share its height."""
+
+    HEIGHT, MINIMUM = 600, 280
+
+    def _bar(self) -> int:
+        bar = self.verticalScrollBar()
+        return bar.sizeHint().width() if bar is not None else 0
+
+    def sizeHint(self) -> QSize:
+        contents = self.widget()
+        hint = contents.sizeHint() if contents is not None else QSize(0, 0)
+        return QSize(hint.width() + self._bar(), min(hint.height(), self.HEIGHT))
+
+    def minimumSizeHint(self) -> QSize:
+        contents = self.widget()
+        width = contents.minimumSizeHint().width() if contents is not None else 0
+        return QSize(width + self._bar(), self.MINIMUM)
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """A vertical layout for ``widget``'s contents, inside a scroll area that fills it.
+
+    napari stacks dock widgets without scrolling them, so a dock's minimum height is its contents';
+    two tall docks would make napari's window taller than a laptop's screen, and any change in their
+    contents (an option shown, a longer message) would resize the window and redraw the canvas. In
+    a scroll area the contents scroll instead."""
+    contents = QWidget()
+    scroll = _ScrollArea()
+    scroll.setWidget(contents)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return QVBoxLayout(contents)

@@ -9,7 +9,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 from superqt import QCollapsible
 
 from ..errors import Cancelled
@@ -40,6 +40,7 @@ from ._common import (
     notify,
     report_error,
     run_reporting_failures,
+    scrolling_layout,
 )
 from .pairs import track_corrections
 
@@ -127,7 +128,7 @@ class PredictWidget(QWidget):
 
         advanced = QCollapsible("Advanced settings")
         advanced.addWidget(self.advanced_controls.native)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.controls.native)
         layout.addWidget(self.load_button)
         layout.addWidget(advanced)

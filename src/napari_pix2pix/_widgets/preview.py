@@ -60,12 +60,15 @@ def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 class PreviewPicture(QWidget):
     """A picture drawn at the dock's width (at most ``HEIGHT`` pixels high, keeping its aspect ratio),
-    with ``caption`` under it."""
+    with ``caption`` under it, or ``placeholder`` until there is one. Its size does not depend on the
+    picture, so a new picture never changes the dock's layout (which would resize, and redraw,
+    napari's canvas)."""
 
     HEIGHT = 240
 
-    def __init__(self, parent=None):
+    def __init__(self, placeholder: str = "", parent=None):
         super().__init__(parent)
+        self.placeholder = placeholder
         self.picture: np.ndarray | None = None  # the (Y, X, 3) uint8 array shown
         self.caption = ""
         self._image: QImage | None = None
@@ -94,11 +97,14 @@ class PreviewPicture(QWidget):
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("#262930"))
-        if self._image is not None:
+        painter.setPen(QColor("#9ea3ad"))
+        if self._image is None:
+            flags = Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap
+            painter.drawText(self.rect().adjusted(12, 0, -12, 0), flags, self.placeholder)
+        else:
             room = QRectF(0, 0, self.width(), self.height() - 20)
             scale = min(room.width() / self._image.width(), room.height() / self._image.height())
             width, height = self._image.width() * scale, self._image.height() * scale
             painter.drawImage(QRectF((room.width() - width) / 2, 0, width, height), self._image)
-            painter.setPen(QColor("#9ea3ad"))
             painter.drawText(QRectF(0, height + 2, self.width(), 18), Qt.AlignmentFlag.AlignCenter, self.caption)
         painter.end()

@@ -13,7 +13,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
@@ -37,6 +36,7 @@ from ._common import (
     notify,
     report_error,
     run_reporting_failures,
+    scrolling_layout,
 )
 from .loss_plot import LossPlot
 from .pairs import TrainingPairs
@@ -100,8 +100,9 @@ class TrainWidget(QWidget):
         self.status = QLabel("Choose an image and its labels, then start training.")
         self.status.setWordWrap(True)
         self.plot = LossPlot()
-        self.preview = PreviewPicture()  # shown from the first preview on
-        self.preview.hide()
+        self.preview = PreviewPicture(
+            "Live preview: while training, the network's labels for the slice you are viewing appear here"
+        )
         self.live_preview.changed.connect(self._show_or_hide_preview)
         self.save_button = QPushButton("Save model…")
         self.save_button.setEnabled(False)
@@ -115,7 +116,7 @@ class TrainWidget(QWidget):
 
         advanced = QCollapsible("Advanced settings")
         advanced.addWidget(self.advanced_controls.native)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.controls.native)
         layout.addWidget(self.pairs)
         layout.addWidget(advanced)
@@ -301,7 +302,6 @@ class TrainWidget(QWidget):
         self._guard.start(worker)
         self.plot.clear()
         self.preview.clear()
-        self.preview.hide()
         for record in resume.history if resume is not None else []:  # a continued model's curve goes on
             self.plot.add_point("training loss", record.get("step", 0), record.get("loss"))
             self.plot.add_point("validation loss", record.get("step", 0), record.get("val_loss"))
@@ -451,7 +451,7 @@ class TrainWidget(QWidget):
         return None if current is None else current[1]
 
     def _show_or_hide_preview(self, on: bool) -> None:
-        self.preview.setVisible(bool(on) and self.preview.picture is not None)
+        self.preview.setVisible(bool(on))
 
     def _show_preview(self, preview: np.ndarray, epoch: int | None) -> None:
         """Draw the network's labels over the slice they were predicted for, in the dock."""
@@ -462,7 +462,6 @@ class TrainWidget(QWidget):
         where = f", slice {z}" if z is not None else ""
         name = getattr(layer, "name", "image")
         self.preview.show_picture(overlay(image, preview), f"Preview: {name}{where}, epoch {epoch}")
-        self._show_or_hide_preview(self.live_preview.value)
 
     def _model_defaults(self, value: str) -> None:
         """Patch size and learning rate that suit the chosen model."""
