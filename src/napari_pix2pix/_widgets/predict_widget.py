@@ -128,17 +128,18 @@ class PredictWidget(QWidget):
 
         advanced = QCollapsible("Advanced settings")
         advanced.addWidget(self.advanced_controls.native)
+        # Predict right under the main choices, so it shows in a short dock; then what is used less.
         layout = scrolling_layout(self)
         layout.addWidget(self.controls.native)
-        layout.addWidget(self.load_button)
-        layout.addWidget(advanced)
         row = QHBoxLayout()
         row.addWidget(self.run_button)
         row.addWidget(self.cancel_button)
         layout.addLayout(row)
-        layout.addWidget(self.reapply_button)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.load_button)
+        layout.addWidget(advanced)
+        layout.addWidget(self.reapply_button)
         layout.addStretch()
 
         self.load_button.clicked.connect(self.load)
@@ -241,7 +242,7 @@ class PredictWidget(QWidget):
     def _idle_text(self) -> str:
         if model_store.names():
             return "Choose an image and a model, then press Predict."
-        return "No model yet: train one in the Train widget, or load a model file."
+        return "No model yet: train one in the Train widget, or load a model file (Load model… below)."
 
     def _models_changed(self) -> None:
         names = model_store.names()
