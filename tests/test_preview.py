@@ -19,7 +19,7 @@ def test_overlay_colours_the_labels_and_keeps_the_image_grey_elsewhere():
     assert picture[0, 0, 0] < picture[0, -1, 0], "the image's brightness shows through"
 
 
-def test_overlay_of_a_big_or_multichannel_slice_is_small_and_grey():
+def test_overlay_of_a_big_multichannel_slice_is_drawn_at_most_max_side():
     picture = overlay(np.random.default_rng(0).random((2048, 1024, 2)), np.ones((2048, 1024), np.uint16))
     assert picture.shape == (MAX_SIDE, MAX_SIDE // 2, 3)
 
