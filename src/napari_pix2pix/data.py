@@ -186,6 +186,11 @@ class PatchSampler:
         self.weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
         # On a GPU the slices live on the device when they fit easily, and patches are cut there:
         # no host sampling, pinning or copy per step (which made the training loop host-bound).
+        self.on_host = (  # the same memory, as tensors
+            torch.from_numpy(self.images),
+            torch.from_numpy(self.targets),
+            None if self.weights is None else torch.from_numpy(self.weights),
+        )
         self.on_device: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         if device is not None and device.type == "cuda" and _fits(self.images, self.weights, device):
             narrow = self.targets.astype(np.int16) if self.targets.max(initial=0) < 2**15 else self.targets
@@ -211,18 +216,9 @@ class PatchSampler:
         tops = np.clip(picks[:, 1] - p // 2 + jitter[:, 0], 0, height - p)
         lefts = np.clip(picks[:, 2] - p // 2 + jitter[:, 1], 0, width - p)
         windows = list(zip(picks[:, 0], tops, lefts))
-        if self.on_device is not None:
-            on_images, on_targets, on_weights = self.on_device
-            cut = torch.stack([on_images[i, :, y : y + p, x : x + p] for i, y, x in windows])
-            targets = torch.stack([on_targets[i, y : y + p, x : x + p] for i, y, x in windows]).long()
-            weights = (
-                None
-                if on_weights is None
-                else torch.stack([on_weights[i, y : y + p, x : x + p] for i, y, x in windows])
-            )
-            return cut, targets, weights
-        host = [np.stack([a[i, ..., y : y + p, x : x + p] for i, y, x in windows]) for a in (self.images, self.targets)]
-        if self.weights is not None:
-            host.append(np.stack([self.weights[i, y : y + p, x : x + p] for i, y, x in windows]))
-        batch = [torch.from_numpy(a) for a in host]
-        return batch[0], batch[1], batch[2] if len(batch) == 3 else None
+        images, targets, weights = self.on_device if self.on_device is not None else self.on_host
+
+        def cut(source: torch.Tensor) -> torch.Tensor:
+            return torch.stack([source[i, ..., y : y + p, x : x + p] for i, y, x in windows])
+
+        return cut(images), cut(targets).long(), None if weights is None else cut(weights)

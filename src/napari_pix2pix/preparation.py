@@ -14,6 +14,7 @@ from .encodings import AUTO, IGNORE, LabelEncoding, make_encoding
 from .errors import InputError
 from .postprocess import typical_object_size
 from .trained_model import TrainedModel
+from .weightmap import boundary_weights
 
 if TYPE_CHECKING:  # training imports this module
     from .training import TrainingConfig
@@ -109,7 +110,8 @@ def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | N
     (padding is not annotated, so patches are drawn in proportion to each pair's annotated pixels).
     Images are normalised by the training data's percentiles, or each by its own with
     ``config.normalisation == "per-image"`` (the rule the model stores). With several pairs,
-    validation holds out whole images when the fraction allows it.
+    validation holds out whole images when the fraction allows it. The training slices carry the
+    boundary weight map when ``config.boundary_weight`` (or the annotation kind's default) is above 0.
     """
     given = as_pairs(image, labels)
     many = len(given) > 1
@@ -134,6 +136,9 @@ def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | N
     height, width = max(p[0].shape[2] for p in parts), max(p[0].shape[3] for p in parts)
     padded = [_padded(images, targets, height, width) for images, targets, _ in parts]
     train_set, validation = _split(padded, config.val_fraction, rng)
+    weight = encoding.default_boundary_weight if config.boundary_weight is None else config.boundary_weight
+    if weight > 0:  # the loss's weight map (weightmap.py), for the training slices
+        train_set.weights = boundary_weights(train_set.targets, encoding.object_classes, weight)
     objects = [o for _, _, planes in parts for o in (encoding.objects(plane) for plane in planes) if o is not None]
     object_size = typical_object_size(objects) if objects else None
     if resume is not None and resume.object_size is not None:

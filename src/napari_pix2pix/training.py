@@ -45,7 +45,6 @@ from .preparation import prepare_data
 from .steps import BestWeights, LearningRateSchedule, Pix2PixStep, Precision, SegmentationStep
 from .streaming import stream_slices
 from .trained_model import TrainedModel
-from .weightmap import boundary_weights
 
 #: How images are scaled before the network sees them. 'dataset': by the 1st and 99.8th percentiles
 #: of all the training images together, the same numbers for every image predicted later.
@@ -219,10 +218,6 @@ class Trainer:
             f"training patches of {patch_size}²", config.batch_size, patch_size**2 * data.in_channels,
             config.width, self.device, training=True, option="batch size",
         )  # fmt: skip
-        weight = config.boundary_weight
-        weight = data.encoding.default_boundary_weight if weight is None else weight
-        if weight > 0:
-            data.train.weights = boundary_weights(data.train.targets, data.encoding.object_classes, weight)
         self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng, self.device)
         history = list(resume.history) if resume is not None else []
         # A continued run numbers its steps on from the model's history (events count this run's).

@@ -16,6 +16,8 @@ from qtpy.QtCore import QRectF, Qt
 from qtpy.QtGui import QColor, QImage, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from ._common import layer_array
+
 MAX_SIDE = 512  # the preview is drawn from at most this many pixels per side (the dock is narrower)
 OPACITY = 0.45  # of the labels' colours over the image
 _GOLDEN = 0.618033988749895
@@ -108,3 +110,53 @@ class PreviewPicture(QWidget):
             painter.drawImage(QRectF((room.width() - width) / 2, 0, width, height), self._image)
             painter.drawText(QRectF(0, height + 2, self.width(), 18), Qt.AlignmentFlag.AlignCenter, self.caption)
         painter.end()
+
+
+class LivePreview:
+    """The live preview's bookkeeping: which slice of the training layer the viewer shows (followed
+    in the GUI thread), the slice handed to the training thread (``source``, its ``preview_source``),
+    and the network's labels for it drawn in ``picture`` over that same slice (``show``)."""
+
+    def __init__(self, viewer, picture: PreviewPicture):
+        self.viewer, self.picture, self.layer = viewer, picture, None
+        self._current: tuple[int | None, np.ndarray] | None = None  # (slice, 2D image) in view
+        self._previewed: tuple[int | None, np.ndarray] | None = None  # the one last handed to training
+        viewer.dims.events.current_step.connect(self.follow)
+
+    def start(self, layer) -> None:
+        """A run on ``layer`` starts: follow its slices, clear the last run's picture."""
+        self.layer = layer
+        self.follow()
+        self.picture.clear()
+
+    def follow(self, event=None) -> None:
+        """Remember the 2D slice of the layer that the viewer shows (GUI thread only)."""
+        layer = self.layer
+        if layer is None or layer not in self.viewer.layers:
+            self._current = None
+            return
+        data = layer_array(layer)
+        spatial = data.ndim - (1 if layer.rgb else 0)
+        if spatial == 2:
+            self._current = (None, data)
+        elif spatial == 3:
+            z = min(max(int(round(layer.world_to_data(self.viewer.dims.point)[0])), 0), data.shape[0] - 1)
+            self._current = (z, np.asarray(data[z]))
+        else:
+            self._current = None
+
+    def source(self) -> np.ndarray | None:
+        """The slice to preview on (called by the worker thread: plain attribute reads and writes)."""
+        current = self._current
+        self._previewed = current
+        return None if current is None else current[1]
+
+    def show(self, labels: np.ndarray, epoch: int | None) -> None:
+        """Draw the network's labels over the slice they were predicted for."""
+        previewed = self._previewed
+        if previewed is None:
+            return
+        z, image = previewed
+        where = f", slice {z}" if z is not None else ""
+        name = getattr(self.layer, "name", "image")
+        self.picture.show_picture(overlay(image, labels), f"Preview: {name}{where}, epoch {epoch}")

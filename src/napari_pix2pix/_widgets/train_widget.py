@@ -40,7 +40,7 @@ from ._common import (
 )
 from .loss_plot import LossPlot
 from .pairs import TrainingPairs
-from .preview import PreviewPicture, overlay
+from .preview import LivePreview, PreviewPicture
 
 _PROGRESS_STEPS = 1000  # the progress bar counts thousandths of the run (its time budget or its epochs)
 
@@ -78,8 +78,6 @@ class TrainWidget(QWidget):
         _prepare_torch()
         self.viewer = viewer
         self.model: TrainedModel | None = None
-        self._preview_image: tuple[int | None, np.ndarray] | None = None  # (slice, 2D image) in view
-        self._previewed: tuple[int | None, np.ndarray] | None = None  # the one last handed to training
         self._training_layer = None
         self._unsaved = False  # a model trained here and not saved yet: kept if napari closes
         self._trainer: Trainer | None = None  # the run in progress (set by the worker)
@@ -103,6 +101,7 @@ class TrainWidget(QWidget):
         self.preview = PreviewPicture(
             "Live preview: while training, the network's labels for the slice you are viewing appear here"
         )
+        self.live = LivePreview(viewer, self.preview)
         self.live_preview.changed.connect(self._show_or_hide_preview)
         self.save_button = QPushButton("Save model…")
         self.save_button.setEnabled(False)
@@ -135,7 +134,6 @@ class TrainWidget(QWidget):
         self.load_button.clicked.connect(self.load)
         self.export_button.clicked.connect(self.export)
         keep_pickers_in_sync(viewer, self.reset_choices)
-        viewer.dims.events.current_step.connect(self._update_preview_image)
 
     def _make_settings(self, viewer: napari.viewer.Viewer) -> None:
         """The settings: the main ones, and the advanced ones shown on demand."""
@@ -285,10 +283,10 @@ class TrainWidget(QWidget):
             return
         self._training_layer = chosen[0][0]
         config.pixel_size = layer_pixel_size(chosen[0][0])  # the layer's scale, stored in the model
-        self._update_preview_image()
+        self.live.start(self._training_layer)
         self._step_offset = int(resume.history[-1].get("step", 0)) if resume is not None and resume.history else 0
         stop = self._guard.new_stop_event()
-        preview_source = self._current_preview_image if self.live_preview.value else None
+        preview_source = self.live.source if self.live_preview.value else None
 
         def training():  # in the worker: preparing the data is work too
             self._trainer = Trainer(pairs, config, stop=stop, preview_source=preview_source, resume=resume)
@@ -301,7 +299,6 @@ class TrainWidget(QWidget):
         worker.finished.connect(self._on_finished)
         self._guard.start(worker)
         self.plot.clear()
-        self.preview.clear()
         for record in resume.history if resume is not None else []:  # a continued model's curve goes on
             self.plot.add_point("training loss", record.get("step", 0), record.get("loss"))
             self.plot.add_point("validation loss", record.get("step", 0), record.get("val_loss"))
@@ -380,7 +377,7 @@ class TrainWidget(QWidget):
             self.plot.add_point("validation loss", self._step_offset + event.step, event.val_loss)
             self.plot.add_point("validation Dice", self._step_offset + event.step, event.val_dice)
         elif event.kind == EventKind.PREVIEW and event.preview is not None:
-            self._show_preview(event.preview, event.epoch)
+            self.live.show(event.preview, event.epoch)
         elif event.kind == EventKind.FINISHED:
             self.status.setText(f"{event.message[0].upper()}{event.message[1:]} (device: {event.device}).")
 
@@ -428,40 +425,8 @@ class TrainWidget(QWidget):
 
     # ------------------------------------------------------------------ live preview
 
-    def _update_preview_image(self, event=None) -> None:
-        """Remember the 2D slice of the training image that the viewer shows (GUI thread only)."""
-        layer = self._training_layer
-        if layer is None or layer not in self.viewer.layers:
-            self._preview_image = None
-            return
-        data = layer_array(layer)
-        spatial = data.ndim - (1 if layer.rgb else 0)
-        if spatial == 2:
-            self._preview_image = (None, data)
-        elif spatial == 3:
-            z = min(max(int(round(layer.world_to_data(self.viewer.dims.point)[0])), 0), data.shape[0] - 1)
-            self._preview_image = (z, np.asarray(data[z]))
-        else:
-            self._preview_image = None
-
-    def _current_preview_image(self) -> np.ndarray | None:
-        """The slice to preview on (called by the worker thread: plain attribute reads and writes)."""
-        current = self._preview_image
-        self._previewed = current
-        return None if current is None else current[1]
-
     def _show_or_hide_preview(self, on: bool) -> None:
         self.preview.setVisible(bool(on))
-
-    def _show_preview(self, preview: np.ndarray, epoch: int | None) -> None:
-        """Draw the network's labels over the slice they were predicted for, in the dock."""
-        previewed, layer = self._previewed, self._training_layer
-        if previewed is None:
-            return
-        z, image = previewed
-        where = f", slice {z}" if z is not None else ""
-        name = getattr(layer, "name", "image")
-        self.preview.show_picture(overlay(image, preview), f"Preview: {name}{where}, epoch {epoch}")
 
     def _model_defaults(self, value: str) -> None:
         """Patch size and learning rate that suit the chosen model."""
