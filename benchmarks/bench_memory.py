@@ -27,7 +27,7 @@ SCRIPT = Path(__file__).resolve()
 
 def write_volume(path: Path, depth: int, side: int) -> None:
     """A synthetic EM-like stack, one slice at a time (tiled from a 512² section, shifted per slice)."""
-    from napari_pix2pix.synthetic import membrane_volume
+    from napari_pix2pix.samples.synthetic import membrane_volume
 
     section = membrane_volume((512, 512), seed=0)[0].astype(np.uint16) * 200
     plane = np.tile(section, (side // 512 + 1, side // 512 + 1))
@@ -63,12 +63,11 @@ def measure(args) -> dict:
     same number of tile batches through the network alone, on zeros made once."""
     import torch
 
-    from napari_pix2pix.data import Normalisation
-    from napari_pix2pix.encodings import DenseEncoding
-    from napari_pix2pix.models import ModelConfig, build_model
+    from napari_pix2pix.labels.encodings import DenseEncoding
+    from napari_pix2pix.models import ModelConfig, Normalisation, build_model
+    from napari_pix2pix.models.trained import TrainedModel
     from napari_pix2pix.prediction import iter_predict
-    from napari_pix2pix.tiling import tile_layout
-    from napari_pix2pix.trained_model import TrainedModel
+    from napari_pix2pix.prediction.tiling import tile_layout
 
     torch.set_num_threads(2)
     config = ModelConfig("unet", 1, 2, width=args.width, depth=args.net_depth)

@@ -18,14 +18,13 @@ import common
 import numpy as np
 import torch
 
-from napari_pix2pix.data import Normalisation
 from napari_pix2pix.devices import autocast, tile_batch
-from napari_pix2pix.encodings import DenseEncoding
-from napari_pix2pix.models import ModelConfig, build_model
+from napari_pix2pix.labels.encodings import DenseEncoding
+from napari_pix2pix.models import ModelConfig, Normalisation, build_model
+from napari_pix2pix.models.trained import TrainedModel
 from napari_pix2pix.prediction import predict
-from napari_pix2pix.synthetic import membrane_volume
-from napari_pix2pix.tiling import tile_layout
-from napari_pix2pix.trained_model import TrainedModel
+from napari_pix2pix.prediction.tiling import tile_layout
+from napari_pix2pix.samples.synthetic import membrane_volume
 from napari_pix2pix.training import TrainingConfig
 
 BATCH = 4  # the engine's default tile batch; the bare pass takes as many slices at a time

@@ -24,8 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from napari_pix2pix import devices, training
 from napari_pix2pix.devices import autocast
 from napari_pix2pix.models import ModelConfig, build_discriminator, build_model, crop
-from napari_pix2pix.steps import segmentation_loss
-from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.samples.synthetic import membrane_volume
+from napari_pix2pix.training.steps import segmentation_loss
 
 STEPS_PER_EPOCH = training.TrainingConfig().steps_per_epoch
 

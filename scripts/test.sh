@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up (if needed), check lint, formatting, types and structure, then run the test suite under a
-# virtual screen. Usage: bash scripts/test.sh [pytest args]
+# Set up (if needed), check lint, formatting, types and structure, run the test suite under a
+# virtual screen, then check the wheel as users install it (skip with CHECK_WHEEL=0).
+# Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,5 +18,8 @@ set -e
 if [ "$status" = 5 ]; then
   echo "error: pytest collected no tests" >&2
   exit 1
+fi
+if [ "$status" = 0 ] && [ "${CHECK_WHEEL:-1}" != 0 ]; then
+  bash scripts/check_wheel.sh
 fi
 exit "$status"

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pix2pix.data import Normalisation
-from napari_pix2pix.encodings import DenseEncoding
-from napari_pix2pix.models import ModelConfig, SameSize
-from napari_pix2pix.synthetic import membrane_volume
-from napari_pix2pix.trained_model import TrainedModel
+from napari_pix2pix.labels.encodings import DenseEncoding
+from napari_pix2pix.models import ModelConfig, Normalisation, SameSize
+from napari_pix2pix.models.trained import TrainedModel
+from napari_pix2pix.samples.synthetic import membrane_volume
 from napari_pix2pix.training import TrainingConfig, fit
 
 

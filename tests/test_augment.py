@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pix2pix.augment import augment_batch
-from napari_pix2pix.encodings import IGNORE
+from napari_pix2pix.labels.encodings import IGNORE
+from napari_pix2pix.training.augment import augment_batch
 
 
 def blocky_batch(seed=0, batch=4, size=64):

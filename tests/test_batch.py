@@ -72,7 +72,7 @@ def test_outputs_in_the_input_folder_are_not_taken_for_inputs(folder, monkeypatc
 
 @pytest.fixture
 def training_folders(tmp_path):
-    from napari_pix2pix.synthetic import membrane_volume
+    from napari_pix2pix.samples.synthetic import membrane_volume
 
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()

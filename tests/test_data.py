@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from napari_pix2pix.checks import check_finite, check_labels
-from napari_pix2pix.data import Normalisation, annotated_slices, as_channels_last, split_train_validation
-from napari_pix2pix.encodings import IGNORE, make_encoding
 from napari_pix2pix.errors import InputError
+from napari_pix2pix.labels.encodings import IGNORE, make_encoding
+from napari_pix2pix.models import Normalisation
+from napari_pix2pix.training.data import annotated_slices, as_channels_last, split_train_validation
 
 
 def test_dense_labels_keep_their_values():

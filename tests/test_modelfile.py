@@ -139,10 +139,9 @@ def test_edited_fields_are_refused_by_name(tiny_model, tmp_path, edit, message):
 
 
 def test_a_seed_unet_file_with_a_too_small_patch_is_refused(tmp_path):
-    from napari_pix2pix.data import Normalisation
-    from napari_pix2pix.encodings import DenseEncoding
-    from napari_pix2pix.models import ModelConfig, build_model
-    from napari_pix2pix.trained_model import TrainedModel
+    from napari_pix2pix.labels.encodings import DenseEncoding
+    from napari_pix2pix.models import ModelConfig, Normalisation, build_model
+    from napari_pix2pix.models.trained import TrainedModel
 
     config = ModelConfig("seed-unet", 1, 2, 4, 2)
     model = TrainedModel(config, build_model(config), DenseEncoding((0, 1)), Normalisation((0.0,), (1.0,)), 64)
@@ -166,7 +165,7 @@ def test_version_1_files_without_a_checksum_still_load(tiny_model, tmp_path):
 def test_the_normalisation_rule_is_stored_and_old_fixed_numbers_still_load(tiny_model, membranes, tmp_path):
     from dataclasses import replace
 
-    from napari_pix2pix.data import Normalisation
+    from napari_pix2pix.models import Normalisation
 
     ruled = replace(tiny_model, normalisation=Normalisation((0.1,), (0.9,), per_image=True, lower=2.0, upper=98.0))
     loaded = load_model(save_model(ruled, tmp_path / "rule.pt"))

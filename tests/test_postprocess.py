@@ -5,7 +5,7 @@ from skimage.draw import disk
 from skimage.measure import label
 
 from napari_pix2pix.errors import InputError
-from napari_pix2pix.postprocess import Cleanup, fill_small_holes, remove_small_regions, separating_lines
+from napari_pix2pix.labels.postprocess import Cleanup, fill_small_holes, remove_small_regions, separating_lines
 from napari_pix2pix.prediction import predict
 
 
@@ -80,14 +80,14 @@ def discs(radius, count=4, size=96):
 
 
 def test_typical_object_size_is_the_median_diameter():
-    from napari_pix2pix.postprocess import typical_object_size
+    from napari_pix2pix.labels.postprocess import typical_object_size
 
     assert typical_object_size(label(discs(8))) == pytest.approx(16, rel=0.05)
     assert typical_object_size(label(discs(8, count=2))) is None  # too few objects to say
 
 
 def test_images_are_rescaled_to_the_object_size_the_model_learned():
-    from napari_pix2pix.prediction import scale_factor, volume_geometry
+    from napari_pix2pix.prediction.pipeline import scale_factor, volume_geometry
 
     model = threshold_model()
     model.object_size = 32.0  # trained on objects 32 pixels across
@@ -107,7 +107,7 @@ def test_images_are_rescaled_to_the_object_size_the_model_learned():
 def test_an_object_size_estimate_that_diverges_is_not_used(monkeypatch):
     """EM regions fragment as the image is magnified: each rescaling measures smaller objects still.
     The estimate moving away from the model's size is not followed (it once ended at 4×)."""
-    import napari_pix2pix.prediction as prediction
+    import napari_pix2pix.prediction.pipeline as prediction
 
     model = threshold_model()
     model.object_size = 30.0

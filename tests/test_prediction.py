@@ -6,12 +6,11 @@ import pytest
 import torch
 from conftest import threshold_model, two_slices_of_discs
 
-from napari_pix2pix.data import Normalisation
-from napari_pix2pix.encodings import ENCODINGS
 from napari_pix2pix.errors import InputError
-from napari_pix2pix.models import ModelConfig, build_model
+from napari_pix2pix.labels.encodings import ENCODINGS
+from napari_pix2pix.models import ModelConfig, Normalisation, build_model
+from napari_pix2pix.models.trained import TrainedModel
 from napari_pix2pix.prediction import Cancelled, iter_predict, iter_probabilities, predict
-from napari_pix2pix.trained_model import TrainedModel
 
 
 def random_model(architecture="unet", depth=2, classes=(0, 1), kind="dense", patch_size=64) -> TrainedModel:
@@ -98,7 +97,7 @@ def test_instance_model_splits_touching_objects():
     probabilities[0] = 1
     probabilities[:, 5:15, 2:18] = np.array([0, 1, 0])[:, None, None]
     probabilities[:, 5:15, 10] = np.array([0, 0, 1])[:, None]  # a boundary line between two objects
-    from napari_pix2pix.postprocess import instances_from_probabilities
+    from napari_pix2pix.labels.postprocess import instances_from_probabilities
 
     instances = instances_from_probabilities(probabilities)
     assert instances.max() == 2
@@ -123,7 +122,7 @@ def test_wrong_channels_and_shapes_are_explained():
 
 
 def test_instances_continue_across_slices_of_a_stack():
-    from napari_pix2pix.postprocess import renumber_instances
+    from napari_pix2pix.labels.postprocess import renumber_instances
 
     first = np.zeros((20, 20), np.uint32)
     first[2:8, 2:8] = 1
@@ -142,7 +141,7 @@ def test_instances_continue_across_slices_of_a_stack():
 
 @pytest.mark.parametrize("size", [1, 2, 5, 17])
 def test_tiles_are_mirrored_at_the_edges_like_numpy_pad(size):
-    from napari_pix2pix.streaming import _mirrored_window
+    from napari_pix2pix.prediction.streaming import _mirrored_window
 
     axis = np.arange(size) * 10
     padded = np.pad(axis, 40, mode="reflect")
@@ -169,7 +168,7 @@ def test_test_time_augmentation_averages_the_eight_symmetries():
 
 
 def test_host_work_on_threads_keeps_the_order_and_the_results(monkeypatch):
-    from napari_pix2pix import prediction
+    from napari_pix2pix.prediction import pipeline as prediction
 
     assert list(prediction.ordered_map(lambda x: x * x, range(50), 4)) == [x * x for x in range(50)]
     with pytest.raises(ZeroDivisionError):
@@ -182,8 +181,8 @@ def test_host_work_on_threads_keeps_the_order_and_the_results(monkeypatch):
 
 
 def test_outputs_can_be_remade_from_stored_class_probabilities(membranes, tiny_model):
-    from napari_pix2pix.postprocess import Cleanup
-    from napari_pix2pix.prediction import convert_probabilities
+    from napari_pix2pix.labels.postprocess import Cleanup
+    from napari_pix2pix.prediction.pipeline import convert_probabilities
 
     model = tiny_model
     volume = membranes[0]

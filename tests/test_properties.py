@@ -25,13 +25,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from napari_pix2pix.cli import main
-from napari_pix2pix.data import Normalisation
-from napari_pix2pix.encodings import DenseEncoding
 from napari_pix2pix.errors import InputError
 from napari_pix2pix.io import load_model, save_model
-from napari_pix2pix.models import ModelConfig, build_model
+from napari_pix2pix.labels.encodings import DenseEncoding
+from napari_pix2pix.models import ModelConfig, Normalisation, build_model
+from napari_pix2pix.models.trained import TrainedModel
 from napari_pix2pix.prediction import predict
-from napari_pix2pix.trained_model import TrainedModel
 from napari_pix2pix.training import TrainingConfig, fit
 
 common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -14,7 +14,7 @@ import torch
 
 from napari_pix2pix.cli import main
 from napari_pix2pix.io import load_model
-from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.samples.synthetic import membrane_volume
 
 QUICK = ["--epochs", "1", "--steps-per-epoch", "1", "--quiet"]
 SMALL = ["--batch-size", "2", "--patch-size", "32", "--width", "4", "--depth", "2", "--device", "cpu"]
@@ -160,7 +160,7 @@ def test_a_run_in_a_group_stops_on_every_rank_when_one_is_told_to(monkeypatch):
 
     import torch.distributed as dist
 
-    from napari_pix2pix.distributed import Group
+    from napari_pix2pix.scale.distributed import Group
     from napari_pix2pix.training import Trainer, TrainingConfig
 
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_pix2pix import samples
-from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.samples import loaders as samples
+from napari_pix2pix.samples.synthetic import membrane_volume
 
 
 def test_sample_data_dir_holds_the_nuclei_files():
@@ -13,21 +13,13 @@ def test_sample_data_dir_holds_the_nuclei_files():
     assert (folder / samples.NUCLEI_LABELS_FILE).is_file()
 
 
-def test_sample_data_dir_prefers_the_package_folder(tmp_path, monkeypatch):
-    package = tmp_path / "site" / "napari_pix2pix"
-    (package / "sample_data").mkdir(parents=True)
-    monkeypatch.setattr(samples, "__file__", str(package / "samples.py"))
-    assert samples.sample_data_dir() == package / "sample_data"
-
-
 def test_missing_sample_data_dir_says_where_it_looked(tmp_path, monkeypatch):
-    package = tmp_path / "src" / "napari_pix2pix"
-    package.mkdir(parents=True)
-    monkeypatch.setattr(samples, "__file__", str(package / "samples.py"))
-    with pytest.raises(FileNotFoundError) as error:
+    package = tmp_path / "site" / "napari_pix2pix"
+    (package / "samples").mkdir(parents=True)
+    monkeypatch.setattr(samples, "__file__", str(package / "samples" / "loaders.py"))
+    with pytest.raises(FileNotFoundError, match="reinstall") as error:
         samples.sample_data_dir()
     assert str(package / "sample_data") in str(error.value)
-    assert str(tmp_path / "sample_data") in str(error.value)
 
 
 def test_nuclei_stack_shapes_and_instances():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.samples.synthetic import membrane_volume
 
 
 @pytest.fixture(scope="module")

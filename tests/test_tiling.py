@@ -2,12 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pix2pix.data import Normalisation
-from napari_pix2pix.encodings import DenseEncoding
 from napari_pix2pix.errors import InputError
-from napari_pix2pix.models import ModelConfig, build_model
-from napari_pix2pix.tiling import tile_layout
-from napari_pix2pix.trained_model import TrainedModel
+from napari_pix2pix.labels.encodings import DenseEncoding
+from napari_pix2pix.models import ModelConfig, Normalisation, build_model
+from napari_pix2pix.models.trained import TrainedModel
+from napari_pix2pix.prediction.tiling import tile_layout
 
 
 def model(architecture="unet", depth=2, patch_size=64):

@@ -8,7 +8,7 @@ from conftest import tiny_config
 from napari_pix2pix.errors import InputError
 from napari_pix2pix.prediction import predict
 from napari_pix2pix.samples import nuclei_stack
-from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.samples.synthetic import membrane_volume
 from napari_pix2pix.training import EventKind, Trainer, TrainingConfig, fit
 
 
@@ -150,7 +150,8 @@ def test_best_validation_weights_are_kept(membranes):
     assert len(model.history) == 4
     dices = [h["val_dice"] for h in model.history if h["val_dice"] is not None]
     assert model.history[0]["val_dice"] is not None and model.history[-1]["val_dice"] is not None
-    from napari_pix2pix.training import evaluate, prepare_data
+    from napari_pix2pix.training.loop import evaluate
+    from napari_pix2pix.training.preparation import prepare_data
 
     data = prepare_data(*membranes, tiny_config(epochs=4), None, np.random.default_rng(0))
     _, kept = evaluate(model, data.validation, torch.device("cpu"))
@@ -169,7 +170,7 @@ def test_training_runs_until_the_time_budget_and_the_learning_rate_decays_to_its
 
 
 def test_learning_rate_warms_up_then_decays():
-    from napari_pix2pix.training import LearningRateSchedule
+    from napari_pix2pix.training.steps import LearningRateSchedule
 
     schedule = LearningRateSchedule([], warmup=0.1, floor=0.02)
     factors = [schedule.factor(p) for p in np.linspace(0, 1, 101)]
@@ -266,7 +267,7 @@ def test_a_stop_while_a_loss_is_unread_still_reports_every_step(membranes):
 
 
 def test_pairs_of_different_sizes_train_one_model(membranes):
-    from napari_pix2pix.synthetic import membrane_volume
+    from napari_pix2pix.samples.synthetic import membrane_volume
 
     other, other_labels, _ = membrane_volume((1, 48, 80), cell_size=16, seed=7)
     model = fit([membranes, (other[0], other_labels[0])], tiny_config(epochs=2))
@@ -285,7 +286,7 @@ def test_each_image_is_normalised_by_its_own_percentiles(membranes):
 
 
 def test_several_pairs_hold_out_whole_images_and_join_their_classes():
-    from napari_pix2pix.training import prepare_data
+    from napari_pix2pix.training.preparation import prepare_data
 
     rng = np.random.default_rng(0)
     pairs = []

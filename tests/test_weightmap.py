@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pix2pix.encodings import IGNORE, DenseEncoding, InstanceEncoding
-from napari_pix2pix.steps import segmentation_loss
-from napari_pix2pix.weightmap import boundary_weights
+from napari_pix2pix.labels.encodings import IGNORE, DenseEncoding, InstanceEncoding
+from napari_pix2pix.training.steps import segmentation_loss
+from napari_pix2pix.training.weightmap import boundary_weights
 
 
 def two_cells(gap: int) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_training_with_the_weight_map_learns(membranes):
 def test_the_weight_map_is_on_by_default_for_instances_only(membranes):
     from conftest import tiny_config
 
-    from napari_pix2pix.synthetic import membrane_volume
+    from napari_pix2pix.samples.synthetic import membrane_volume
     from napari_pix2pix.training import Trainer
 
     image, labels = membranes

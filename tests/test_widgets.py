@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QFileDialog
 from napari_pix2pix._widgets._common import model_store
 from napari_pix2pix.io import save_model
 from napari_pix2pix.prediction import predict as predict_array
-from napari_pix2pix.synthetic import membrane_volume
+from napari_pix2pix.samples.synthetic import membrane_volume
 
 PLUGIN = "napari-pix2pix"
 
@@ -284,7 +284,7 @@ def test_cuda_without_gpu_is_notified(viewer, stack, qtbot):
 
 
 def test_out_of_memory_is_notified(viewer, stack, qtbot, monkeypatch):
-    from napari_pix2pix import training
+    from napari_pix2pix.training import loop as training
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -429,10 +429,10 @@ def test_a_saved_model_is_not_kept_again_and_a_run_stopped_by_closing_is(
 
 EXIT_SCRIPT = """
 import numpy as np, napari, torch
-from napari_pix2pix.data import Normalisation
-from napari_pix2pix.encodings import DenseEncoding
+from napari_pix2pix.models import Normalisation
+from napari_pix2pix.labels.encodings import DenseEncoding
 from napari_pix2pix.models import ModelConfig, build_model
-from napari_pix2pix.trained_model import TrainedModel
+from napari_pix2pix.models.trained import TrainedModel
 from napari_pix2pix._widgets._common import model_store
 
 config = ModelConfig("unet", 1, 2, 4, 2)

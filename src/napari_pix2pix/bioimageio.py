@@ -27,8 +27,8 @@ from torch import nn
 from . import __version__
 from .errors import InputError
 from .io.atomic import atomic_write
-from .models import build_model
-from .trained_model import TrainedModel
+from .models.networks import build_model
+from .models.trained import TrainedModel
 
 TEST_TILE = 256
 
@@ -64,7 +64,7 @@ class ProbabilityNetwork(nn.Module):
 
     def __init__(self, architecture: str, in_channels: int, out_channels: int, width: int, depth: int):
         super().__init__()
-        from .models import ModelConfig
+        from .models.networks import ModelConfig
 
         self.network = build_model(ModelConfig(architecture, in_channels, out_channels, width, depth))
 
@@ -75,7 +75,7 @@ class ProbabilityNetwork(nn.Module):
 def _test_tiles(model: TrainedModel, image: np.ndarray, sizes: InputSizes) -> tuple[np.ndarray, np.ndarray]:
     """A raw (1, C, T, T) float32 tile from the middle of ``image`` (the package's test input) and
     the same tile normalised as the package's preprocessing normalises it (what the network sees)."""
-    from .prediction import volume_geometry
+    from .prediction.pipeline import volume_geometry
 
     geometry = volume_geometry(image.shape, model.config.in_channels)
     plane = np.asarray(image[geometry.n_slices // 2] if geometry.is_stack else image, dtype=np.float32)
@@ -270,44 +270,4 @@ def _size_note(sizes: InputSizes) -> str:
         f"output is {sizes.shrink} pixels smaller, and output pixel 0 lies under input pixel {sizes.margin}: pad "
         f"the input by {sizes.margin} pixels before and {sizes.shrink - sizes.margin} after (by reflection, as "
         "napari-pix2pix does at image borders) for an output covering the whole image\n"
-    )
-
-
-def load_package(path: Path) -> TrainedModel:
-    """A bioimage.io package exported by napari-pix2pix, as a model: its own settings from the
-    description's ``config``, its weights read without executing pickled code."""
-    import io
-    import zipfile
-
-    import yaml
-
-    from .data import Normalisation
-    from .encodings import LabelEncoding
-    from .errors import ModelFileError
-    from .models import ModelConfig
-
-    try:
-        with zipfile.ZipFile(path) as package:
-            description = yaml.safe_load(package.read("rdf.yaml"))
-            own = description["config"]["napari_pix2pix"]
-            source = description["weights"]["pytorch_state_dict"]["source"]
-            state = torch.load(io.BytesIO(package.read(source)), map_location="cpu", weights_only=True)
-        config = ModelConfig(**own["config"])
-        network = build_model(config)
-        network.load_state_dict({k.removeprefix("network."): v for k, v in state.items()}, strict=True)
-        encoding = LabelEncoding.from_dict(own["encoding"])
-        normalisation = Normalisation.from_dict(own["normalisation"])
-    except (OSError, KeyError, TypeError, ValueError, RuntimeError, zipfile.BadZipFile, yaml.YAMLError) as error:
-        raise ModelFileError(
-            f"{path} is not a bioimage.io package exported by napari-pix2pix ({type(error).__name__}: {error})"
-        ) from None
-    pixel_size = own.get("pixel_size")
-    return TrainedModel(
-        config,
-        network.eval(),
-        encoding,
-        normalisation,
-        int(own.get("patch_size", 256)),
-        object_size=own.get("object_size"),
-        pixel_size=tuple(pixel_size) if pixel_size else None,
     )

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import QFileDialog, QFrame, QScrollArea, QVBoxLayout, QWidge
 
 from ..errors import InputError
 from ..io import load_model, save_model
-from ..trained_model import TrainedModel
+from ..models.trained import TrainedModel
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from superqt import QCollapsible
 
 from ..errors import Cancelled
 from ..io.omezarr import create_zarr, read_zarr
-from ..outputs import OUTPUTS, get_output
-from ..postprocess import Cleanup
-from ..prediction import (
+from ..labels.outputs import OUTPUTS, get_output
+from ..labels.postprocess import Cleanup
+from ..models.trained import TrainedModel
+from ..prediction.pipeline import (
     AUTO_SIZE,
     DEFAULT_TTA,
     convert_probabilities,
@@ -25,7 +26,6 @@ from ..prediction import (
     output_shape,
     volume_geometry,
 )
-from ..trained_model import TrainedModel
 from ._common import (
     DEVICES,
     WorkerGuard,

@@ -17,12 +17,12 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
 from ..errors import InputError
 from ..io import save_model
-from ..models import ARCHITECTURES, get_architecture
-from ..trained_model import TrainedModel
-from ..training import EventKind, Trainer, TrainingConfig, TrainingEvent
+from ..labels.encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
+from ..models.networks import ARCHITECTURES, get_architecture
+from ..models.trained import TrainedModel
+from ..training.loop import EventKind, Trainer, TrainingConfig, TrainingEvent
 from ._common import (
     DEVICES,
     WorkerGuard,

@@ -64,7 +64,7 @@ class Progress:
         self.bar.close()
 
     def training_event(self, event) -> None:
-        from ..training import EventKind
+        from ..training.loop import EventKind
 
         if self.silent:
             return

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from ..devices import DEVICES
-from ..encodings import ANNOTATION_CHOICES, AUTO
-from ..models import ARCHITECTURES
-from ..outputs import OUTPUTS
-from ..prediction import AUTO_SIZE, DEFAULT_TTA
-from ..training import NORMALISATIONS
+from ..labels.encodings import ANNOTATION_CHOICES, AUTO
+from ..labels.outputs import OUTPUTS
+from ..models.networks import ARCHITECTURES
+from ..prediction.pipeline import AUTO_SIZE, DEFAULT_TTA
+from ..training.config import NORMALISATIONS
 
 
 def _object_size(text: str) -> float | str | None:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from ..errors import InputError
-from ..postprocess import Cleanup
+from ..labels.postprocess import Cleanup
 from .common import Progress, check_output
 
 
@@ -36,11 +36,11 @@ def run_predict(args) -> int:
 
 def _predict_on_cluster(model, output: str, cleanup: Cleanup, args) -> int:
     """``--workers`` / ``--scheduler``: slabs of the volume predicted by Dask workers into OME-Zarr."""
-    from ..cluster import predict_on_cluster
     from ..io import read_image
     from ..io.atomic import check_writable
     from ..io.omezarr import create_zarr, is_zarr
-    from ..prediction import output_dtype, output_shape, volume_geometry
+    from ..prediction.pipeline import output_dtype, output_shape, volume_geometry
+    from ..scale.cluster import predict_on_cluster
 
     if args.out is None or len(args.inputs) != 1 or not is_zarr(args.out):
         raise InputError("--workers and --scheduler predict one volume into OME-Zarr: give --out NAME.zarr")
@@ -93,9 +93,9 @@ def _dask_client(args):
 
 def _predict_batch(model, output: str, cleanup: Cleanup, args) -> int:
     """Every input into ``--out-dir``: skips done ones, reports failures and goes on; 1 if any failed."""
-    from ..batch import plan_jobs
     from ..io import read_tiff
-    from ..prediction import volume_geometry
+    from ..io.batch import plan_jobs
+    from ..prediction.pipeline import volume_geometry
 
     jobs = plan_jobs(args.inputs, args.out_dir, output)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def _predict_file(model, source, target, output: str, cleanup: Cleanup, args, ba
     from ..io import read_image, write_tiff
     from ..io.atomic import check_writable
     from ..io.omezarr import create_zarr, is_zarr
-    from ..prediction import iter_predict, output_dtype, output_shape, volume_geometry
+    from ..prediction.pipeline import iter_predict, output_dtype, output_shape, volume_geometry
 
     image, scale = read_image(source)
     geometry = volume_geometry(image.shape, model.config.in_channels)

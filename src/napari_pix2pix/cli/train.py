@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import distributed
+from ..scale import distributed
 from .common import Progress, check_output, signal_handlers
 
 MODEL_ROOM = 64 * 2**20  # free space asked for before training: far more than a model file takes
 
 
 def run_train(args) -> int:
-    from ..batch import training_pairs
     from ..io import load_model, read_image, read_tiff, save_model
     from ..io.atomic import check_writable
-    from ..training import Trainer, TrainingConfig
+    from ..io.batch import training_pairs
+    from ..training.loop import Trainer, TrainingConfig
 
     group = distributed.from_environment()  # set by torchrun; only rank 0 prints and writes
     main_rank = group is None or group.is_main
@@ -96,7 +96,7 @@ class Checkpoint:
 
     def after(self, event, trainer) -> None:
         from ..io import save_model
-        from ..training import EventKind
+        from ..training.loop import EventKind
 
         if self.seconds <= 0 or event.kind != EventKind.EPOCH or time.monotonic() - self.last < self.seconds:
             return
@@ -141,9 +141,9 @@ def _stop_on_signals(stop: threading.Event):
 
 def run_demo(args) -> None:
     from ..io import save_model, write_tiff
-    from ..prediction import predict
-    from ..samples import nuclei_stack
-    from ..training import TrainingConfig, fit
+    from ..prediction.pipeline import predict
+    from ..samples.loaders import nuclei_stack
+    from ..training.loop import TrainingConfig, fit
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data import Normalisation
-from ..encodings import LabelEncoding
 from ..errors import InputError, ModelFileError
-from ..models import ModelConfig, SizeContract, build_discriminator, build_model
-from ..trained_model import TrainedModel
+from ..labels.encodings import LabelEncoding
+from ..models.networks import ModelConfig, SizeContract, build_discriminator, build_model
+from ..models.normalisation import Normalisation
+from ..models.trained import TrainedModel
 from .atomic import atomic_write
 from .schema import SchemaError, check_payload, weights_digest
 
@@ -95,7 +95,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     if path.suffix.lower() == ".zip":  # a bioimage.io package exported by napari-pix2pix
-        from ..bioimageio import load_package
+        from .bioimageio import load_package
 
         return load_package(path)
     try:

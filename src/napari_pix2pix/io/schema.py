@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import torch
 
-from ..encodings import ENCODINGS
-from ..models import ARCHITECTURES
+from ..labels.encodings import ENCODINGS
+from ..models.networks import ARCHITECTURES
 
 # Generous bounds: far beyond any real model, tight enough that nothing absurd is built.
 LIMITS = {

@@ -4,20 +4,18 @@ padding to a common size and the validation split (``prepare_data``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .checks import check_finite, check_labels
-from .data import Normalisation, SliceSet, annotated_slices, as_channels_last, split_train_validation
-from .encodings import AUTO, IGNORE, LabelEncoding, make_encoding
-from .errors import InputError
-from .postprocess import typical_object_size
-from .trained_model import TrainedModel
+from ..checks import check_finite, check_labels
+from ..errors import InputError
+from ..labels.encodings import AUTO, IGNORE, LabelEncoding, make_encoding
+from ..labels.postprocess import typical_object_size
+from ..models.normalisation import Normalisation
+from ..models.trained import TrainedModel
+from .config import TrainingConfig
+from .data import SliceSet, annotated_slices, as_channels_last, split_train_validation
 from .weightmap import boundary_weights
-
-if TYPE_CHECKING:  # training imports this module
-    from .training import TrainingConfig
 
 
 @dataclass

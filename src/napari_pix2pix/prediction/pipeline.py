@@ -23,12 +23,12 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .checks import check_finite, check_numeric, check_pixel_size, image_layout
-from .errors import Cancelled, InputError
-from .outputs import get_output
-from .postprocess import Cleanup, renumber_instances, typical_object_size
+from ..checks import check_finite, check_numeric, check_pixel_size, image_layout
+from ..errors import Cancelled, InputError
+from ..labels.outputs import get_output
+from ..labels.postprocess import Cleanup, renumber_instances, typical_object_size
+from ..models.trained import TrainedModel
 from .streaming import stream_slices
-from .trained_model import TrainedModel
 
 DEFAULT_CLEANUP = Cleanup()
 AUTO_SIZE = "auto"

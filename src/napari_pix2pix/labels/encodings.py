@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 from .postprocess import Cleanup, connected_components, instances_from_probabilities, smallest_uint_dtype
 
 IGNORE = -1  # class index of pixels that do not count in the loss

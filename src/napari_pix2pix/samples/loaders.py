@@ -1,6 +1,6 @@
 """Loaders for the sample data: real fluorescence nuclei and synthetic EM membranes.
 
-The nuclei come from the 2018 Data Science Bowl (see ``sample_data/README.md``
+The nuclei come from the 2018 Data Science Bowl (see ``napari_pix2pix/sample_data/README.md``
 for the attribution); the EM-like membrane stack is generated on the fly by
 :func:`napari_pix2pix.synthetic.membrane_volume` rather than shipped.
 """
@@ -12,18 +12,14 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_pix2pix.synthetic import membrane_volume
+from .synthetic import membrane_volume
 
 NUCLEI_IMAGE_FILE = "nuclei_image.tif"
 NUCLEI_LABELS_FILE = "nuclei_labels.tif"
 
 
 def sample_data_dir() -> Path:
-    """Return the folder that holds the shipped sample files.
-
-    A ``sample_data`` folder inside the package (wheel layout) is preferred;
-    otherwise the repository's top-level ``sample_data`` folder (source
-    checkout with the ``src`` layout) is used.
+    """Return the folder that holds the shipped sample files (``napari_pix2pix/sample_data``).
 
     Returns
     -------
@@ -33,15 +29,12 @@ def sample_data_dir() -> Path:
     Raises
     ------
     FileNotFoundError
-        If neither folder exists; the message lists both places searched.
+        If the folder is missing (a broken install); the message says where it looked.
     """
-    package_dir = Path(__file__).resolve().parent
-    candidates = (package_dir / "sample_data", package_dir.parents[1] / "sample_data")
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    searched = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"napari-pix2pix sample data folder not found; looked in: {searched}")
+    folder = Path(__file__).resolve().parents[1] / "sample_data"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"napari-pix2pix sample data folder not found at {folder}: reinstall napari-pix2pix")
+    return folder
 
 
 def nuclei_stack() -> tuple[np.ndarray, np.ndarray]:

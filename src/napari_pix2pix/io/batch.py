@@ -11,7 +11,7 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 

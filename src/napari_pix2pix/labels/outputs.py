@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .encodings import LabelEncoding
-from .errors import InputError
 from .postprocess import Cleanup
 
 HostConverter = Callable[[np.ndarray], np.ndarray]

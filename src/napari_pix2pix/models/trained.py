@@ -7,9 +7,9 @@ from typing import cast
 
 from torch import nn
 
-from .data import Normalisation
-from .encodings import LabelEncoding
-from .models import ModelConfig, SizeContract
+from ..labels.encodings import LabelEncoding
+from .networks import ModelConfig, SizeContract
+from .normalisation import Normalisation
 
 
 @dataclass

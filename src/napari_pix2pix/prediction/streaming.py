@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .checks import check_at_least
-from .devices import autocast, check_batch_memory, memory_format, resolve_device, tile_batch
-from .errors import Cancelled
+from ..checks import check_at_least
+from ..devices import autocast, check_batch_memory, memory_format, resolve_device, tile_batch
+from ..errors import Cancelled
+from ..models.trained import TrainedModel
 from .tiling import TileLayout, tile_layout
-from .trained_model import TrainedModel
 
 # ----------------------------------------------------------------------------- the tile plan
 

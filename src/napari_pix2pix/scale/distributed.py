@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .devices import amp_dtype, autocast, memory_format
-from .encodings import IGNORE
-from .models import ModelConfig, build_discriminator, crop
-from .trained_model import TrainedModel
-
-if TYPE_CHECKING:  # training imports this module
-    from .training import TrainingConfig
+from ..devices import amp_dtype, autocast, memory_format
+from ..labels.encodings import IGNORE
+from ..models.networks import ModelConfig, build_discriminator, crop
+from ..models.trained import TrainedModel
+from .config import TrainingConfig
 
 # ----------------------------------------------------------------------------- steps
 

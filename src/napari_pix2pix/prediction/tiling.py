@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
-from .trained_model import TrainedModel
+from ..errors import InputError
+from ..models.trained import TrainedModel
 
 
 @dataclass(frozen=True)

@@ -25,107 +25,24 @@ from typing import cast
 import numpy as np
 import torch
 
-from .augment import augment_batch
-from .checks import check_at_least, check_fraction, check_pixel_size
-from .data import PatchSampler, SliceSet
-from .devices import check_batch_memory, describe, memory_format, resolve_device
-from .distributed import Group, agree, join, wrapper
-from .encodings import AUTO, IGNORE
-from .errors import InputError
-from .models import (
-    Architecture,
+from ..devices import check_batch_memory, describe, memory_format, resolve_device
+from ..errors import InputError
+from ..labels.encodings import IGNORE
+from ..labels.outputs import get_output
+from ..models.networks import (
     ModelConfig,
     SizeContract,
     build_model,
-    get_architecture,
 )
-from .outputs import get_output
-from .prediction import iter_probabilities
+from ..models.trained import TrainedModel
+from ..prediction.pipeline import iter_probabilities
+from ..prediction.streaming import stream_slices
+from ..scale.distributed import Group, agree, join, wrapper
+from .augment import augment_batch
+from .config import TrainingConfig
+from .data import PatchSampler, SliceSet
 from .preparation import prepare_data
 from .steps import BestWeights, LearningRateSchedule, Pix2PixStep, Precision, SegmentationStep
-from .streaming import stream_slices
-from .trained_model import TrainedModel
-
-#: How images are scaled before the network sees them. 'dataset': by the 1st and 99.8th percentiles
-#: of all the training images together, the same numbers for every image predicted later.
-#: 'per-image': every image by its own percentiles, at training and at prediction, for data whose
-#: brightness varies between images. Measured on the real nuclei (docs/benchmarks.md), the held-out
-#: tile scored object F1 0.84/0.73/0.83/0.82 per image against 0.89/0.89/0.87/0.89 with the
-#: dataset's numbers (same model; 1×, 0.4×, 0.75×, 1.5×): a single tile's own percentiles depend on
-#: how many nuclei it holds. So 'dataset' is the default.
-NORMALISATIONS = {
-    "dataset": "the training images' percentiles, for every image",
-    "per-image": "each image by its own percentiles",
-}
-
-
-@dataclass
-class TrainingConfig:
-    """Every training setting, with defaults that learn well in minutes on two CPU cores.
-
-    Training runs until the time budget ``max_minutes``; ``epochs`` is an optional extra limit
-    (None: until the time budget). The learning rate warms up, then decays to the end of the run,
-    whichever limit ends it. ``patch_size`` and ``learning_rate`` left as None take the
-    architecture's defaults (see ``models.ARCHITECTURES``).
-    """
-
-    model: str = "unet"
-    annotation: str = AUTO
-    epochs: int | None = None
-    max_minutes: float | None = 10.0
-    steps_per_epoch: int = 20
-    batch_size: int = 4
-    patch_size: int | None = None
-    learning_rate: float | None = None
-    val_fraction: float = 0.2
-    augment: bool = True
-    device: str = "auto"
-    seed: int = 0
-    width: int = 16
-    depth: int = 4
-    l1_weight: float = 100.0
-    mixed_precision: bool = True
-    preview_every: int = 10
-    # w₀ of the U-Net paper's boundary weight map (0: off; None: the annotation kind's default, 10 for
-    # instances and 0 for the others); see weightmap.py
-    boundary_weight: float | None = None
-    normalisation: str = "dataset"  # or "per-image": see NORMALISATIONS
-    pixel_size: tuple[float, float] | None = None  # (y, x) physical pixel size of the images, if known
-
-    def check(self) -> None:
-        """Raise ``InputError`` naming the first setting that is out of range."""
-        get_architecture(self.model)
-        if self.epochs is None and self.max_minutes is None:
-            raise InputError("set a time budget (minutes), a number of epochs, or both")
-        for name in ("steps_per_epoch", "batch_size", "patch", "width", "depth", "preview_every"):
-            check_at_least(name, getattr(self, name))
-        if self.epochs is not None:
-            check_at_least("epochs", self.epochs)
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise InputError(f"the time budget must be positive, got {self.max_minutes} minutes")
-        if self.learning_rate is not None and not (0 < self.learning_rate < 1):
-            raise InputError(f"learning rate must be between 0 and 1, got {self.learning_rate}")
-        check_fraction("validation fraction", self.val_fraction)
-        if self.pixel_size is not None:
-            check_pixel_size(self.pixel_size)
-        if self.normalisation not in NORMALISATIONS:
-            raise InputError(f"normalisation must be one of {list(NORMALISATIONS)}, got {self.normalisation!r}")
-        if self.boundary_weight is not None and not 0 <= self.boundary_weight <= 100:
-            raise InputError(f"the boundary weight must be from 0 (off) to 100, got {self.boundary_weight}")
-        if not 0 <= self.seed < 2**32:
-            raise InputError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {self.seed}")
-
-    @property
-    def architecture(self) -> Architecture:
-        return get_architecture(self.model)
-
-    @property
-    def patch(self) -> int:
-        return self.patch_size if self.patch_size is not None else self.architecture.patch_size
-
-    @property
-    def lr(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else self.architecture.learning_rate
 
 
 class EventKind(StrEnum):

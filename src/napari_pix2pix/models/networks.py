@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def crop(image: torch.Tensor, new_shape: tuple[int, ...]) -> torch.Tensor:

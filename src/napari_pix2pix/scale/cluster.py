@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .postprocess import renumber_instances
+from ..errors import InputError
+from ..labels.postprocess import renumber_instances
 
 SLABS_PER_WORKER = 4  # enough tasks to balance the load, few enough that each has work
 
@@ -36,8 +36,8 @@ def predict_slab(model_path: str, source: str, out_path: str, start: int, stop: 
     the largest id written (0 for outputs that are not objects)."""
     import zarr
 
-    from .io import load_model, read_image
-    from .prediction import iter_predict
+    from ..io import load_model, read_image
+    from ..prediction.pipeline import iter_predict
 
     model = load_model(model_path)
     if settings["normalisation"] is not None:
@@ -95,9 +95,9 @@ def predict_on_cluster(
     """Predict ``source`` into the Zarr array ``out_array`` with the workers of ``client``."""
     from distributed import as_completed
 
-    from .io import load_model, read_image
-    from .outputs import get_output
-    from .prediction import for_this_image, scale_factor, volume_geometry
+    from ..io import load_model, read_image
+    from ..labels.outputs import get_output
+    from ..prediction.pipeline import for_this_image, scale_factor, volume_geometry
 
     model = load_model(model_path)
     image, _ = read_image(source)

@@ -1,0 +1,7 @@
+"""Training: the settings (``TrainingConfig``), training data from (image, labels) pairs, augmentation,
+the boundary weight map, the step objects and the loop (``train``, ``fit``, ``Trainer``)."""
+
+from .config import NORMALISATIONS, TrainingConfig
+from .loop import EventKind, Trainer, TrainingEvent, fit, train
+
+__all__ = ["NORMALISATIONS", "EventKind", "Trainer", "TrainingConfig", "TrainingEvent", "fit", "train"]
