@@ -5,7 +5,13 @@ from skimage.draw import disk
 from skimage.measure import label
 
 from napari_pix2pix.errors import InputError
-from napari_pix2pix.labels.postprocess import Cleanup, fill_small_holes, remove_small_regions, separating_lines
+from napari_pix2pix.labels.postprocess import (
+    Cleanup,
+    fill_small_holes,
+    remove_small_regions,
+    separating_lines,
+    typical_object_size,
+)
 from napari_pix2pix.prediction import predict
 
 
@@ -87,16 +93,18 @@ def test_typical_object_size_is_the_median_diameter():
 
 
 def test_images_are_rescaled_to_the_object_size_the_model_learned():
-    from napari_pix2pix.prediction.pipeline import scale_factor, volume_geometry
+    from napari_pix2pix.prediction import PredictionSettings, volume_geometry
+    from napari_pix2pix.prediction.rescale import scale_factor
 
     model = threshold_model()
     model.object_size = 32.0  # trained on objects 32 pixels across
     image = discs(8)  # these are 16 across
-    geometry = volume_geometry(image.shape, 1)
-    assert scale_factor(model, image, geometry, "auto", device="cpu") == pytest.approx(2.0, rel=0.1)
-    assert scale_factor(model, image, geometry, 16.0) == 2.0
-    assert scale_factor(model, image, geometry, None) == 1.0
-    assert scale_factor(model, discs(15), geometry, "auto", device="cpu") == 1.0  # close enough: left alone
+    geometry = volume_geometry(image.shape, model)
+    measured, given, none = (PredictionSettings(object_size=s, device="cpu") for s in ("auto", 16.0, None))
+    assert scale_factor(model, image, geometry, measured) == pytest.approx(2.0, rel=0.1)
+    assert scale_factor(model, image, geometry, given) == 2.0
+    assert scale_factor(model, image, geometry, none) == 1.0
+    assert scale_factor(model, discs(15), geometry, measured) == 1.0  # close enough: left alone
     instances = predict(model, image, "instances", device="cpu", object_size=16.0)
     assert instances.shape == image.shape and instances.max() == 4
     np.testing.assert_array_equal(instances > 0, image > 0.5)
@@ -107,15 +115,23 @@ def test_images_are_rescaled_to_the_object_size_the_model_learned():
 def test_an_object_size_estimate_that_diverges_is_not_used(monkeypatch):
     """EM regions fragment as the image is magnified: each rescaling measures smaller objects still.
     The estimate moving away from the model's size is not followed (it once ended at 4×)."""
-    import napari_pix2pix.prediction.pipeline as prediction
+    import napari_pix2pix.prediction.rescale as rescale
+    from napari_pix2pix.prediction import PredictionSettings, volume_geometry
 
     model = threshold_model()
     model.object_size = 30.0
     image = discs(8)
-    geometry = prediction.volume_geometry(image.shape, 1)
+    geometry, settings = volume_geometry(image.shape, model), PredictionSettings(device="cpu")
     measured = iter([20.0, 16.0, 14.0])  # 1.5× too small, then worse after each magnification
-    monkeypatch.setattr(prediction, "typical_object_size", lambda _: next(measured))
-    assert prediction.scale_factor(model, image, geometry, "auto", device="cpu") == 1.0
+    monkeypatch.setattr(rescale, "typical_object_size", lambda _: next(measured))
+    assert rescale.scale_factor(model, image, geometry, settings) == 1.0
     measured = iter([20.0, 28.0])  # 1.5× too small, then close after magnifying 1.5×: followed
-    monkeypatch.setattr(prediction, "typical_object_size", lambda _: next(measured))
-    assert prediction.scale_factor(model, image, geometry, "auto", device="cpu") == pytest.approx(1.5)
+    monkeypatch.setattr(rescale, "typical_object_size", lambda _: next(measured))
+    assert rescale.scale_factor(model, image, geometry, settings) == pytest.approx(1.5)
+
+
+def test_object_size_of_instances_with_huge_ids_needs_no_memory_for_the_ids():
+    """Instance ids near 2⁴⁵ are valid labels; measuring their size must not allocate per id value."""
+    instances = label(discs(8)).astype(np.int64)
+    huge = np.where(instances > 0, instances + 2**45, 0)
+    assert typical_object_size(huge) == typical_object_size(instances)

@@ -12,7 +12,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QFileDialog
 
-from napari_pix2pix._widgets._common import model_store
+from napari_pix2pix._widgets._models import model_store
 from napari_pix2pix.io import save_model
 from napari_pix2pix.prediction import predict as predict_array
 from napari_pix2pix.samples.synthetic import membrane_volume
@@ -433,7 +433,7 @@ from napari_pix2pix.models import Normalisation
 from napari_pix2pix.labels.encodings import DenseEncoding
 from napari_pix2pix.models import ModelConfig, build_model
 from napari_pix2pix.models.trained import TrainedModel
-from napari_pix2pix._widgets._common import model_store
+from napari_pix2pix._widgets._models import model_store
 
 config = ModelConfig("unet", 1, 2, 4, 2)
 model = TrainedModel(config, build_model(config).eval(), DenseEncoding((0, 1)), Normalisation((0.0,), (1.0,)), 64)

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import napari
+
+    from ._widgets.predict_widget import PredictWidget
+    from ._widgets.train_widget import TrainWidget
 
 PLUGIN = "napari-pix2pix"
 
@@ -15,7 +22,7 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def open_viewer(sample: str | None = "nuclei"):
+def open_viewer(sample: str | None = "nuclei") -> tuple[napari.Viewer, TrainWidget, PredictWidget]:
     """A napari viewer with Train and Predict docked and ``sample`` opened; returns (viewer, train, predict)."""
     import napari
 

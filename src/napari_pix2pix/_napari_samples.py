@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import samples
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def nuclei_sample():
+
+def nuclei_sample() -> list[tuple[np.ndarray, dict[str, Any], str]]:
     """Real fluorescence nuclei with hand-drawn instance labels (DSB2018, CC0)."""
     image, labels = samples.nuclei_stack()
     return [
@@ -14,7 +19,7 @@ def nuclei_sample():
     ]
 
 
-def membrane_sample():
+def membrane_sample() -> list[tuple[np.ndarray, dict[str, Any], str]]:
     """A synthetic electron-microscopy-like stack: cells separated by thin dark membranes (1 = membrane)."""
     image, membranes = samples.membrane_sample()
     return [

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .errors import InputError
 from .io.atomic import atomic_write
 from .models.networks import build_model
@@ -75,9 +76,9 @@ class ProbabilityNetwork(nn.Module):
 def _test_tiles(model: TrainedModel, image: np.ndarray, sizes: InputSizes) -> tuple[np.ndarray, np.ndarray]:
     """A raw (1, C, T, T) float32 tile from the middle of ``image`` (the package's test input) and
     the same tile normalised as the package's preprocessing normalises it (what the network sees)."""
-    from .prediction.pipeline import volume_geometry
+    from .prediction.reading import volume_geometry
 
-    geometry = volume_geometry(image.shape, model.config.in_channels)
+    geometry = volume_geometry(image.shape, model)
     plane = np.asarray(image[geometry.n_slices // 2] if geometry.is_stack else image, dtype=np.float32)
     plane = plane[..., None] if geometry.channels == 1 else plane
     side = sizes.largest(min(max(TEST_TILE, sizes.minimum), *plane.shape[:2]))
@@ -107,7 +108,10 @@ def export(
     except ImportError:
         raise InputError("exporting needs bioimageio.spec: pip install 'napari-pix2pix[bioimageio]'") from None
     out = Path(out)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        # TorchScript weights are what bioimage.io consumers read today; torch's notice that
+        # torch.jit is deprecated is not the user's business.
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
         descr = _description(model, Path(folder), image, name, description, authors, license, cite)
         with atomic_write(out, suffix=".tmp.zip") as tmp:
             save_bioimageio_package(descr, output_path=tmp)

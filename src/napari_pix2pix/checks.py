@@ -4,9 +4,12 @@ line and the widgets alike. Each raises ``InputError`` naming the input and what
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InputError
 
@@ -30,7 +33,7 @@ def check_finite(array: np.ndarray, where: str = "the image") -> None:
             raise InputError(f"{where} has values beyond ±3.4e38, which 32-bit floats cannot hold; rescale it first")
 
 
-def check_at_least(name: str, value, minimum: int = 1) -> None:
+def check_at_least(name: str, value: int, minimum: int = 1) -> None:
     """Refuse a count below ``minimum``; ``name`` is shown as the user sees it."""
     if int(value) < minimum:
         raise InputError(f"{name.replace('_', ' ')} must be at least {minimum}, got {value}")
@@ -52,7 +55,10 @@ class ImageLayout:
 
 
 def image_layout(
-    shape: tuple[int, ...], labels_shape: tuple[int, ...] | None = None, in_channels: int | None = None
+    shape: tuple[int, ...],
+    labels_shape: tuple[int, ...] | None = None,
+    in_channels: int | None = None,
+    min_side: int = 1,
 ) -> ImageLayout:
     """Read the axes of an image from its shape alone (a lazy array is not loaded).
 
@@ -64,6 +70,15 @@ def image_layout(
         Training: the spatial shape the image must have; a trailing axis beyond it is channels.
     in_channels : int, optional
         Prediction: the channels the model expects; with more than one, the last axis is channels.
+    min_side : int
+        Prediction: the shortest slice side the model's tiles are made of. A trailing axis of a 3D
+        or 4D shape shorter than it, or of at most 4, cannot be a slice side: it is channels, and
+        refused for a model trained on single-channel images.
+
+    Raises
+    ------
+    InputError
+        When the shape fits neither reading, or its channels are not the model's; one line says which.
     """
     shape = tuple(int(n) for n in shape)
     if 0 in shape:
@@ -81,11 +96,19 @@ def image_layout(
             )
     else:
         has_channels = bool(in_channels and in_channels > 1)
-        if in_channels == 1 and len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4 * shape[-1]:
+        looks_like_channels = len(shape) in (3, 4) and (shape[-1] <= 4 or shape[-1] < min_side)
+        if in_channels == 1 and looks_like_channels:
+            kind = "an RGB/RGBA or " if shape[-1] in (3, 4) else "a "
             raise InputError(
-                f"the image has shape {shape}: it looks like an RGB/RGBA or {shape[-1]}-channel image, but the "
+                f"the image has shape {shape}: its last axis looks like {kind}{shape[-1]}-channel image, but the "
                 "model was trained on single-channel images; convert it to greyscale (or pick one channel), "
                 "or train a model on such images"
+            )
+        if in_channels is not None and in_channels > 1 and not looks_like_channels and shape[-1] != in_channels:
+            raise InputError(
+                f"the model was trained on {in_channels}-channel images (channels on the last axis), but this image "
+                f"has shape {shape}, with no channel axis; give it the model's channels, or use a model trained on "
+                "single-channel images"
             )
     spatial = shape[:-1] if has_channels else shape
     channels = shape[-1] if has_channels else 1
@@ -102,7 +125,7 @@ def image_layout(
     return ImageLayout(spatial, channels, has_channels)
 
 
-def check_labels(labels) -> np.ndarray:
+def check_labels(labels: npt.ArrayLike) -> np.ndarray:
     """Return labels as an int64 array, refusing float, empty, negative or wrongly shaped labels."""
     labels = np.asarray(labels)
     if labels.dtype == bool:
@@ -126,7 +149,7 @@ def check_labels(labels) -> np.ndarray:
     return labels.astype(np.int64, copy=False)
 
 
-def check_pixel_size(pixel_size) -> tuple[float, float]:
+def check_pixel_size(pixel_size: Iterable[float]) -> tuple[float, float]:
     """A (y, x) physical pixel size: two positive finite numbers; ``InputError`` otherwise."""
     try:
         y, x = (float(v) for v in pixel_size)
@@ -135,3 +158,28 @@ def check_pixel_size(pixel_size) -> tuple[float, float]:
     if not (math.isfinite(y) and math.isfinite(x) and y > 0 and x > 0):
         raise InputError(f"a pixel size must be two positive numbers, got {pixel_size!r}")
     return y, x
+
+
+class PixelSizesDifferWarning(UserWarning):
+    """The training images do not share one pixel size."""
+
+
+def common_pixel_size(sizes: Sequence[Sequence[float] | None]) -> tuple[float, float] | None:
+    """The (y, x) pixel size a model trained on images of ``sizes`` (None: unknown) stores: the first
+    known one, with a ``PixelSizesDifferWarning`` when another known one differs from it by more
+    than 2 % (the model cannot know one scale then)."""
+    known = [check_pixel_size(size) for size in sizes if size is not None]
+    if not known:
+        return None
+    first = known[0]
+    others = [size for size in known[1:] if any(abs(a / b - 1) > 0.02 for a, b in zip(size, first))]
+    if others:
+        shown = ", ".join(" × ".join(f"{v:g}" for v in size) for size in [first, *others])
+        warnings.warn(
+            PixelSizesDifferWarning(
+                f"the training images' pixel sizes differ ({shown}); the model stores the first, "
+                f"{first[0]:g} × {first[1]:g}: rescale the images to one pixel size for a model that knows its scale"
+            ),
+            stacklevel=2,
+        )
+    return first

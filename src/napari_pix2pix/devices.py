@@ -62,7 +62,7 @@ def describe(device: torch.device) -> str:
     return device.type
 
 
-def autocast(device: torch.device, enabled: bool = True):
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager[None]:
     """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op elsewhere."""
     if device.type != "cuda" or not enabled:
         return contextlib.nullcontext()
@@ -82,6 +82,13 @@ def available_memory(device: torch.device) -> int | None:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says memory ran out: a ``MemoryError``, or torch's out-of-memory
+    ``RuntimeError`` (a GPU's "out of memory", the CPU allocator's "can't allocate memory")."""
+    message = str(error)
+    return isinstance(error, MemoryError) or "out of memory" in message or "can't allocate memory" in message
 
 
 def check_batch_memory(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from qtpy.QtCore import QPointF, QRectF, Qt
-from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPaintEvent, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 # name → (colour, panel); panel 0 holds losses, panel 1 the validation metric.
@@ -24,7 +24,7 @@ SERIES = {
 class LossPlot(QWidget):
     """Curves that grow as training events arrive; ``series`` holds the points drawn."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.series: dict[str, list[tuple[float, float]]] = {}
         self.setMinimumHeight(190)
@@ -43,7 +43,7 @@ class LossPlot(QWidget):
 
     # ------------------------------------------------------------------ drawing
 
-    def paintEvent(self, event) -> None:
+    def paintEvent(self, event: QPaintEvent | None) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.fillRect(self.rect(), QColor("#262930"))
@@ -64,7 +64,7 @@ class LossPlot(QWidget):
         self._legend(painter, QRectF(44, height - 18, self.width() - 54, 16))
         painter.end()
 
-    def _panel(self, painter, rect, panel, x_max, log):
+    def _panel(self, painter: QPainter, rect: QRectF, panel: int, x_max: float, log: bool) -> None:
         names = [n for n, (_, p) in SERIES.items() if p == panel and n in self.series]
         values = [v for n in names for _, v in self.series[n]]
         painter.setPen(QPen(QColor("#5a5f6a")))
@@ -101,7 +101,7 @@ class LossPlot(QWidget):
             if len(self.series[name]) == 1:
                 painter.drawEllipse(path.currentPosition(), 2.5, 2.5)
 
-    def _legend(self, painter, rect):
+    def _legend(self, painter: QPainter, rect: QRectF) -> None:
         x = rect.left()
         for name in self.series:
             colour, _ = SERIES[name]

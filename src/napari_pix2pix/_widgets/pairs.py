@@ -6,13 +6,16 @@ it is used for training, only those corrected slices count (the rest are the mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import napari
 import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QListWidget, QPushButton, QVBoxLayout, QWidget
 
 from ..errors import InputError
-from ._common import layer_array
+from ._layers import layer_array
 
 PREDICTED = "napari-pix2pix model"  # metadata of a layer the Predict widget made: the model's name
 EDITED = "napari-pix2pix corrected slices"  # metadata: the slices painted on since (all, for 2D)
@@ -23,14 +26,14 @@ def track_corrections(layer: Labels) -> None:
     """Record in ``layer.metadata`` which slices of a predicted Labels layer the user paints on."""
     layer.metadata[EDITED] = set()
 
-    def painted(event) -> None:
+    def painted(event: napari.utils.events.Event) -> None:
         for atom in event.value:
             layer.metadata[EDITED].update(_slices_touched(atom, layer.ndim))
 
     layer.events.paint.connect(painted)
 
 
-def _slices_touched(atom, ndim: int) -> set[int]:
+def _slices_touched(atom: Any, ndim: int) -> set[int]:
     """The first-axis indices a paint "atom" changed: a brush stroke's bounding box, or the
     indices ``data_setitem`` wrote; {0} for a 2D layer."""
     if ndim < 3:
@@ -63,7 +66,7 @@ def training_labels(layer: Labels) -> np.ndarray:
 class TrainingPairs(QWidget):
     """A list of (image, labels) layer pairs with Add and Remove; empty means: the pair chosen above."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, current):
+    def __init__(self, viewer: napari.viewer.Viewer, current: Callable[[], tuple[Image | None, Labels | None]]) -> None:
         super().__init__()
         self._current = current  # () -> (image layer, labels layer) chosen in the pickers
         self.pairs: list[tuple[Image, Labels]] = []
@@ -113,7 +116,7 @@ class TrainingPairs(QWidget):
         """Image arrays and copies of their labels (corrected slices only, for predictions)."""
         return [(np.asarray(layer_array(image)), training_labels(labels)) for image, labels in self.chosen()]
 
-    def _forget_removed(self, event) -> None:
+    def _forget_removed(self, event: napari.utils.events.Event) -> None:
         self.pairs = [pair for pair in self.pairs if event.value not in pair]
         self._refresh()
 

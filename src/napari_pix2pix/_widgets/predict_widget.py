@@ -2,79 +2,65 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Generator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
+from magicgui.widgets.bases import CategoricalWidget
 from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 from superqt import QCollapsible
 
-from ..errors import Cancelled
-from ..io.omezarr import create_zarr, read_zarr
+from ..errors import Cancelled, InputError
 from ..labels.outputs import OUTPUTS, get_output
 from ..labels.postprocess import Cleanup
 from ..models.trained import TrainedModel
 from ..prediction.pipeline import (
-    AUTO_SIZE,
-    DEFAULT_TTA,
+    SliceResult,
     convert_probabilities,
-    iter_predict,
+    iter_predict_into,
     output_dtype,
     output_shape,
-    volume_geometry,
+    predict_keeping_probabilities,
 )
-from ._common import (
-    DEVICES,
-    WorkerGuard,
-    channel_groups,
-    file_name,
-    keep_pickers_in_sync,
-    layer_array,
-    layer_picker,
-    layer_pixel_size,
-    load_model_dialog,
-    model_store,
-    notify,
-    report_error,
-    run_reporting_failures,
-    scrolling_layout,
-)
+from ..prediction.reading import volume_geometry
+from ..prediction.settings import AUTO_SIZE, DEFAULT_TTA, PredictionSettings
+from ..prediction.sinks import ArraySink, ZarrSink
+from ._autosave import file_name
+from ._devices import DEVICE_CHOICES
+from ._layers import channel_groups, keep_pickers_in_sync, layer_array, layer_picker, layer_pixel_size
+from ._layout import scrolling_layout
+from ._models import load_model_dialog, model_store
+from ._notify import notify, report_error, run_reporting_failures
+from ._workers import WorkerGuard
 from .pairs import track_corrections
 
 KEEP_PROBABILITIES_BYTES = 2 * 10**9  # class probabilities kept for "Re-apply" up to this size
 
 
-def predict_volume(model: TrainedModel, image, output: str, stop, keep: bool = False, store=None, **options):
-    """Worker body: yield (slices done, total) and return (the assembled result, the class
-    probabilities it was made from when ``keep``, else None). With ``store`` (a path ending in
-    .zarr) the result is written there slice by slice and returned as a lazy Zarr array."""
-    geometry = volume_geometry(image.shape, model.config.in_channels)
+def predict_volume(
+    model: TrainedModel, image: Any, settings: PredictionSettings, stop: threading.Event, keep: bool, store: str | None
+) -> Generator[SliceResult, None, tuple[Any, np.ndarray | None]]:
+    """Worker body: yields each finished slice (for the progress bar) and returns (the result, the
+    class probabilities it was made from when ``keep``, else None). With ``store`` (a path ending in
+    .zarr, for a lazily loaded image) the result is written there and returned as a lazy Zarr array."""
     if store is not None:
-        shape, dtype = output_shape(model, output, geometry), output_dtype(model, output)
-        with create_zarr(store, shape, dtype) as array:
-            for part in iter_predict(model, image, output, stop=stop, **options):
-                array[part.index if geometry.is_stack else ...] = part.data
-                yield part.done, part.total
-        return read_zarr(store)[0], None
-    produced = "class-probabilities" if keep else output
-    cleanup, link = options.pop("cleanup"), options["link_slices"]
-    result = None
-    engine_cleanup = None if keep else cleanup
-    for part in iter_predict(model, image, produced, stop=stop, cleanup=engine_cleanup, **options):
-        data = part.data.astype(np.float16) if keep else part.data  # float16 halves what is kept
-        if not geometry.is_stack:
-            result = data
-        else:
-            if result is None:
-                result = np.empty((geometry.n_slices, *data.shape), data.dtype)
-            result[part.index] = data
-        yield part.done, part.total
-    if not keep or result is None:
-        return result, None
-    return convert_probabilities(model, result, output, cleanup, link), result
+        geometry = volume_geometry(image.shape, model)
+        output = settings.output_for(model)
+        sink = ZarrSink(store, output_shape(model, output, geometry), output_dtype(model, output), geometry.is_stack)
+        return (yield from iter_predict_into(model, image, sink, settings, stop)), None
+    if keep:
+        return (yield from predict_keeping_probabilities(model, image, settings, stop))
+    geometry = volume_geometry(image.shape, model)
+    output = settings.output_for(model)
+    in_memory = ArraySink(output_shape(model, output, geometry), output_dtype(model, output), geometry.is_stack)
+    return (yield from iter_predict_into(model, image, in_memory, settings, stop)), None
 
 
 def _result_store(name: str, output: str) -> str:
@@ -89,13 +75,17 @@ def _result_store(name: str, output: str) -> str:
     return str(Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=folder)) / f"{safe}.zarr")
 
 
-def reconvert(model: TrainedModel, probabilities: np.ndarray, output: str, cleanup: Cleanup, link: bool):
+def reconvert(
+    model: TrainedModel, probabilities: np.ndarray, settings: PredictionSettings
+) -> Generator[None, None, np.ndarray]:
     """Worker body for "Re-apply": the output from kept probabilities, without the network."""
-    return convert_probabilities(model, probabilities, output, cleanup, link)
+    return convert_probabilities(
+        model, probabilities, settings.output_for(model), settings.cleanup, settings.link_slices
+    )
     yield  # a generator, so it runs like the other workers
 
 
-def _model_names(_widget=None) -> list[str]:
+def _model_names(_widget: CategoricalWidget | None = None) -> list[str]:
     return model_store.names()
 
 
@@ -106,7 +96,7 @@ class PredictWidget(QWidget):
         super().__init__()
         self.viewer = viewer
         self._guard = WorkerGuard(self)
-        self._job: tuple[Image, str, str] | None = None
+        self._job: tuple[Image, PredictionSettings, str] | None = None
         self._last: dict | None = None  # the last prediction's layer and kept probabilities, for Re-apply
 
         self._make_settings(viewer)
@@ -197,7 +187,7 @@ class PredictWidget(QWidget):
         self.tile_size = SpinBox(label="Tile size (0 = automatic)", value=0, min=0, max=8192, step=16)
         self.overlap = SpinBox(label="Tile overlap (-1 = automatic)", value=-1, min=-1, max=4096, step=8)
         self.batch_size = SpinBox(label="Tiles per batch (0 = automatic)", value=0, min=0, max=256)
-        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
+        self.device = ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
         self.advanced_controls: Container = Container(
             widgets=[
                 self.object_size,
@@ -232,7 +222,7 @@ class PredictWidget(QWidget):
                         break
             self._output_changed(self.output_choice.value)
 
-    def reset_choices(self, event=None) -> None:
+    def reset_choices(self, event: napari.utils.events.Event | None = None) -> None:
         self.controls.reset_choices()
 
     @property
@@ -276,20 +266,13 @@ class PredictWidget(QWidget):
                 warning=True,
             )
             return
-        output = self.output_choice.value
-        options = dict(
-            tile_size=self.tile_size.value or None,
-            overlap=None if self.overlap.value < 0 else self.overlap.value,
-            batch_size=self.batch_size.value,
-            device=self.device.value,
-            link_slices=self.link_slices.value,
-            tta=self.tta.value,
-            object_size=(self.object_size.value or AUTO_SIZE) if self.rescale.value else None,
-            cleanup=self._cleanup(),
-            pixel_size=layer_pixel_size(layer),
-            match_pixel_size=self.match_pixel_size.value,
-        )
-        self._job = (layer, output, self.model_choice.value)
+        try:
+            settings = self._settings(layer)
+        except InputError as error:
+            notify(f"Predict: {error}", warning=True)
+            return
+        output = settings.output_for(model)
+        self._job = (layer, settings, self.model_choice.value)
         data = layer_array(layer)
         size = int(np.prod(data.shape)) * model.encoding.n_classes * 2
         keep = isinstance(data, np.ndarray) and not OUTPUTS[output].channels and size <= KEEP_PROBABILITIES_BYTES
@@ -301,13 +284,12 @@ class PredictWidget(QWidget):
             predict_volume,
             model,
             data,
-            output,
+            settings,
             stop,
             keep,
             store,
             _start_thread=False,
             _ignore_errors=True,
-            **options,
         )
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_result)
@@ -325,10 +307,25 @@ class PredictWidget(QWidget):
             self._guard.stop_event.set()
             self.status.setText("Cancelling…")
 
-    def _on_progress(self, progress) -> None:
-        done, total = progress
-        self.progress.setRange(0, total)
-        self.progress.setValue(done)
+    def _on_progress(self, part: SliceResult) -> None:
+        self.progress.setRange(0, part.total)
+        self.progress.setValue(part.done)
+
+    def _settings(self, layer: Image) -> PredictionSettings:
+        """The dock's choices as one ``PredictionSettings`` (checked when made)."""
+        return PredictionSettings(
+            output=self.output_choice.value,
+            tta=self.tta.value,
+            object_size=(self.object_size.value or AUTO_SIZE) if self.rescale.value else None,
+            cleanup=self._cleanup(),
+            link_slices=self.link_slices.value,
+            pixel_size=layer_pixel_size(layer),
+            match_pixel_size=self.match_pixel_size.value,
+            tile_size=self.tile_size.value or None,
+            overlap=None if self.overlap.value < 0 else self.overlap.value,
+            batch_size=self.batch_size.value or None,  # 0: the device's default
+            device=self.device.value,
+        )
 
     def _cleanup(self) -> Cleanup:
         return Cleanup(
@@ -350,9 +347,7 @@ class PredictWidget(QWidget):
             reconvert,
             model,
             last["probabilities"],
-            last["output"],
-            self._cleanup(),
-            self.link_slices.value,
+            replace(last["settings"], cleanup=self._cleanup(), link_slices=self.link_slices.value),
             _start_thread=False,
             _ignore_errors=True,
         )
@@ -376,7 +371,8 @@ class PredictWidget(QWidget):
     def _on_result(self, payload: tuple[np.ndarray, np.ndarray | None]) -> None:
         assert self._job is not None, "a result comes only from a started job"
         result, probabilities = payload
-        layer, output, model_name = self._job
+        layer, settings, model_name = self._job
+        output = settings.output_for(model_store.get(model_name))
         name = f"{layer.name} predicted {output}"
         kind = get_output(output)
         options = dict(
@@ -394,7 +390,7 @@ class PredictWidget(QWidget):
             added = self.viewer.add_layer(Layer.create(result, options, kind.layer_type))
         self._last = None
         if probabilities is not None:
-            self._last = dict(layer=added, probabilities=probabilities, output=output, model=model_name)
+            self._last = dict(layer=added, probabilities=probabilities, settings=settings, model=model_name)
         if isinstance(added, Labels):
             track_corrections(added)  # correct slices with the brush, then train on them (Train: Add pair)
         if not isinstance(result, np.ndarray):

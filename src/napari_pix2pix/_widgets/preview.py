@@ -3,20 +3,24 @@ current network's labels over it in colour.
 
 It is a picture in the dock rather than a layer in the viewer: adding a layer and redrawing napari's
 canvas each time the preview changes stalls napari (≈ 250 ms to add a Labels layer and 100–200 ms per
-update under a software-rendered display, docs/benchmarks.md §8), while repainting this picture takes
-about a millisecond.
+update under a software-rendered display, docs/benchmarks.md, Responsiveness in napari), while
+repainting this picture takes about a millisecond.
 """
 
 from __future__ import annotations
 
 import colorsys
+from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import QRectF, Qt
-from qtpy.QtGui import QColor, QImage, QPainter
+from qtpy.QtCore import QRectF, QSize, Qt
+from qtpy.QtGui import QColor, QImage, QPainter, QPaintEvent
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ._common import layer_array
+from ._layers import layer_array
+
+if TYPE_CHECKING:
+    import napari
 
 MAX_SIDE = 512  # the preview is drawn from at most this many pixels per side (the dock is narrower)
 OPACITY = 0.45  # of the labels' colours over the image
@@ -68,7 +72,7 @@ class PreviewPicture(QWidget):
 
     HEIGHT = 240
 
-    def __init__(self, placeholder: str = "", parent=None):
+    def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.placeholder = placeholder
         self.picture: np.ndarray | None = None  # the (Y, X, 3) uint8 array shown
@@ -91,12 +95,12 @@ class PreviewPicture(QWidget):
         self.setToolTip("")
         self.update()
 
-    def sizeHint(self):
+    def sizeHint(self) -> QSize:
         hint = super().sizeHint()
         hint.setHeight(self.HEIGHT)
         return hint
 
-    def paintEvent(self, event) -> None:
+    def paintEvent(self, event: QPaintEvent | None) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("#262930"))
         painter.setPen(QColor("#9ea3ad"))
@@ -117,19 +121,19 @@ class LivePreview:
     in the GUI thread), the slice handed to the training thread (``source``, its ``preview_source``),
     and the network's labels for it drawn in ``picture`` over that same slice (``show``)."""
 
-    def __init__(self, viewer, picture: PreviewPicture):
+    def __init__(self, viewer: napari.viewer.Viewer, picture: PreviewPicture) -> None:
         self.viewer, self.picture, self.layer = viewer, picture, None
         self._current: tuple[int | None, np.ndarray] | None = None  # (slice, 2D image) in view
         self._previewed: tuple[int | None, np.ndarray] | None = None  # the one last handed to training
         viewer.dims.events.current_step.connect(self.follow)
 
-    def start(self, layer) -> None:
+    def start(self, layer: napari.layers.Image) -> None:
         """A run on ``layer`` starts: follow its slices, clear the last run's picture."""
         self.layer = layer
         self.follow()
         self.picture.clear()
 
-    def follow(self, event=None) -> None:
+    def follow(self, event: napari.utils.events.Event | None = None) -> None:
         """Remember the 2D slice of the layer that the viewer shows (GUI thread only)."""
         layer = self.layer
         if layer is None or layer not in self.viewer.layers:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
+from magicgui.widgets.bases import CategoricalWidget
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
@@ -17,27 +20,21 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ..checks import common_pixel_size
 from ..errors import InputError
 from ..io import save_model
 from ..labels.encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
 from ..models.networks import ARCHITECTURES, get_architecture
 from ..models.trained import TrainedModel
-from ..training.loop import EventKind, Trainer, TrainingConfig, TrainingEvent
-from ._common import (
-    DEVICES,
-    WorkerGuard,
-    autosave,
-    keep_pickers_in_sync,
-    layer_array,
-    layer_picker,
-    layer_pixel_size,
-    load_model_dialog,
-    model_store,
-    notify,
-    report_error,
-    run_reporting_failures,
-    scrolling_layout,
-)
+from ..training.config import NORMALISATIONS, TrainingConfig
+from ..training.loop import EventKind, Trainer, TrainingEvent
+from ._autosave import autosave
+from ._devices import DEVICE_CHOICES
+from ._layers import keep_pickers_in_sync, layer_array, layer_picker, layer_pixel_size
+from ._layout import scrolling_layout
+from ._models import load_model_dialog, model_store
+from ._notify import notify, report_error, run_reporting_failures
+from ._workers import WorkerGuard
 from .loss_plot import LossPlot
 from .pairs import TrainingPairs
 from .preview import LivePreview, PreviewPicture
@@ -51,7 +48,7 @@ def _annotation_label(choice: str) -> str:
     return ENCODINGS[choice].label if choice in ENCODINGS else "Automatic"
 
 
-def _start_choices(_widget=None) -> list[tuple[str, str | None]]:
+def _start_choices(_widget: CategoricalWidget | None = None) -> list[tuple[str, str | None]]:
     return [("A new model", None), *((f"Continue '{name}'", name) for name in model_store.names())]
 
 
@@ -193,7 +190,7 @@ class TrainWidget(QWidget):
         self.augment = CheckBox(text="Augmentation (flips, rotations, elastic, intensity)", value=True)
         self.normalisation = ComboBox(
             label="Intensity scaling",
-            choices=[("The training images' range", "dataset"), ("Each image by its own range", "per-image")],
+            choices=[(label, name) for name, label in NORMALISATIONS.items()],
             value=defaults.normalisation,
         )
         self.normalisation.tooltip = (
@@ -210,7 +207,7 @@ class TrainWidget(QWidget):
             "nuclei) up to 1 + this many times in the loss, so they stay open (the U-Net paper's weight "
             "map); 0: off"
         )
-        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
+        self.device = ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
         self.seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
         self.network_width = SpinBox(label="Width (first-layer channels)", value=defaults.width, min=1, max=256)
         self.network_depth = SpinBox(label="Depth (pooling levels)", value=defaults.depth, min=1, max=6)
@@ -232,7 +229,7 @@ class TrainWidget(QWidget):
 
     # ------------------------------------------------------------------ napari hooks
 
-    def reset_choices(self, event=None) -> None:
+    def reset_choices(self, event: napari.utils.events.Event | None = None) -> None:
         self.controls.reset_choices()
 
     @property
@@ -278,17 +275,18 @@ class TrainWidget(QWidget):
             config.check()
             # Copies of the labels: the user may keep painting while the worker reads them.
             pairs = self.pairs.arrays()
+            # The layers' scale, stored in the model (a notification when the images' scales differ).
+            config.pixel_size = common_pixel_size([layer_pixel_size(image) for image, _ in chosen])
         except InputError as error:
             report_error(error, "Train")
             return
         self._training_layer = chosen[0][0]
-        config.pixel_size = layer_pixel_size(chosen[0][0])  # the layer's scale, stored in the model
         self.live.start(self._training_layer)
         self._step_offset = int(resume.history[-1].get("step", 0)) if resume is not None and resume.history else 0
         stop = self._guard.new_stop_event()
         preview_source = self.live.source if self.live_preview.value else None
 
-        def training():  # in the worker: preparing the data is work too
+        def training() -> Generator[TrainingEvent, None, TrainedModel]:  # in the worker: preparing the data is work too
             self._trainer = Trainer(pairs, config, stop=stop, preview_source=preview_source, resume=resume)
             return (yield from self._trainer.run())
 
@@ -381,7 +379,7 @@ class TrainWidget(QWidget):
         elif event.kind == EventKind.FINISHED:
             self.status.setText(f"{event.message[0].upper()}{event.message[1:]} (device: {event.device}).")
 
-    def _on_trained(self, model) -> None:
+    def _on_trained(self, model: TrainedModel) -> None:
         self.model, self._trainer, self._unsaved = model, None, True
         layer = self._training_layer
         name = model_store.add(f"{layer.name if layer is not None else 'model'} {model.architecture}", model)
@@ -435,7 +433,7 @@ class TrainWidget(QWidget):
         self.learning_rate.value = architecture.learning_rate
 
 
-def _row(*widgets) -> QHBoxLayout:
+def _row(*widgets: QWidget) -> QHBoxLayout:
     row = QHBoxLayout()
     for widget in widgets:
         row.addWidget(widget)

@@ -7,11 +7,14 @@ temporary file and renamed, so a failed or interrupted run leaves no partial fil
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import sys
 
+from ..devices import is_out_of_memory
 from ..errors import InputError
+from ..scale.distributed import is_secondary
 from .common import EXIT_BAD_INPUT, Terminated, signal_handlers, terminate
 from .parser import build_parser
 from .predict import run_export, run_predict
@@ -20,7 +23,7 @@ from .train import run_demo, run_train
 __all__ = ["build_parser", "main"]
 
 
-def run_gui(args) -> None:
+def run_gui(args: argparse.Namespace) -> None:
     from .._launch import main as launch
 
     status = launch(None if args.sample == "none" else args.sample)
@@ -36,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         with signal_handlers(terminate, (signal.SIGTERM,)) if args.command != "gui" else contextlib.nullcontext():
             return command(args) or 0
     except InputError as error:
-        print(f"napari-pix2pix {args.command}: error: {error}", file=sys.stderr)
+        if not is_secondary():  # under torchrun every rank checks the same input; rank 0 says what is wrong
+            print(f"napari-pix2pix {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError:
         print(
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_BAD_INPUT
     except RuntimeError as error:
-        if "out of memory" not in str(error) and "can't allocate memory" not in str(error):
+        if not is_out_of_memory(error):
             raise
         print(
             f"napari-pix2pix {args.command}: error: the device ran out of memory; use a smaller "

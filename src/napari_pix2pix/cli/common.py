@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError
@@ -13,15 +15,61 @@ from ..errors import InputError
 EXIT_BAD_INPUT = 2
 
 
+def make_folder(folder: Path, option: str) -> None:
+    """Create ``folder`` (and its parents) for outputs, checking that files can be written in it;
+    ``InputError`` in one line if it is a file, lies under a file, or cannot be written."""
+    import tempfile
+
+    from ..io.atomic import PROBE_PREFIX
+
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option} {folder} is a file, not a folder; give a folder for the outputs")
+    above = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if above is not None:
+        raise InputError(f"{option} {folder} cannot be made: {above} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"cannot write in {option} {folder}: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def warnings_as_lines(command: str, show: bool = True) -> Iterator[None]:
+    """The engine's warnings (``warnings.warn``) as one line each on stderr, above any progress bar
+    (none where ``show`` is False: the ranks of a torchrun group other than 0)."""
+    import warnings
+
+    from tqdm import tqdm
+
+    def line(message: Warning | str, *args: object, **kwargs: object) -> None:
+        if show:
+            tqdm.write(f"napari-pix2pix {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = line
+        yield
+
+
 def check_output(out: str, *inputs: str | None) -> None:
-    """Refuse an output that would replace one of the inputs, or that is not a regular file."""
-    from ..io.atomic import check_name
+    """Refuse an output that would replace one of the inputs, hold one (a Zarr store), lie inside the
+    Zarr store of one, or that is not a regular file."""
+    from ..io.atomic import check_name, store_root
 
     check_name(Path(out))
     target = Path(out).resolve()
     for given in filter(None, inputs):
-        if Path(given).resolve() == target:
+        source = Path(given).resolve()
+        if source == target:
             raise InputError(f"--out {out} is also an input; choose another file name so the input is kept")
+        if target in source.parents:
+            raise InputError(f"--out {out} holds the input {given}, which replacing it would delete; choose a new name")
+        root = store_root(source)
+        if root is not None and target.is_relative_to(root):
+            raise InputError(f"--out {out} is inside the Zarr store of the input {given}; choose a new name outside it")
     if target.exists() and not target.is_file() and not out.rstrip("/").lower().endswith(".zarr"):
         raise InputError(f"--out {out} is not a regular file; give the path of a file to write")
 

@@ -9,8 +9,8 @@ from ..devices import DEVICES
 from ..labels.encodings import ANNOTATION_CHOICES, AUTO
 from ..labels.outputs import OUTPUTS
 from ..models.networks import ARCHITECTURES
-from ..prediction.pipeline import AUTO_SIZE, DEFAULT_TTA
-from ..training.config import NORMALISATIONS
+from ..prediction.settings import AUTO_SIZE, DEFAULT_TTA
+from ..training.config import DATASET, NORMALISATIONS
 
 
 def _object_size(text: str) -> float | str | None:
@@ -74,7 +74,8 @@ def _add_train_command(commands) -> None:
         "shape (0 = background, or not annotated); several pairs, or two folders",
     )
     train.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
-    train.add_argument("--model", choices=list(ARCHITECTURES), default="unet", help=_architecture_help())
+    # None when not given (as --width and --depth), so that --resume can tell a setting given from a default
+    train.add_argument("--model", choices=list(ARCHITECTURES), default=None, help=_architecture_help())
     train.add_argument(
         "--annotation",
         choices=ANNOTATION_CHOICES,
@@ -118,7 +119,7 @@ def _add_train_command(commands) -> None:
     train.add_argument(
         "--normalise",
         choices=list(NORMALISATIONS),
-        default="dataset",
+        default=DATASET,
         help="intensity scaling: 'dataset' (the training images' 1st-99.8th percentiles, for every image; "
         "default) or 'per-image' (each image by its own, for data whose brightness varies between images)",
     )

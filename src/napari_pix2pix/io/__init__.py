@@ -1,16 +1,24 @@
 """Files: TIFF images, model files, and the atomic write they share."""
 
+from __future__ import annotations
+
+import os
+from typing import Any
+
 from .atomic import atomic_write
 from .modelfile import load_model, save_model
 from .tiff import read_tiff, write_tiff
 
 
-def read_image(source):
-    """A TIFF (memory-mapped when possible) or an OME-Zarr image (lazily), and its voxel size
-    (None when the file gives none)."""
+def read_image(source: str | os.PathLike, check_chunks: bool = True) -> tuple[Any, Any]:
+    """A TIFF (memory-mapped when possible) or an OME-Zarr image (lazily, as ``omezarr.ZarrImage``:
+    (Z,) Y, X with the channels last), and its voxel size (None when the file gives none);
+    ``check_chunks``: refuse a Zarr store with missing chunks before anything is read."""
     from .omezarr import is_zarr, read_zarr
 
-    return read_zarr(source) if is_zarr(source) else (read_tiff(source, lazy=True), None)
+    if is_zarr(source):
+        return read_zarr(source, as_image=True, check_chunks=check_chunks)
+    return read_tiff(source, lazy=True), None
 
 
 __all__ = ["atomic_write", "load_model", "read_image", "read_tiff", "save_model", "write_tiff"]

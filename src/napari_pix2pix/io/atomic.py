@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -13,6 +14,8 @@ from pathlib import Path
 from ..errors import InputError
 
 PROBE_PREFIX = ".napari-pix2pix-probe."
+ZARR_MARKERS = (".zgroup", ".zarray", "zarr.json")
+ZARR_METADATA = {".zgroup", ".zattrs", ".zmetadata", "zarr.json"}
 #: Errors of the disk being written (full, read-only, quota, too large): reported as one line.
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG, errno.ENAMETOOLONG, errno.EIO}
 
@@ -44,13 +47,66 @@ def check_target(target: Path) -> None:
 
 
 def check_target_folder(target: Path) -> None:
-    """Raise ``InputError`` if ``target`` cannot be a Zarr folder this program writes."""
+    """Raise ``InputError`` if ``target`` cannot be a Zarr folder this program writes: an existing
+    one is replaced only when it is an OME-Zarr image of the kind this program writes (a group whose
+    only array is "0", with 'multiscales' metadata), so no other store, or part of one, is lost."""
     check_name(target)
-    markers = (".zgroup", ".zarray", "zarr.json")
-    if target.exists() and not (target.is_dir() and any((target / m).exists() for m in markers)):
-        raise InputError(f"{target} exists and is not a Zarr store; choose a new name ending in .zarr")
+    if target.exists() or target.is_symlink():
+        problem = _not_replaceable(target)
+        if problem is not None:
+            raise InputError(f"{target} {problem}; it is kept: choose a new name ending in .zarr")
     if not target.parent.exists():
         raise InputError(f"cannot write {target}: the folder {target.parent} does not exist")
+
+
+def _not_replaceable(target: Path) -> str | None:
+    """Why the existing ``target`` must not be replaced by an OME-Zarr image; None if it may."""
+    if not target.is_dir() or not any((target / m).exists() for m in ZARR_MARKERS):
+        return "exists and is not a Zarr store"
+    if _is_zarr_array(target):
+        return "is a Zarr array, not an OME-Zarr image of the kind napari-pix2pix writes (a group with one array, '0')"
+    held = sorted(entry.name for entry in target.iterdir() if entry.name not in ZARR_METADATA)
+    image = held == ["0"] and _is_zarr_array(target / "0") and "multiscales" in _group_attributes(target)
+    if image:
+        return None
+    shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+    return (
+        f"is a Zarr store that holds {shown or 'nothing'}, not an OME-Zarr image of the kind napari-pix2pix "
+        "writes (one array, '0'), so replacing it could delete other data"
+    )
+
+
+def _is_zarr_array(folder: Path) -> bool:
+    if (folder / ".zarray").is_file():
+        return True
+    return _read_json(folder / "zarr.json").get("node_type") == "array"
+
+
+def _group_attributes(folder: Path) -> dict:
+    """The attributes of the Zarr group at ``folder`` (format 2 or 3; NGFF 0.5 keeps them under 'ome')."""
+    attributes = _read_json(folder / ".zattrs") or _read_json(folder / "zarr.json").get("attributes", {})
+    if not isinstance(attributes, dict):
+        return {}
+    ome = attributes.get("ome")
+    return {**attributes, **ome} if isinstance(ome, dict) else attributes
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def store_root(path: Path) -> Path | None:
+    """The outermost Zarr store that ``path`` is (part of), or None when it is in none."""
+    root = None
+    for folder in (path, *path.parents):
+        if not any((folder / m).exists() for m in ZARR_MARKERS):
+            break
+        root = folder
+    return root
 
 
 def check_writable(path: str | os.PathLike, needed_bytes: int = 0) -> None:

@@ -15,7 +15,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InputError, ModelFileError
 from ..labels.encodings import LabelEncoding
 from ..models.networks import ModelConfig, SizeContract, build_discriminator, build_model
@@ -42,7 +42,25 @@ def _plain(value):
 
 
 def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` atomically; an interrupted save leaves any old file intact."""
+    """Write ``model`` to ``path`` atomically; an interrupted save leaves any old file intact.
+
+    Parameters
+    ----------
+    model : TrainedModel
+        The model to keep: weights, architecture, classes, normalisation, history, versions.
+    path : str or os.PathLike
+        The file to write (``.pt`` by convention); it is read with ``load_model``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    ModelFileError
+        When the file cannot be written (missing folder, full disk…); an older file is kept.
+    """
     path = Path(path)
     payload = {
         "format": FORMAT,
@@ -90,14 +108,40 @@ def _positive_or_none(value) -> float | None:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
-    """Read a model file safely, checking it is complete and matches its architecture."""
+    """Read a model file safely (``torch.load(..., weights_only=True)``: tensors and plain values,
+    never code), checking every field, the weights' SHA-256 and the architecture.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.pt`` file written by ``save_model``, or a ``.zip`` bioimage.io package exported by
+        napari-pix2pix (checked against the same schema and limits).
+    device : str or torch.device
+        Where to put the network (default: the CPU).
+
+    Returns
+    -------
+    TrainedModel
+
+    Raises
+    ------
+    ModelFileError
+        A missing, truncated, edited, foreign or newer-version file; the message names the problem.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     if path.suffix.lower() == ".zip":  # a bioimage.io package exported by napari-pix2pix
-        from .bioimageio import load_package
+        from .bioimageio import package_payload
 
-        return load_package(path)
+        payload, version = package_payload(path), FORMAT_VERSION
+    else:
+        payload, version = _read_payload(path)
+    return _model_from_payload(payload, version, path, device)
+
+
+def _read_payload(path: Path) -> tuple[dict, int]:
+    """The checked-format payload of a ``.pt`` model file and its format version."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, foreign pickle, code-carrying pickle, …
@@ -115,6 +159,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
             f"{path} was made by a newer napari-pix2pix (model format {version}; this version {__version__} "
             f"reads formats up to {FORMAT_VERSION}); update napari-pix2pix to use it"
         )
+    return payload, version
+
+
+def _model_from_payload(payload: dict, version: int, path: Path, device: str | torch.device) -> TrainedModel:
+    """The model a payload describes, once every field has passed the schema."""
     try:
         check_payload(payload, version)
     except SchemaError as error:

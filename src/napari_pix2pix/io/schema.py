@@ -14,16 +14,10 @@ from collections.abc import Mapping
 import torch
 
 from ..labels.encodings import ENCODINGS
-from ..models.networks import ARCHITECTURES
+from ..models.networks import ARCHITECTURES, MODEL_LIMITS
 
-# Generous bounds: far beyond any real model, tight enough that nothing absurd is built.
-LIMITS = {
-    "in_channels": (1, 256),
-    "out_channels": (1, 4096),
-    "width": (1, 1024),
-    "depth": (1, 10),
-    "patch_size": (8, 16384),
-}
+# The same bounds as training's (one source of truth), so every model trained can be loaded.
+LIMITS = MODEL_LIMITS
 MAX_OBJECT_SIZE = 1e6
 MAX_LABEL = 2**63 - 1
 
@@ -43,7 +37,7 @@ def weights_digest(*state_dicts: Mapping[str, torch.Tensor] | None) -> str:
     return digest.hexdigest()
 
 
-def _integer(where: str, value, low: int, high: int) -> int:
+def _integer(where: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SchemaError(f"{where} must be a whole number, found {type(value).__name__} {value!r:.40}")
     if not low <= value <= high:
@@ -51,26 +45,26 @@ def _integer(where: str, value, low: int, high: int) -> int:
     return value
 
 
-def _number(where: str, value) -> float:
+def _number(where: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise SchemaError(f"{where} must be a finite number, found {value!r:.40}")
     return float(value)
 
 
-def _mapping(where: str, value) -> dict:
+def _mapping(where: str, value: object) -> dict:
     if not isinstance(value, dict):
         raise SchemaError(f"{where} must be a table of fields, found {type(value).__name__}")
     return value
 
 
-def _tensors(where: str, value) -> None:
+def _tensors(where: str, value: object) -> None:
     state = _mapping(where, value)
     for name, tensor in state.items():
         if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
             raise SchemaError(f"{where} must map names to tensors")
 
 
-def check_config(config) -> None:
+def check_config(config: object) -> None:
     config = _mapping("config", config)
     architecture = config.get("architecture")
     if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
@@ -79,7 +73,7 @@ def check_config(config) -> None:
         _integer(f"config.{name}", config.get(name), *LIMITS[name])
 
 
-def check_encoding(encoding, n_classes: int) -> None:
+def check_encoding(encoding: object, n_classes: int) -> None:
     encoding = _mapping("encoding", encoding)
     if not isinstance(encoding.get("kind"), str) or encoding["kind"] not in ENCODINGS:
         raise SchemaError(f"encoding.kind must be one of {sorted(ENCODINGS)}, found {encoding.get('kind')!r:.40}")
@@ -91,7 +85,7 @@ def check_encoding(encoding, n_classes: int) -> None:
     _integer("encoding.background", encoding.get("background", 0), 0, n_classes - 1)
 
 
-def check_normalisation(normalisation, in_channels: int) -> None:
+def check_normalisation(normalisation: object, in_channels: int) -> None:
     normalisation = _mapping("normalisation", normalisation)
     for name in ("low", "high"):
         values = normalisation.get(name)
@@ -99,6 +93,8 @@ def check_normalisation(normalisation, in_channels: int) -> None:
             raise SchemaError(f"normalisation.{name} must list one number per input channel ({in_channels})")
         for value in values:
             _number(f"normalisation.{name}", value)
+    if not all(high > low for low, high in zip(normalisation["low"], normalisation["high"])):
+        raise SchemaError("normalisation.high must be above normalisation.low for every channel")
     per_image = normalisation.get("per_image", False)
     if not isinstance(per_image, bool):
         raise SchemaError(f"normalisation.per_image must be true or false, found {per_image!r:.40}")

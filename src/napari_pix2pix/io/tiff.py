@@ -11,6 +11,9 @@ import numpy as np
 from ..errors import InputError
 from .atomic import atomic_write
 
+#: The TIFF Software tag of every file napari-pix2pix writes: a batch replaces only such files.
+SOFTWARE = "napari-pix2pix"
+
 
 def read_tiff(path: str | os.PathLike, lazy: bool = False) -> np.ndarray:
     """Read a TIFF file; ``lazy`` memory-maps it when possible so big volumes stream from disk."""
@@ -45,12 +48,30 @@ def write_tiff(
 
     with atomic_write(path, suffix=".tmp.tif") as tmp:
         if data is not None:
-            tifffile.imwrite(tmp, data, photometric="minisblack")
+            tifffile.imwrite(tmp, data, photometric="minisblack", software=SOFTWARE)
         else:
             assert shape is not None and dtype is not None, "slices need a shape and a dtype"
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
             # One (Y, X) page at a time, also when each slice has channels (Z, C, Y, X).
             pages = (page for s in slices or () for page in np.asarray(s).reshape(-1, *shape[-2:]))
             tifffile.imwrite(
-                tmp, data=pages, shape=shape, dtype=dtype, photometric="minisblack", bigtiff=nbytes > 2**31
+                tmp,
+                data=pages,
+                shape=shape,
+                dtype=dtype,
+                photometric="minisblack",
+                bigtiff=nbytes > 2**31,
+                software=SOFTWARE,
             )
+
+
+def written_by_napari_pix2pix(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TIFF this program wrote (its Software tag), so replacing it loses no
+    data of the user's (labels named like an output, say)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return bool(tif.pages) and tif.pages[0].software == SOFTWARE  # type: ignore[union-attr]
+    except Exception:  # not a TIFF, or unreadable: not ours
+        return False

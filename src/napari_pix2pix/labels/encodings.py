@@ -45,8 +45,10 @@ class LabelEncoding:
     label: ClassVar[str]  # how the Train widget names the kind
     default_output: ClassVar[str] = "labels"  # the prediction output a user of this kind wants
     separable: ClassVar[bool] = True  # whether touching objects are split by watershed lines when cleaning up
-    # w₀ of the boundary weight map when the user does not choose (measured: docs/benchmarks.md §10).
+    # w₀ of the boundary weight map when the user does not choose (measured: docs/benchmarks.md, Boundary weight map).
     default_boundary_weight: ClassVar[float] = 0.0
+    zero_means_unannotated: ClassVar[bool] = False  # sparse scribbles: 0 is "not annotated", not a class
+    values_are_classes: ClassVar[bool] = True  # False when label values are ids, not classes (instances)
 
     @property
     def n_classes(self) -> int:
@@ -181,6 +183,7 @@ class DenseEncoding(LabelEncoding):
 class SparseEncoding(LabelEncoding):
     kind = "sparse"
     label = "Sparse scribbles: 0 = not annotated"
+    zero_means_unannotated = True
 
     @classmethod
     def from_labels(cls, labels: np.ndarray) -> LabelEncoding:
@@ -204,6 +207,7 @@ class InstanceEncoding(LabelEncoding):
     label = "Instances: one id per object"
     default_output = "instances"
     separable = False  # its boundary class already keeps touching objects apart
+    values_are_classes = False
     default_boundary_weight = 10.0  # touching nuclei split better (F1 +0.05 to +0.09 on real nuclei)
 
     @classmethod

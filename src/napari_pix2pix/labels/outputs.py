@@ -15,6 +15,7 @@ from .encodings import LabelEncoding
 from .postprocess import Cleanup
 
 HostConverter = Callable[[np.ndarray], np.ndarray]
+CLASS_PROBABILITIES = "class-probabilities"  # the output a prediction keeps to redo its post-processing
 DeviceConverter = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -53,11 +54,11 @@ def _instances_on_host(encoding: LabelEncoding, cleanup: Cleanup | None) -> Host
 
 
 def _probability_on_host(encoding: LabelEncoding, cleanup: Cleanup | None) -> HostConverter:
-    return lambda p: (1.0 - p[0]).astype(np.float32)
+    return lambda p: (1.0 - p[encoding.background]).astype(np.float32)
 
 
 def _probability_on_device(encoding: LabelEncoding, cleanup: Cleanup | None) -> DeviceConverter:
-    return lambda p: 1.0 - p[0]
+    return lambda p: 1.0 - p[encoding.background]
 
 
 OUTPUTS: dict[str, OutputKind] = {
@@ -78,7 +79,7 @@ OUTPUTS: dict[str, OutputKind] = {
             objects=True,
         ),
         OutputKind(
-            "class-probabilities",
+            CLASS_PROBABILITIES,
             "Probability of every class (one channel each)",
             dtype=lambda encoding: np.dtype(np.float32),
             on_host=lambda encoding, cleanup: lambda p: p.astype(np.float32),
@@ -88,7 +89,7 @@ OUTPUTS: dict[str, OutputKind] = {
             layer_options={"colormap": "magma", "contrast_limits": (0, 1), "blending": "additive"},
         ),
         OutputKind(
-            # Probability of anything but the first class (background, or the lowest label value).
+            # Probability of being an object: of any class but the encoding's background (see encodings.py).
             "probability",
             "Probability map",
             dtype=lambda encoding: np.dtype(np.float32),

@@ -93,9 +93,36 @@ def _double_conv(in_channels: int, out_channels: int, padding: int) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
+#: What a model may be, (lowest, highest) of each number: far beyond any real model, tight enough
+#: that nothing absurd is built. Training refuses settings beyond them before it starts, and model
+#: files are checked against them when read (io/schema.py), so every model trained can be loaded.
+MODEL_LIMITS: dict[str, tuple[int, int]] = {
+    "in_channels": (1, 256),
+    "out_channels": (1, 4096),
+    "width": (1, 1024),
+    "depth": (1, 10),
+    "patch_size": (2, 16384),  # the smallest a padded U-Net of depth 1 trains on a 2×2 image
+}
+#: How the limits' names read in a message about training settings or data.
+_LIMIT_NAMES = {
+    "in_channels": "the number of image channels",
+    "out_channels": "the number of classes",
+    "width": "width",
+    "depth": "depth",
+    "patch_size": "patch size",
+}
+
+
+def check_limit(name: str, value: int) -> None:
+    """Raise ``InputError`` if ``value`` is outside ``MODEL_LIMITS[name]``."""
+    low, high = MODEL_LIMITS[name]
+    if not low <= int(value) <= high:
+        raise InputError(f"{_LIMIT_NAMES[name]} must be from {low} to {high}, got {value}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a network; stored in model files."""
+    """Everything needed to rebuild a network; stored in model files (within ``MODEL_LIMITS``)."""
 
     architecture: str = "unet"
     in_channels: int = 1
@@ -103,11 +130,10 @@ class ModelConfig:
     width: int = 16
     depth: int = 4
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         get_architecture(self.architecture)
         for name in ("in_channels", "out_channels", "width", "depth"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            check_limit(name, getattr(self, name))  # InputError, a ValueError
 
     def to_dict(self) -> dict:
         return asdict(self)

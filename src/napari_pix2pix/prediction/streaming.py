@@ -14,6 +14,7 @@ from ..checks import check_at_least
 from ..devices import autocast, check_batch_memory, memory_format, resolve_device, tile_batch
 from ..errors import Cancelled
 from ..models.trained import TrainedModel
+from .settings import PredictionSettings
 from .tiling import TileLayout, tile_layout
 
 # ----------------------------------------------------------------------------- the tile plan
@@ -133,7 +134,9 @@ class TileBatch:
         self.inputs[len(self.places)] = window
         self.places.append((index, y, x))
 
-    def run(self, network, accumulator: SliceAccumulator, stop: threading.Event | None, tta: bool = False) -> None:
+    def run(
+        self, network: torch.nn.Module, accumulator: SliceAccumulator, stop: threading.Event | None, tta: bool = False
+    ) -> None:
         """Predict the batch, hand its tiles to ``accumulator`` and empty it."""
         if stop is not None and stop.is_set():
             raise Cancelled
@@ -145,11 +148,11 @@ class TileBatch:
         self.places.clear()
 
 
-def _softmax(network, inputs: torch.Tensor) -> torch.Tensor:
+def _softmax(network: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return torch.softmax(network(inputs).float(), dim=1)
 
 
-def _averaged_over_symmetries(network, inputs: torch.Tensor) -> torch.Tensor:
+def _averaged_over_symmetries(network: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """Test-time augmentation: the class probabilities of the 8 flips and 90° turns of the tiles,
     each turned back and averaged. Each symmetry is one batched forward pass on the device."""
     total = torch.zeros(())
@@ -161,7 +164,7 @@ def _averaged_over_symmetries(network, inputs: torch.Tensor) -> torch.Tensor:
     return total / 8
 
 
-def _hand_over(ready) -> Iterator[tuple[int, np.ndarray]]:
+def _hand_over(ready: Iterable[tuple[int, torch.Tensor, torch.cuda.Event | None]]) -> Iterator[tuple[int, np.ndarray]]:
     for index, output, event in ready:
         if event is not None:
             event.synchronize()
@@ -251,3 +254,26 @@ class _Uploader:
         event.record()
         self.copied[turn] = event
         return on_device
+
+
+def stream_with(
+    model: TrainedModel,
+    planes: Iterable[tuple[int, np.ndarray]],
+    shape: tuple[int, int],
+    settings: PredictionSettings,
+    stop: threading.Event | None = None,
+    convert: Callable[[torch.Tensor], torch.Tensor] = lambda p: p,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``stream_slices`` of ``planes`` of ``shape`` with the tiling, device and TTA of ``settings``."""
+    return stream_slices(
+        model,
+        planes,
+        *shape,
+        convert=convert,
+        tile_size=settings.tile_size,
+        overlap=settings.overlap,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        stop=stop,
+        tta=settings.tta,
+    )

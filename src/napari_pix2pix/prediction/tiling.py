@@ -8,10 +8,12 @@ with a neighbouring tile, so blended tiles reproduce a whole-image pass of the p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from ..errors import InputError
+from ..models.networks import UNet
 from ..models.trained import TrainedModel
 
 
@@ -100,19 +102,19 @@ def tile_layout(model: TrainedModel, height: int, width: int, tile_size: int | N
     if tile_size < minimum:
         raise InputError(f"tile size {tile_size} is too small for the seed U-Net; use at least {minimum}")
     if not chosen:
-        tile_size = _cheapest_seed_tile(network, height, width, tile_size, minimum)
+        tile_size = _cheapest_seed_tile(cast(UNet, network), height, width, tile_size, minimum)
     out = network.output_size(tile_size)
     overlap = _overlap(overlap, out, default=out // 8, multiple=1)
     return TileLayout(height, width, tile_size, tile_size, out, out, network.output_offset(tile_size), overlap)
 
 
-def _cheapest_seed_tile(network, height: int, width: int, tile_size: int, minimum: int) -> int:
+def _cheapest_seed_tile(network: UNet, height: int, width: int, tile_size: int, minimum: int) -> int:
     """The input tile, from ``minimum`` to twice ``tile_size`` in steps keeping its pooling alignment,
     that feeds the valid U-Net the fewest pixels for this slice (context borders included)."""
     step = network.size_multiple if network.padded else 2**network.depth
     sizes = range(tile_size - (tile_size - minimum) // step * step, 2 * tile_size + 1, step)
 
-    def cost(size):
+    def cost(size: int) -> int:
         out = network.output_size(size)
         layout = TileLayout(height, width, size, size, out, out, 0, _overlap(None, out, out // 8, 1))
         return len(layout.tiles) * size * size

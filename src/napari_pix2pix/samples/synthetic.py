@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterable
+from typing import SupportsIndex
 
 import numpy as np
 from scipy import ndimage
@@ -120,7 +122,7 @@ def membrane_volume(
     return result
 
 
-def _check_shape(shape) -> tuple[tuple[int, int, int], bool]:
+def _check_shape(shape: Iterable[SupportsIndex]) -> tuple[tuple[int, int, int], bool]:
     """Return `shape` as a 3-tuple of positive ints and whether it was 2D."""
     message = f"shape must be 2 or 3 positive integers, (Y, X) or (Z, Y, X), got {shape!r}"
     try:
@@ -134,7 +136,7 @@ def _check_shape(shape) -> tuple[tuple[int, int, int], bool]:
     return (dims[0], dims[1], dims[2]), False
 
 
-def _finite_float(value, name: str) -> float:
+def _finite_float(value: float, name: str) -> float:
     """Return `value` as a finite float or raise a ValueError naming `name`."""
     try:
         number = float(value)
@@ -145,7 +147,7 @@ def _finite_float(value, name: str) -> float:
     return number
 
 
-def _check_seed(seed) -> int:
+def _check_seed(seed: SupportsIndex) -> int:
     """Return `seed` as a non-negative int (what `default_rng` accepts)."""
     try:
         value = operator.index(seed)

@@ -3,26 +3,78 @@
 ``napari-pix2pix predict MODEL IN --out OUT.zarr --workers N`` starts a local ``dask.distributed``
 cluster of N processes; ``--scheduler ADDRESS`` uses a running one (e.g. started by dask-jobqueue on
 SLURM). Each task loads the model file, runs the same engine on its slab and writes its slices into
-the OME-Zarr output (so workers need the model, input and output on a shared file system). What
-depends on the whole volume is settled once, before the tasks: the rescaling to the model's object
-size and, for a per-image normalisation, the volume's own percentiles. Instance ids are made unique
-and linked across slab borders afterwards, exactly as one process links them slice by slice, so the
+the OME-Zarr output (so workers need the model, input and output on a shared file system; the paths
+they are given are absolute, since their working folder is not the caller's). What depends on the
+whole volume is settled once, before the tasks: the rescaling to the model's object or pixel size
+and, for a per-image normalisation, the volume's own percentiles. Instance ids are made unique and
+linked across slab borders afterwards, exactly as one process links them slice by slice, so the
 output equals a single-process run.
+
+A slab's bad input comes back as the engine's one line (slices numbered in the volume), returned by
+the task rather than raised, so no worker logs a failure. On any failure every task is told to stop
+(a ``distributed.Event``) and waited for, so none still writes when the output is removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..checks import check_finite, check_numeric
 from ..errors import InputError
 from ..labels.postprocess import renumber_instances
+from ..models.normalisation import Normalisation
+from ..prediction.settings import PredictionSettings
 
 SLABS_PER_WORKER = 4  # enough tasks to balance the load, few enough that each has work
+WORKER_WAIT_S = 30.0  # how long a scheduler given by address may take to have a worker
+STOP_WAIT_S = 120.0  # after a failure, at most this long for the tasks to stop writing
+
+
+@dataclass(frozen=True)
+class SlabPlan:
+    """What every slab task is given: the settings, and what was settled for the whole volume
+    (the scale factor, and the volume's own normalisation under the per-image rule)."""
+
+    settings: PredictionSettings
+    factor: float
+    normalisation: Normalisation | None
+
+
+@dataclass(frozen=True)
+class SlabOutcome:
+    """What a task returns: the largest id it wrote, or the engine's one line when its input was
+    bad, or that it stopped because another task failed."""
+
+    largest: int = 0
+    error: str | None = None
+    stopped: bool = False
+
+
+class SlabView:
+    """Slices ``start:stop`` of a volume, read one at a time as the engine asks for them. A slice
+    with NaN or infinite pixels is refused here, with its number in the volume (the engine numbers a
+    slab's slices from 0)."""
+
+    def __init__(self, image: Any, start: int, stop: int) -> None:
+        self.image, self.start = image, start
+        self.shape = (stop - start, *(int(n) for n in image.shape[1:]))
+        self.dtype = np.dtype(image.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        plane = np.asarray(self.image[self.start + index])
+        check_numeric(plane.dtype)
+        check_finite(plane, f"slice {self.start + index}")
+        return plane
 
 
 def slabs(n_slices: int, workers: int) -> list[tuple[int, int]]:
@@ -31,37 +83,60 @@ def slabs(n_slices: int, workers: int) -> list[tuple[int, int]]:
     return [(start, min(n_slices, start + size)) for start in range(0, n_slices, size)]
 
 
-def predict_slab(model_path: str, source: str, out_path: str, start: int, stop: int, settings: dict) -> int:
-    """One task: predict slices ``start:stop`` of ``source`` into the Zarr array ``out_path``; returns
-    the largest id written (0 for outputs that are not objects)."""
-    import zarr
+def _halted(halt: str | None) -> bool:
+    """Whether the ``distributed.Event`` named ``halt`` is set (another task failed)."""
+    if halt is None:
+        return False
+    from distributed import Event
 
+    return bool(Event(halt).is_set())
+
+
+def predict_slab(
+    model_path: str, source: str, out_path: str, start: int, stop: int, plan: SlabPlan, halt: str | None = None
+) -> SlabOutcome:
+    """One task: predict slices ``start:stop`` of ``source`` into the Zarr array ``out_path`` as
+    ``plan`` says; its outcome holds the largest id written (0 for outputs that are not objects), or
+    the one line of an ``InputError``. It stops before its next write once the event ``halt`` is set."""
     from ..io import load_model, read_image
-    from ..prediction.pipeline import iter_predict
+    from ..io.omezarr import open_for_writing
+    from ..prediction.pipeline import predict_slices
+    from ..prediction.reading import volume_geometry
 
-    model = load_model(model_path)
-    if settings["normalisation"] is not None:
-        model = replace(model, normalisation=settings["normalisation"])
-    image, _ = read_image(source)
-    out = zarr.open_array(out_path, mode="r+")
-    largest = 0
-    options = {k: v for k, v in settings.items() if k != "normalisation"}
-    for result in iter_predict(model, image[start:stop], **options):
-        out[start + result.index] = result.data
-        largest = max(largest, int(result.data.max(initial=0)))
-    return largest
+    if _halted(halt):
+        return SlabOutcome(stopped=True)
+    try:
+        model = load_model(model_path)
+        if plan.normalisation is not None:
+            model = replace(model, normalisation=plan.normalisation)
+        image, _ = read_image(source, check_chunks=False)  # the caller checked the store
+        slab = SlabView(image, start, stop)
+        out = open_for_writing(out_path)
+        largest = 0
+        results = predict_slices(model, slab, volume_geometry(slab.shape, model), plan.settings, plan.factor)
+        for result in results:
+            if _halted(halt):
+                return SlabOutcome(stopped=True)
+            out[start + result.index] = result.data
+            largest = max(largest, int(result.data.max(initial=0)))
+        return SlabOutcome(largest)
+    except InputError as error:
+        return SlabOutcome(error=str(error))
 
 
-def relabel_slab(out_path: str, start: int, stop: int, lookup: np.ndarray) -> None:
+def relabel_slab(out_path: str, start: int, stop: int, lookup: np.ndarray, halt: str | None = None) -> SlabOutcome:
     """One task: give a slab's objects their ids in the whole volume."""
-    import zarr
+    from ..io.omezarr import open_for_writing
 
-    out = zarr.open_array(out_path, mode="r+")
+    out = open_for_writing(out_path)
     for index in range(start, stop):
+        if _halted(halt):
+            return SlabOutcome(stopped=True)
         out[index] = lookup[np.asarray(out[index])]
+    return SlabOutcome()
 
 
-def volume_ids(out, parts: list[tuple[int, int]], largest: list[int], link: bool) -> list[np.ndarray]:
+def volume_ids(out: Any, parts: list[tuple[int, int]], largest: list[int], link: bool) -> list[np.ndarray]:
     """Per slab, the lookup from its own ids to the volume's: objects continuing from the slice before
     the slab keep that slice's ids, the others are numbered on in the order one process numbers them."""
     lookups, previous, next_id = [], None, 1
@@ -83,51 +158,87 @@ def volume_ids(out, parts: list[tuple[int, int]], largest: list[int], link: bool
     return lookups
 
 
+def collect(futures: list[Any], halt: Any, each: Callable[[int, SlabOutcome], None]) -> None:
+    """Hand each task's outcome to ``each(its index, outcome)`` as it finishes; a bad input is raised
+    as ``InputError``. On any failure (or an interruption) every task is told to stop (``halt``) and
+    waited for, so that none still writes when the caller removes the output."""
+    from distributed import as_completed, wait
+
+    index = {future.key: i for i, future in enumerate(futures)}
+    try:
+        for future in as_completed(futures):
+            outcome = future.result()
+            if outcome.error is not None:
+                raise InputError(outcome.error)
+            each(index[future.key], outcome)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            halt.set()
+            wait(futures, timeout=STOP_WAIT_S)
+        raise
+
+
 def predict_on_cluster(
-    client,
+    client: Any,
     model_path: str,
     source: str,
-    out_array,
-    output: str,
-    options: dict,
+    out_array: Any,
+    settings: PredictionSettings,
     advance: Callable[[int], None] = lambda n: None,
 ) -> None:
-    """Predict ``source`` into the Zarr array ``out_array`` with the workers of ``client``."""
-    from distributed import as_completed
+    """Predict ``source`` into the Zarr array ``out_array`` with the workers of ``client``: what
+    depends on the whole volume (its normalisation, the rescaling to the model's pixel or object
+    size) is settled here, once, exactly as one process settles it."""
+    from distributed import Event
 
+    given, model_path, source = source, os.path.abspath(model_path), os.path.abspath(source)
+    out_path = os.path.abspath(Path(out_array.store_path.store.root) / out_array.path)
+    plan, parts = _plan(client, model_path, source, settings)
+    halt = Event(f"napari-pix2pix-stop-{uuid.uuid4().hex}", client=client)
+    largest = [0] * len(parts)
+
+    def done(i: int, outcome: SlabOutcome) -> None:
+        largest[i] = outcome.largest
+        advance(parts[i][1] - parts[i][0])
+
+    try:
+        submit = [(predict_slab, model_path, source, out_path, s, e, plan, halt.name) for s, e in parts]
+        collect([client.submit(*task, pure=False) for task in submit], halt, done)
+        if not _objects(plan):
+            return
+        lookups = volume_ids(out_array, parts, largest, settings.link_slices)
+        relabels = [(relabel_slab, out_path, s, e, lookup, halt.name) for (s, e), lookup in zip(parts, lookups)]
+        collect([client.submit(*task, pure=False) for task in relabels], halt, lambda i, outcome: None)
+    except InputError as error:  # the workers name the image by its absolute path: show the one given
+        raise InputError(str(error).replace(source, str(given))) from None
+    finally:
+        with contextlib.suppress(Exception):
+            halt.clear()
+
+
+def _plan(client: Any, model_path: str, source: str, settings: PredictionSettings) -> tuple[SlabPlan, list]:
+    """What the tasks share (settled on the whole volume here, as one process settles it), and the slabs."""
     from ..io import load_model, read_image
-    from ..labels.outputs import get_output
-    from ..prediction.pipeline import for_this_image, scale_factor, volume_geometry
+    from ..prediction.reading import for_this_image, volume_geometry
+    from ..prediction.rescale import rescaling
 
     model = load_model(model_path)
     image, _ = read_image(source)
-    geometry = volume_geometry(image.shape, model.config.in_channels)
+    geometry = volume_geometry(image.shape, model)
     if not geometry.is_stack:
         raise InputError("--workers predicts stacks (Z, Y, X); predict a single image without it")
-    engine = {k: options[k] for k in ("tile_size", "overlap", "batch_size", "device", "tta")}
     resolved = for_this_image(model, image, geometry)
-    factor = scale_factor(resolved, image, geometry, options["object_size"], **engine)
-    settings = {
-        **options,
-        "output": output,
-        "object_size": None if factor == 1.0 or model.object_size is None else model.object_size / factor,
-        "normalisation": resolved.normalisation if model.normalisation.per_image else None,
-    }
-    out_path = str(Path(out_array.store_path.store.root) / out_array.path)
-    parts = slabs(geometry.n_slices, len(client.scheduler_info()["workers"]))
-    futures = {
-        client.submit(predict_slab, model_path, source, out_path, start, stop, settings, pure=False): i
-        for i, (start, stop) in enumerate(parts)
-    }
-    largest = [0] * len(parts)
-    for future in as_completed(futures):
-        largest[futures[future]] = future.result()
-        start, stop = parts[futures[future]]
-        advance(stop - start)
-    if not get_output(output).objects:
-        return
-    lookups = volume_ids(out_array, parts, largest, options["link_slices"])
-    relabels = [
-        client.submit(relabel_slab, out_path, s, e, lookup, pure=False) for (s, e), lookup in zip(parts, lookups)
-    ]
-    client.gather(relabels)
+    plan = SlabPlan(
+        settings=replace(settings, output=settings.output_for(model)),
+        factor=rescaling(resolved, image, geometry, settings),
+        normalisation=resolved.normalisation if model.normalisation.per_image else None,
+    )
+    return plan, slabs(geometry.n_slices, len(client.scheduler_info()["workers"]))
+
+
+def _objects(plan: SlabPlan) -> bool:
+    """Whether the plan's output is objects, whose ids are made the volume's after the slabs."""
+    from ..labels.outputs import get_output
+
+    assert plan.settings.output is not None
+    return get_output(plan.settings.output).objects

@@ -44,6 +44,23 @@ def from_environment() -> Group | None:
         raise InputError("WORLD_SIZE is set but RANK is not: start distributed training with torchrun") from None
 
 
+def is_secondary() -> bool:
+    """Whether this process is a rank other than 0 of a torchrun group: it checks its input like
+    rank 0 (all ranks end together on bad input) but leaves the messages to rank 0."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+    except ValueError:
+        return False
+
+
+def is_group_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the group broke (another rank stopped or was killed)."""
+    text = str(error)
+    return isinstance(error, dist.DistError) or any(
+        words in text for words in ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo")
+    )
+
+
 def join(group: Group, device: torch.device) -> torch.device:
     """Join the process group (NCCL for CUDA, gloo otherwise); the device this rank trains on."""
     if device.type == "cuda":
@@ -73,8 +90,15 @@ def agree(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
-def leave() -> None:
-    """Wait for every rank, then leave the group."""
-    if dist.is_initialized():
-        dist.barrier()
+def leave(wait: bool = True) -> None:
+    """Wait for every rank (when ``wait``: all ranks ended the run together), then leave the group.
+
+    A rank that failed in the middle of the run leaves without waiting: the others are in a step's
+    collective, not at a barrier, and learn of it from the broken connection instead of hanging."""
+    if not dist.is_initialized():
+        return
+    try:
+        if wait:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()

@@ -107,7 +107,9 @@ def _gaussian_field(images: torch.Tensor, generator: torch.Generator) -> torch.T
     return torch.randn(images.shape, generator=device_generator, device=images.device)
 
 
-def _sampling_grid(matrices, coarse, height, width, elastic: bool) -> torch.Tensor:
+def _sampling_grid(
+    matrices: torch.Tensor, coarse: torch.Tensor, height: int, width: int, elastic: bool
+) -> torch.Tensor:
     """(B, H, W, 2) grid: each output pixel's (x, y) in the input, symmetry then elastic warp.
 
     The symmetry maps pixel centres onto pixel centres, so without the warp labels stay exact.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..checks import check_at_least, check_fraction, check_pixel_size
 from ..errors import InputError
 from ..labels.encodings import AUTO
-from ..models.networks import Architecture, get_architecture
+from ..models.networks import Architecture, check_limit, get_architecture
 
 #: How images are scaled before the network sees them. 'dataset': by the 1st and 99.8th percentiles
 #: of all the training images together, the same numbers for every image predicted later.
@@ -16,9 +16,11 @@ from ..models.networks import Architecture, get_architecture
 #: tile scored object F1 0.84/0.73/0.83/0.82 per image against 0.89/0.89/0.87/0.89 with the
 #: dataset's numbers (same model; 1×, 0.4×, 0.75×, 1.5×): a single tile's own percentiles depend on
 #: how many nuclei it holds. So 'dataset' is the default.
+DATASET, PER_IMAGE = "dataset", "per-image"
+#: Each rule's name (as the command line takes it) and how the Train widget offers it.
 NORMALISATIONS = {
-    "dataset": "the training images' percentiles, for every image",
-    "per-image": "each image by its own percentiles",
+    DATASET: "The training images' range",
+    PER_IMAGE: "Each image by its own range",
 }
 
 
@@ -52,7 +54,7 @@ class TrainingConfig:
     # w₀ of the U-Net paper's boundary weight map (0: off; None: the annotation kind's default, 10 for
     # instances and 0 for the others); see weightmap.py
     boundary_weight: float | None = None
-    normalisation: str = "dataset"  # or "per-image": see NORMALISATIONS
+    normalisation: str = DATASET  # or PER_IMAGE: see NORMALISATIONS
     pixel_size: tuple[float, float] | None = None  # (y, x) physical pixel size of the images, if known
 
     def check(self) -> None:
@@ -60,8 +62,12 @@ class TrainingConfig:
         get_architecture(self.model)
         if self.epochs is None and self.max_minutes is None:
             raise InputError("set a time budget (minutes), a number of epochs, or both")
-        for name in ("steps_per_epoch", "batch_size", "patch", "width", "depth", "preview_every"):
+        for name in ("steps_per_epoch", "batch_size", "preview_every"):
             check_at_least(name, getattr(self, name))
+        # The model file's limits (models.MODEL_LIMITS), so that what training saves can be loaded
+        check_limit("width", self.width)
+        check_limit("depth", self.depth)
+        check_limit("patch_size", self.patch)
         if self.epochs is not None:
             check_at_least("epochs", self.epochs)
         if self.max_minutes is not None and not self.max_minutes > 0:

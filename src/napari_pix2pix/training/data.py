@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ..checks import check_fraction, check_numeric, image_layout
@@ -17,7 +18,9 @@ from ..errors import InputError
 from ..labels.encodings import IGNORE
 
 
-def as_channels_last(image, labels_shape: tuple[int, ...] | None = None, in_channels: int | None = None) -> np.ndarray:
+def as_channels_last(
+    image: npt.ArrayLike, labels_shape: tuple[int, ...] | None = None, in_channels: int | None = None
+) -> np.ndarray:
     """Return ``image`` as (Z, Y, X, C), checking it against the labels or the model
     (see ``checks.image_layout`` for how the axes are read)."""
     image = np.asarray(image)
@@ -54,7 +57,9 @@ class SliceSet:
 VALIDATION_CONTEXT = 64  # rows of image kept above a held-out band, so it is predicted with context
 
 
-def split_train_validation(images: np.ndarray, targets: np.ndarray, val_fraction: float, rng: np.random.Generator):
+def split_train_validation(
+    images: np.ndarray, targets: np.ndarray, val_fraction: float, rng: np.random.Generator
+) -> tuple[SliceSet, SliceSet | None]:
     """Hold out about ``val_fraction`` of the annotated data for validation.
 
     A stack with enough slices (slices × fraction ≥ 1) gives up whole slices, chosen at random. A

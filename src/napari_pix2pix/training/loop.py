@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from ..models.networks import (
 )
 from ..models.trained import TrainedModel
 from ..prediction.pipeline import iter_probabilities
+from ..prediction.settings import PredictionSettings
 from ..prediction.streaming import stream_slices
 from ..scale.distributed import Group, agree, join, wrapper
 from .augment import augment_batch
@@ -361,7 +362,9 @@ class Trainer:
         if image is None:
             return None
         try:
-            ((_, probabilities),) = iter_probabilities(self.model, np.asarray(image), device=self.device)
+            ((_, probabilities),) = iter_probabilities(
+                self.model, np.asarray(image), settings=PredictionSettings(device=str(self.device))
+            )
         except InputError:
             return None  # a slice the model cannot take (e.g. wrong channels): no preview, training goes on
         encoding = self.model.encoding
@@ -405,6 +408,16 @@ def train(
     resume : TrainedModel, optional
         Continue training this model (same architecture, channels and classes).
 
+    Returns
+    -------
+    generator of TrainingEvent, returning TrainedModel
+        The events as training goes; the model is the generator's return value.
+
+    Raises
+    ------
+    InputError
+        Input that cannot be trained on; the message says what and how to fix it.
+
     Examples
     --------
     >>> from napari_pix2pix.training import TrainingConfig, fit
@@ -415,10 +428,48 @@ def train(
     return (yield from trainer.run())
 
 
-def fit(image, labels=None, config: TrainingConfig | None = None, callback=None, **options) -> TrainedModel:
-    """Run ``train`` to the end (optionally calling ``callback(event)``) and return the model;
-    ``fit(image, labels, config)`` or ``fit([(image, labels), ...], config)``."""
-    generator = train(image, labels, config, **options)
+def fit(
+    image: Any,
+    labels: Any = None,
+    config: TrainingConfig | None = None,
+    callback: Callable[[TrainingEvent], None] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    preview_source: Callable[[], np.ndarray | None] | None = None,
+    resume: TrainedModel | None = None,
+) -> TrainedModel:
+    """Train a model to the end of its time budget (or epochs) and return it.
+
+    Parameters
+    ----------
+    image : array-like, or list of (image, labels) pairs
+        (Y, X) or (Z, Y, X), optionally with a trailing channel axis; see ``train``.
+    labels : array-like of int, optional
+        The annotation, same spatial shape (omit it when ``image`` is a list of pairs).
+    config : TrainingConfig, optional
+        Every training setting (default: ``TrainingConfig()``, a U-Net for 10 minutes).
+    callback : callable, optional
+        Called with every ``TrainingEvent`` (progress, losses, validation).
+    stop, preview_source, resume
+        As for ``train``.
+
+    Returns
+    -------
+    TrainedModel
+        The weights that validated best, with classes, normalisation and history.
+
+    Raises
+    ------
+    InputError
+        Input that cannot be trained on (shapes that disagree, empty or float labels, NaN pixels,
+        a setting out of range); the message says what and how to fix it.
+
+    Examples
+    --------
+    >>> model = fit(image, labels, TrainingConfig(max_minutes=5))  # doctest: +SKIP
+    >>> model = fit([(image_a, labels_a), (image_b, labels_b)], TrainingConfig())  # doctest: +SKIP
+    """
+    generator = train(image, labels, config, stop=stop, preview_source=preview_source, resume=resume)
     while True:
         try:
             event = next(generator)
@@ -444,10 +495,12 @@ def training_patch_size(sizes: SizeContract, requested: int, slice_shape: tuple[
 
 
 def evaluate(model: TrainedModel, validation: SliceSet, device) -> tuple[float | None, float | None]:
-    """Validation loss (cross-entropy) and Dice of the foreground classes, on whole held-out slices
-    (already normalised); (None, None) when nothing in them is annotated."""
+    """Validation loss (cross-entropy) and Dice of the objects (every class but the encoding's
+    background), on whole held-out slices (already normalised); (None, None) when nothing in them is
+    annotated."""
     planes = ((i, np.ascontiguousarray(image)) for i, image in enumerate(validation.images))
     height, width = validation.images.shape[2:]
+    background = model.encoding.background
     losses, intersection, total = [], 0.0, 0.0
     for index, probabilities in stream_slices(model, planes, height, width, batch_size=4, device=device):
         target = validation.targets[index]
@@ -456,9 +509,10 @@ def evaluate(model: TrainedModel, validation: SliceSet, device) -> tuple[float |
             continue
         picked = np.take_along_axis(probabilities, np.clip(target, 0, None)[None], axis=0)[0]
         losses.append(float(-np.log(np.clip(picked[annotated], 1e-7, 1)).mean()))
-        # Foreground: every class after the first (instances: interior and boundary together).
-        predicted = probabilities.argmax(axis=0)[annotated] > 0
-        truth = target[annotated] > 0
+        # Objects: every class but the background (instances: interior and boundary together), the
+        # same meaning as the probability output's (for EM labels the background is the membrane).
+        predicted = probabilities.argmax(axis=0)[annotated] != background
+        truth = target[annotated] != background
         intersection += float((predicted & truth).sum())
         total += float(predicted.sum() + truth.sum())
     if not losses:

@@ -4,6 +4,7 @@ padding to a common size and the validation split (``prepare_data``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from ..labels.encodings import AUTO, IGNORE, LabelEncoding, make_encoding
 from ..labels.postprocess import typical_object_size
 from ..models.normalisation import Normalisation
 from ..models.trained import TrainedModel
-from .config import TrainingConfig
+from .config import PER_IMAGE, TrainingConfig
 from .data import SliceSet, annotated_slices, as_channels_last, split_train_validation
 from .weightmap import boundary_weights
 
@@ -31,7 +32,7 @@ class PreparedData:
 Pair = tuple  # (image, labels): an image (or stack) and its annotations
 
 
-def as_pairs(image, labels) -> list[Pair]:
+def as_pairs(image: Any, labels: Any | None) -> list[Pair]:
     """The (image, labels) pairs a call names: one pair, or a list of pairs given as ``image``."""
     if labels is not None:
         return [(image, labels)]
@@ -43,7 +44,7 @@ def as_pairs(image, labels) -> list[Pair]:
     return list(image)
 
 
-def _checked_pair(image, labels, config: TrainingConfig, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _checked_pair(image: Any, labels: Any, config: TrainingConfig, where: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         labels = check_labels(labels)
         image = as_channels_last(image, labels_shape=labels.shape)
@@ -60,15 +61,19 @@ def _checked_pair(image, labels, config: TrainingConfig, where: str) -> tuple[np
     return image, labels
 
 
-def _encoding_for(pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingConfig, resume) -> LabelEncoding:
+def _encoding_for(
+    pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingConfig, resume: TrainedModel | None
+) -> LabelEncoding:
     """One encoding for every pair: the union of their classes (or the resumed model's, checked)."""
     labels = [lab for _, lab in pairs]
     if resume is not None:
         encoding = resume.encoding
         kind = encoding.kind if config.annotation == AUTO else config.annotation
         # New labels may hold any of the model's classes, one alone too (a corrected slice, say).
-        values = {int(v) for lab in labels for v in np.unique(lab)} - ({0} if kind == "sparse" else set())
-        if kind != encoding.kind or (kind != "instances" and not values <= set(encoding.class_values)):
+        values = {int(v) for lab in labels for v in np.unique(lab)} - (
+            {0} if encoding.zero_means_unannotated else set()
+        )
+        if kind != encoding.kind or (encoding.values_are_classes and not values <= set(encoding.class_values)):
             raise InputError(
                 f"the model to resume was trained on {encoding.kind} labels {list(encoding.class_values)}, "
                 f"but these labels are {kind} {sorted(values)[:10]}; start a new model instead"
@@ -83,7 +88,7 @@ def _encoding_for(pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingCo
     return make_encoding(np.concatenate(planes), config.annotation)
 
 
-def _slices_of(image: np.ndarray, labels: np.ndarray, normalisation: Normalisation, encoding) -> tuple:
+def _slices_of(image: np.ndarray, labels: np.ndarray, normalisation: Normalisation, encoding: LabelEncoding) -> tuple:
     """A pair's annotated slices: images normalised by the rule (per image), class targets."""
     slices = annotated_slices(labels)
     fixed = normalisation.for_image(image)
@@ -100,14 +105,16 @@ def _padded(images: np.ndarray, targets: np.ndarray, height: int, width: int) ->
     return padded, np.pad(targets, pads[:1] + pads[2:], constant_values=IGNORE)
 
 
-def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | None, rng) -> PreparedData:
+def prepare_data(
+    image: Any, labels: Any | None, config: TrainingConfig, resume: TrainedModel | None, rng: np.random.Generator
+) -> PreparedData:
     """Check the inputs (one pair, or ``image`` a list of pairs and ``labels`` None) and turn them
     into normalised slices with class targets.
 
     Pairs may differ in size, slice count and annotation; their slices are padded to the largest
     (padding is not annotated, so patches are drawn in proportion to each pair's annotated pixels).
     Images are normalised by the training data's percentiles, or each by its own with
-    ``config.normalisation == "per-image"`` (the rule the model stores). With several pairs,
+    ``config.normalisation == PER_IMAGE`` (the rule the model stores). With several pairs,
     validation holds out whole images when the fraction allows it. The training slices carry the
     boundary weight map when ``config.boundary_weight`` (or the annotation kind's default) is above 0.
     """
@@ -127,7 +134,7 @@ def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | N
     if resume is not None:
         normalisation = resume.normalisation
     else:  # the training data's percentiles, or the per-image rule (see NORMALISATIONS)
-        per_image = config.normalisation == "per-image"
+        per_image = config.normalisation == PER_IMAGE
         pooled = pairs[0][0] if len(pairs) == 1 else np.concatenate([i.reshape(-1, in_channels) for i, _ in pairs])
         normalisation = Normalisation.fit(pooled, per_image=per_image)
     parts = [_slices_of(i, lab, normalisation, encoding) for i, lab in pairs]
@@ -144,7 +151,9 @@ def prepare_data(image, labels, config: TrainingConfig, resume: TrainedModel | N
     return PreparedData(encoding, normalisation, train_set, validation, in_channels, object_size)
 
 
-def _split(padded: list[tuple[np.ndarray, np.ndarray]], fraction: float, rng) -> tuple[SliceSet, SliceSet | None]:
+def _split(
+    padded: list[tuple[np.ndarray, np.ndarray]], fraction: float, rng: np.random.Generator
+) -> tuple[SliceSet, SliceSet | None]:
     """Hold out whole pairs when there are enough of them, else slices or bands (``split_train_validation``)."""
     held = min(len(padded) - 1, round(len(padded) * fraction))
     if len(padded) > 1 and held >= 1:

@@ -5,7 +5,8 @@ copy of the best weights. ``training.Trainer`` puts them together."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ class Precision:
         self.enabled = mixed_precision and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and amp_dtype(device) == torch.float16)
 
-    def autocast(self):
+    def autocast(self) -> AbstractContextManager[None]:
         return autocast(self.device, self.enabled)
 
 
@@ -58,7 +59,13 @@ def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torc
 class SegmentationStep:
     """One supervised update of ``network``: ``segmentation_loss`` on its (cropped) output."""
 
-    def __init__(self, network: nn.Module, config: TrainingConfig, precision: Precision, wrap=lambda m: m):
+    def __init__(
+        self,
+        network: nn.Module,
+        config: TrainingConfig,
+        precision: Precision,
+        wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+    ):
         self.network = network
         self.forward = wrap(network)  # DistributedDataParallel in a torchrun group
         self.precision = precision
