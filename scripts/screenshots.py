@@ -71,7 +71,7 @@ def main() -> None:
     print(predict.status.text())
 
     # Correct and retrain: erase a block of the prediction on slice 1, add it as a pair, continue.
-    from napari_pix2pix._widgets._models import model_store
+    from napari_pix2pix._widgets import model_store
 
     predicted = viewer.layers[-1]
     ys, xs = np.mgrid[40:90, 40:90]

@@ -141,13 +141,13 @@ def test_instances_continue_across_slices_of_a_stack():
 
 @pytest.mark.parametrize("size", [1, 2, 5, 17])
 def test_tiles_are_mirrored_at_the_edges_like_numpy_pad(size):
-    from napari_pix2pix.prediction.streaming import _mirrored_window
+    from napari_pix2pix.prediction.streaming import mirrored_window
 
     axis = np.arange(size) * 10
     padded = np.pad(axis, 40, mode="reflect")
     for start in (-40, -7, -1, 0, 3, size - 2):
         length = min(30, 40 + size + 40 - (start + 40))
-        window, index = _mirrored_window(start, length, size, torch.device("cpu"))
+        window, index = mirrored_window(start, length, size, torch.device("cpu"))
         taken = axis[window] if index is None else axis[window][index.numpy()]
         np.testing.assert_array_equal(taken, padded[start + 40 : start + 40 + length])
 

@@ -12,7 +12,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QFileDialog
 
-from napari_pix2pix._widgets._models import model_store
+from napari_pix2pix._widgets import model_store
 from napari_pix2pix.io import save_model
 from napari_pix2pix.prediction import predict as predict_array
 from napari_pix2pix.samples.synthetic import membrane_volume
@@ -371,9 +371,9 @@ def test_closing_the_widget_stops_training(viewer, stack, qtbot):
     small_settings(train, epochs=1000)
     train.start()
     qtbot.waitUntil(lambda: train.progress.value() >= 1, timeout=60_000)
-    worker = train._guard.worker
+    worker = train.worker
     viewer.window.remove_dock_widget(dock_widget)
-    assert train._guard.stop_event.is_set()
+    assert train.stop_requested
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
 
 
@@ -392,7 +392,7 @@ def test_closing_the_viewer_mid_training_is_clean(make_napari_viewer, qtbot):
     viewer, train = viewer_training_cells(make_napari_viewer, epochs=1000)
     train.start()
     qtbot.waitUntil(lambda: train.progress.value() >= 1, timeout=60_000)
-    worker = train._guard.worker
+    worker = train.worker
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
 
@@ -433,7 +433,7 @@ from napari_pix2pix.models import Normalisation
 from napari_pix2pix.labels.encodings import DenseEncoding
 from napari_pix2pix.models import ModelConfig, build_model
 from napari_pix2pix.models.trained import TrainedModel
-from napari_pix2pix._widgets._models import model_store
+from napari_pix2pix._widgets import model_store
 
 config = ModelConfig("unet", 1, 2, 4, 2)
 model = TrainedModel(config, build_model(config).eval(), DenseEncoding((0, 1)), Normalisation((0.0,), (1.0,)), 64)

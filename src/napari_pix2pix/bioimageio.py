@@ -20,6 +20,7 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,7 +119,16 @@ def export(
     return out
 
 
-def _description(model, folder: Path, image, name, description, authors, license, cite):
+def _description(
+    model: TrainedModel,
+    folder: Path,
+    image: np.ndarray,
+    name: str,
+    description: str,
+    authors: tuple[str, ...],
+    license: str,
+    cite: tuple[tuple[str, str], ...],
+) -> Any:
     from bioimageio.spec.model import v0_5 as spec
 
     exported = ProbabilityNetwork(
@@ -185,7 +195,7 @@ def _description(model, folder: Path, image, name, description, authors, license
     )
 
 
-def _output_description(model: TrainedModel, spec, sizes: InputSizes, folder: Path, channel):
+def _output_description(model: TrainedModel, spec: Any, sizes: InputSizes, folder: Path, channel: Any) -> Any:
     """The class probabilities: one channel per class, the input's size less the network's shrink."""
     return spec.OutputTensorDescr(
         id=spec.TensorId("probabilities"),
@@ -222,7 +232,7 @@ def _names(prefix: str, count: int) -> list:
     return [spec.Identifier(f"{prefix}{i}") for i in range(count)]
 
 
-def _scaling(model: TrainedModel, spec, channel):
+def _scaling(model: TrainedModel, spec: Any, channel: Any) -> Any:
     """The stored intensity scaling as the spec's preprocessing."""
     normalisation = model.normalisation
     if normalisation.per_image:

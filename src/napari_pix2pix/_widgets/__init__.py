@@ -12,7 +12,8 @@ import sys
 # kernels, so inside napari Triton is made unimportable unless something has loaded it already.
 sys.modules.setdefault("triton", None)  # type: ignore[arg-type]
 
+from ._models import model_store  # noqa: E402  (the models both docks offer)
 from .predict_widget import PredictWidget  # noqa: E402
 from .train_widget import TrainWidget  # noqa: E402
 
-__all__ = ["PredictWidget", "TrainWidget"]
+__all__ = ["PredictWidget", "TrainWidget", "model_store"]

@@ -9,7 +9,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 from magicgui.widgets.bases import CategoricalWidget
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
+from napari.qt.threading import GeneratorWorker, create_worker
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -235,6 +235,16 @@ class TrainWidget(QWidget):
     @property
     def running(self) -> bool:
         return self._guard.running
+
+    @property
+    def worker(self) -> GeneratorWorker | None:
+        """The training or saving worker of the current run (None before the first)."""
+        return self._guard.worker
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the current run was asked to stop (Stop, or the dock or napari closing)."""
+        return self._guard.stop_event.is_set()
 
     # ------------------------------------------------------------------ actions
 

@@ -7,10 +7,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..training.loop import TrainingEvent
+
+T = TypeVar("T")
 
 EXIT_BAD_INPUT = 2
 
@@ -75,7 +82,9 @@ def check_output(out: str, *inputs: str | None) -> None:
 
 
 @contextlib.contextmanager
-def signal_handlers(handler, signals=(signal.SIGINT, signal.SIGTERM)):
+def signal_handlers(
+    handler: Callable[[int, FrameType | None], Any], signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[None]:
     """Install ``handler`` for ``signals`` (main thread only), restoring the old ones after."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -92,7 +101,7 @@ class Terminated(BaseException):
     """SIGTERM, raised as an exception so that files being written are cleaned up on the way out."""
 
 
-def terminate(number, frame):
+def terminate(number: int, frame: FrameType | None) -> NoReturn:
     raise Terminated
 
 
@@ -105,13 +114,13 @@ class Progress:
         self.bar = tqdm(total=total, desc=description, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True)
         self.silent = False
 
-    def __enter__(self):
+    def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.bar.close()
 
-    def training_event(self, event) -> None:
+    def training_event(self, event: TrainingEvent) -> None:
         from ..training.loop import EventKind
 
         if self.silent:
@@ -128,6 +137,6 @@ class Progress:
         elif event.kind == EventKind.FINISHED:
             self.bar.write(event.message, file=sys.stderr)
 
-    def advance(self, result):
+    def advance(self, result: T) -> T:
         self.bar.update(1)
         return result

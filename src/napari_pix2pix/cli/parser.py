@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_train_command(commands) -> None:
+def _add_train_command(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train",
         help="train a model on images and their labels",
@@ -136,12 +136,12 @@ def _add_train_command(commands) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def pixel_size_argument(parser, help: str) -> None:
+def pixel_size_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """``--pixel-size Y X``, for training and prediction."""
     parser.add_argument("--pixel-size", type=float, nargs=2, metavar=("Y", "X"), help=help)
 
 
-def _add_pixel_size_options(predict) -> None:
+def _add_pixel_size_options(predict: argparse.ArgumentParser) -> None:
     pixel_size_argument(
         predict,
         "physical size of the image's pixels (default: the OME-Zarr voxel size, else unknown); a warning "
@@ -154,7 +154,7 @@ def _add_pixel_size_options(predict) -> None:
     )
 
 
-def _add_cluster_options(predict) -> None:
+def _add_cluster_options(predict: argparse.ArgumentParser) -> None:
     cluster = predict.add_mutually_exclusive_group()
     cluster.add_argument(
         "--workers",
@@ -170,7 +170,7 @@ def _add_cluster_options(predict) -> None:
     )
 
 
-def _add_export_command(commands) -> None:
+def _add_export_command(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
         help="export a model as a bioimage.io package (ilastik, deepImageJ, QuPath, Fiji, bioimageio.core)",
@@ -192,7 +192,7 @@ def _add_export_command(commands) -> None:
     )
 
 
-def _add_predict_command(commands) -> None:
+def _add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser(
         "predict",
         help="predict labels for an image or stack, or for many (--out-dir)",

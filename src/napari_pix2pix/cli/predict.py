@@ -17,7 +17,8 @@ from .common import Progress, Terminated, check_output, make_folder, warnings_as
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
 
     from distributed import Client
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ..models.trained import TrainedModel
 
 
-def prediction_settings(args, model) -> PredictionSettings:
+def prediction_settings(args: argparse.Namespace, model: TrainedModel) -> PredictionSettings:
     """The command line's prediction options as one ``PredictionSettings`` (checked once, here)."""
     cleanup = Cleanup(
         separate=args.separate, min_size=args.min_size, max_hole=args.fill_holes, threshold=args.threshold
@@ -99,11 +100,11 @@ def _predict_on_cluster(model: TrainedModel, settings: PredictionSettings, args:
     return 0
 
 
-def _with_file_pixel_size(settings: PredictionSettings, scale) -> PredictionSettings:
+def _with_file_pixel_size(settings: PredictionSettings, scale: Sequence[float] | None) -> PredictionSettings:
     """``settings`` with the image file's own pixel size when ``--pixel-size`` did not give one."""
     if settings.pixel_size is not None or not scale:
         return settings
-    return replace(settings, pixel_size=tuple(scale[-2:]))
+    return replace(settings, pixel_size=(float(scale[-2]), float(scale[-1])))
 
 
 @contextlib.contextmanager
@@ -208,7 +209,9 @@ def _slices_of(model: TrainedModel, jobs: list[Job]) -> int:
     return total
 
 
-def _predict_file(model, source, target, settings: PredictionSettings, bar) -> tuple[int, ...]:
+def _predict_file(
+    model: TrainedModel, source: str | Path, target: str | Path, settings: PredictionSettings, bar: Progress
+) -> tuple[int, ...]:
     """Predict one TIFF or OME-Zarr image into ``target`` (a TIFF, or an OME-Zarr image for a name
     ending in .zarr; written atomically, slice by slice); returns the output's shape."""
     from ..io import read_image
@@ -231,7 +234,7 @@ def _predict_file(model, source, target, settings: PredictionSettings, bar) -> t
     return shape
 
 
-def run_export(args) -> int:
+def run_export(args: argparse.Namespace) -> int:
     from ..bioimageio import export
     from ..io import load_model, read_image
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ FORMAT = "napari-pix2pix model"
 FORMAT_VERSION = 3
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """Convert numpy scalars and tuples so the file holds only what weights_only loading accepts."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -98,7 +98,7 @@ def _first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0][:200]
 
 
-def _positive_or_none(value) -> float | None:
+def _positive_or_none(value: Any) -> float | None:
     if value is None:
         return None
     value = float(value)

@@ -205,7 +205,7 @@ def iter_predict_into(
 
 
 def write_prediction(
-    results: Iterable[SliceResult], sink: SliceSink, on_slice: Callable[[SliceResult], None] = lambda r: None
+    results: Iterable[SliceResult], sink: SliceSink, on_slice: Callable[[SliceResult], object] = lambda r: None
 ) -> Any:
     """Put every slice of ``results`` into ``sink`` (calling ``on_slice`` after each) and return
     what the sink wrote."""

@@ -36,11 +36,11 @@ class TilePlan:
                 maps[layout.borders(y, x)] = torch.from_numpy(layout.weights(y, x)).to(device)
         self.weights = {(y, x): maps[layout.borders(y, x)] for y, x in self.tiles}
         self.rows = {
-            y: _mirrored_window(y - layout.offset, layout.in_h, layout.height, device)
+            y: mirrored_window(y - layout.offset, layout.in_h, layout.height, device)
             for y in layout.starts(layout.height, layout.out_h)
         }
         self.columns = {
-            x: _mirrored_window(x - layout.offset, layout.in_w, layout.width, device)
+            x: mirrored_window(x - layout.offset, layout.in_w, layout.width, device)
             for x in layout.starts(layout.width, layout.out_w)
         }
 
@@ -61,7 +61,7 @@ class TilePlan:
         sums[:, y : y + h, x : x + w].addcmul_(tile[:, :h, :w], self.weights[(y, x)][:h, :w])
 
 
-def _mirrored_window(start: int, length: int, size: int, device: torch.device) -> tuple[slice, torch.Tensor | None]:
+def mirrored_window(start: int, length: int, size: int, device: torch.device) -> tuple[slice, torch.Tensor | None]:
     """Rows ``start`` … ``start + length`` of an axis of ``size`` pixels, mirrored at its ends like
     ``numpy.pad(mode="reflect")``: a plain slice where the window lies inside, else a slice covering
     the pixels it needs and the indices to take within that slice."""

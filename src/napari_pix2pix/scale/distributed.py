@@ -11,6 +11,7 @@ NCCL is used between GPUs, gloo on CPUs.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -71,7 +72,7 @@ def join(group: Group, device: torch.device) -> torch.device:
     return device
 
 
-def wrapper(group: Group | None, device: torch.device):
+def wrapper(group: Group | None, device: torch.device) -> Callable[[nn.Module], nn.Module]:
     """How the training steps wrap a network for its forward pass: DDP in a group, as it is alone."""
     if group is None:
         return lambda module: module

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..devices import check_batch_memory, describe, memory_format, resolve_device
 from ..errors import InputError
@@ -97,15 +98,15 @@ class Trainer:
 
     def __init__(
         self,
-        image,
-        labels=None,
+        image: Any,
+        labels: Any = None,
         config: TrainingConfig | None = None,
         *,
         stop: threading.Event | None = None,
         preview_source: Callable[[], np.ndarray | None] | None = None,
         resume: TrainedModel | None = None,
         group: Group | None = None,
-    ):
+    ) -> None:
         if isinstance(labels, TrainingConfig):  # Trainer(pairs, config)
             labels, config = None, labels
         config = copy.copy(config or TrainingConfig())
@@ -169,7 +170,9 @@ class Trainer:
         self.validation_seconds = self.trained_since_validation = 0.0
         self.start = time.monotonic()
 
-    def _make_step(self, network, model_config: ModelConfig, resume) -> SegmentationStep | Pix2PixStep:
+    def _make_step(
+        self, network: nn.Module, model_config: ModelConfig, resume: TrainedModel | None
+    ) -> SegmentationStep | Pix2PixStep:
         """The update of one training step: supervised, or pix2pix's two networks."""
         config, group = self.config, self.group
         precision = Precision(self.device, config.mixed_precision)
@@ -332,7 +335,7 @@ class Trainer:
             message += f"; best validation Dice {max(dices):.3f}"
         return self._event(EventKind.FINISHED, epoch=self.epochs_done, message=message)
 
-    def _event(self, kind: EventKind, **fields) -> TrainingEvent:
+    def _event(self, kind: EventKind, **fields: Any) -> TrainingEvent:
         elapsed = 0.0 if kind == EventKind.START else time.monotonic() - self.start
         fields.setdefault("step", self.steps_done)
         return TrainingEvent(
@@ -379,8 +382,8 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def train(
-    image,
-    labels=None,
+    image: Any,
+    labels: Any = None,
     config: TrainingConfig | None = None,
     *,
     stop: threading.Event | None = None,
@@ -494,7 +497,9 @@ def training_patch_size(sizes: SizeContract, requested: int, slice_shape: tuple[
     return min(requested, fits)
 
 
-def evaluate(model: TrainedModel, validation: SliceSet, device) -> tuple[float | None, float | None]:
+def evaluate(
+    model: TrainedModel, validation: SliceSet, device: torch.device | str
+) -> tuple[float | None, float | None]:
     """Validation loss (cross-entropy) and Dice of the objects (every class but the encoding's
     background), on whole held-out slices (already normalised); (None, None) when nothing in them is
     annotated."""
