@@ -160,6 +160,17 @@ def check_pixel_size(pixel_size: Iterable[float]) -> tuple[float, float]:
     return y, x
 
 
+def check_voxel_size(voxel_size: Iterable[float]) -> tuple[float, float, float]:
+    """A (z, y, x) voxel size: three positive finite numbers; ``InputError`` otherwise."""
+    try:
+        z, y, x = (float(v) for v in voxel_size)
+    except (TypeError, ValueError):
+        raise InputError(f"a voxel size is three numbers (z, y, x), got {voxel_size!r}") from None
+    if not all(math.isfinite(v) and v > 0 for v in (z, y, x)):
+        raise InputError(f"a voxel size must be three positive numbers, got {voxel_size!r}")
+    return z, y, x
+
+
 class PixelSizesDifferWarning(UserWarning):
     """The training images do not share one pixel size."""
 

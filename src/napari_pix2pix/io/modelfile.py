@@ -27,7 +27,8 @@ from .schema import SchemaError, check_payload, weights_digest
 FORMAT = "napari-pix2pix model"
 # 2: the weights' SHA-256 is stored and checked; every field is validated.
 # 3: normalisation may be a per-image rule (older versions would apply its numbers to every image).
-FORMAT_VERSION = 3
+# 4: 3D networks (config.z_skip, voxel_size); 2D models are still written as format 3.
+FORMAT_VERSION = 4
 
 
 def _plain(value: Any) -> Any:
@@ -64,13 +65,14 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
     path = Path(path)
     payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if model.config.dims == 3 else 3,
         "config": model.config.to_dict(),
         "encoding": model.encoding.to_dict(),
         "normalisation": model.normalisation.to_dict(),
         "patch_size": int(model.patch_size),
         "object_size": None if model.object_size is None else float(model.object_size),
         "pixel_size": None if model.pixel_size is None else [float(v) for v in model.pixel_size],
+        **({"voxel_size": [float(v) for v in model.voxel_size]} if model.voxel_size is not None else {}),
         "history": _plain(model.history),
         "versions": {
             "napari_pix2pix": __version__,
@@ -196,6 +198,7 @@ def _model_from_payload(payload: dict, version: int, path: Path, device: str | t
         patch_size=patch_size,
         object_size=_positive_or_none(payload.get("object_size")),
         pixel_size=tuple(payload["pixel_size"]) if payload.get("pixel_size") is not None else None,
+        voxel_size=tuple(payload["voxel_size"]) if payload.get("voxel_size") is not None else None,
         history=list(payload.get("history", [])),
         discriminator_state=discriminator_state,
         device=str(device),

@@ -71,6 +71,11 @@ def check_config(config: object) -> None:
         raise SchemaError(f"config.architecture must be one of {sorted(ARCHITECTURES)}, found {architecture!r:.40}")
     for name in ("in_channels", "out_channels", "width", "depth"):
         _integer(f"config.{name}", config.get(name), *LIMITS[name])
+    if "z_skip" in config:
+        _integer("config.z_skip", config["z_skip"], 0, config["depth"])
+    extra = sorted(set(config) - {"architecture", "in_channels", "out_channels", "width", "depth", "z_skip"})
+    if extra:
+        raise SchemaError(f"config holds unknown fields {extra}")
 
 
 def check_encoding(encoding: object, n_classes: int) -> None:
@@ -123,6 +128,12 @@ def check_payload(payload: dict, version: int) -> None:
             raise SchemaError("pixel_size must be two numbers (y, x) or empty")
         if not all(_number("pixel_size", v) > 0 for v in pixel_size):
             raise SchemaError(f"pixel_size must be positive, found {pixel_size}")
+    voxel_size = payload.get("voxel_size")
+    if voxel_size is not None:
+        if not isinstance(voxel_size, list) or len(voxel_size) != 3:
+            raise SchemaError("voxel_size must be three numbers (z, y, x) or empty")
+        if not all(_number("voxel_size", v) > 0 for v in voxel_size):
+            raise SchemaError(f"voxel_size must be positive, found {voxel_size}")
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise SchemaError("history must be a list of tables")

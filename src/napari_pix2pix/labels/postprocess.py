@@ -115,7 +115,8 @@ def fill_small_holes(mask: np.ndarray, max_hole: int) -> np.ndarray:
         return mask
     holes = label(~mask, connectivity=1)
     sizes = np.bincount(holes.ravel())
-    border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+    faces = [np.take(holes, [0, -1], axis=axis).ravel() for axis in range(holes.ndim)]  # 2D or 3D
+    border = np.unique(np.concatenate(faces))
     fill = sizes <= max_hole
     fill[0] = False
     fill[border] = False

@@ -1,4 +1,5 @@
-"""The networks (the seed's ``ContractingBlock`` … ``UNet``, ``Generator``, ``Discriminator``), the
+"""The networks (the seed's ``ContractingBlock`` … ``UNet``, ``Generator``, ``Discriminator``, and
+``UNet3D`` for volumes), the
 architecture registry with each network's size contract, and ``TrainedModel``: a network with its
 classes, intensity normalisation and history."""
 
@@ -23,6 +24,7 @@ from .networks import (
 )
 from .normalisation import Normalisation
 from .trained import TrainedModel
+from .unet3d import UNet3D, plan_z_skip  # registers the 3D U-Net
 
 __all__ = [
     "ARCHITECTURES",
@@ -39,9 +41,11 @@ __all__ = [
     "SizeContract",
     "TrainedModel",
     "UNet",
+    "UNet3D",
     "build_discriminator",
     "build_model",
     "crop",
     "get_architecture",
+    "plan_z_skip",
     "register_architecture",
 ]

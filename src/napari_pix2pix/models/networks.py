@@ -129,14 +129,25 @@ class ModelConfig:
     out_channels: int = 2
     width: int = 16
     depth: int = 4
+    z_skip: int = 0  # 3D networks: the first levels that pool in-plane only (see unet3d.plan_z_skip)
 
     def __post_init__(self) -> None:
         get_architecture(self.architecture)
         for name in ("in_channels", "out_channels", "width", "depth"):
             check_limit(name, getattr(self, name))  # InputError, a ValueError
+        if isinstance(self.z_skip, bool) or not isinstance(self.z_skip, int) or not 0 <= self.z_skip <= self.depth:
+            raise InputError(f"z_skip must be a whole number from 0 to the depth ({self.depth}), got {self.z_skip!r}")
+
+    @property
+    def dims(self) -> int:
+        """2 for networks of slices, 3 for networks of volumes."""
+        return get_architecture(self.architecture).dims
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        fields = asdict(self)
+        if not fields["z_skip"]:
+            del fields["z_skip"]  # 2D model files stay as they were
+        return fields
 
 
 class UNet(nn.Module):
@@ -311,6 +322,8 @@ class Architecture:
     learning_rate: float = 3e-4  # steadier validation than 1e-3 for the same end point (docs/benchmarks.md)
     betas: tuple[float, float] = (0.9, 0.999)
     build_discriminator: Callable[[ModelConfig], nn.Module] | None = None
+    dims: int = 2  # 3: the network takes (N, C, Z, Y, X) volumes
+    z_patch_size: int = 0  # 3D: the training patch's depth (slices)
 
     @property
     def adversarial(self) -> bool:

@@ -26,6 +26,7 @@ class TrainedModel:
     device: str = "cpu"
     object_size: float | None = None  # median object diameter (pixels) in the training labels
     pixel_size: tuple[float, float] | None = None  # (y, x) physical size of the training images' pixels
+    voxel_size: tuple[float, float, float] | None = None  # 3D models: (z, y, x) of the training volumes
 
     @property
     def architecture(self) -> str:

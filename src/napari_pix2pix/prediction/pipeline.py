@@ -28,6 +28,7 @@ from .rescale import rescaling, resize, scaled_shape
 from .settings import PredictionSettings, make_settings
 from .sinks import ArraySink, SliceSink
 from .streaming import stream_with
+from .volume import iter_volume_probabilities
 
 HOST_WORKERS = 8  # at most; post-processing a 512² slice takes 50–150 ms of one core
 T = TypeVar("T")
@@ -122,8 +123,37 @@ def iter_predict(
     settings = make_settings(settings, output, options)
     geometry = volume_geometry(image.shape, model)
     model = for_this_image(model, image, geometry)
+    if model.config.dims == 3:
+        yield from predict_volume_slices(model, image, geometry, settings, stop)
+        return
     factor = rescaling(model, image, geometry, settings, stop)
     yield from predict_slices(model, image, geometry, settings, factor, stop)
+
+
+def predict_volume_slices(
+    model: TrainedModel,
+    image: Any,
+    geometry: VolumeGeometry,
+    settings: PredictionSettings,
+    stop: threading.Event | None = None,
+) -> Iterator[SliceResult]:
+    """``iter_predict`` for a 3D network: the volume in blocks, each slice's output as it is ready.
+    Instances are found in 3D (one seeded watershed over the volume's class probabilities, kept as
+    float16 until every slice is in), so their ids are unique in the volume without linking slices."""
+    kind = get_output(settings.output_for(model))
+    slices = iter_volume_probabilities(model, image, geometry, settings, stop)
+    total = geometry.n_slices
+    if not kind.objects:
+        convert = kind.on_host(model.encoding, settings.cleanup)
+        for done, (index, probabilities) in enumerate(slices, start=1):
+            yield SliceResult(index, convert(probabilities), done, total)
+        return
+    kept = np.empty((model.encoding.n_classes, total, geometry.height, geometry.width), np.float16)
+    for index, probabilities in slices:
+        kept[:, index] = probabilities
+    instances = model.encoding.instances(kept.astype(np.float32), settings.cleanup)
+    for index in range(total):
+        yield SliceResult(index, instances[index].astype(np.uint32), index + 1, total)
 
 
 def predict_slices(

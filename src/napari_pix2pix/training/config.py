@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..checks import check_at_least, check_fraction, check_pixel_size
+from ..checks import check_at_least, check_fraction, check_pixel_size, check_voxel_size
 from ..errors import InputError
 from ..labels.encodings import AUTO
 from ..models.networks import Architecture, check_limit, get_architecture
@@ -22,6 +22,31 @@ NORMALISATIONS = {
     DATASET: "The training images' range",
     PER_IMAGE: "Each image by its own range",
 }
+
+
+DIMS = (AUTO, "2d", "3d")
+MIN_3D_SLICES = 8  # a stack with fewer slices gains little from 3D context
+MAX_3D_ANISOTROPY = 4.0  # slices further apart than this many pixels are better seen one by one
+
+
+def choose_dims(shapes: list[tuple[int, ...]], voxel_size: tuple[float, float, float] | None) -> tuple[int, str]:
+    """2 or 3, and why, for training images of these spatial shapes ((Y, X) or (Z, Y, X)).
+
+    3D when every image is a stack of at least ``MIN_3D_SLICES`` slices whose voxel size is known and
+    whose slices are at most ``MAX_3D_ANISOTROPY`` pixels apart (z spacing ≤ 4 × pixel size), so
+    neighbouring slices show the same objects; 2D otherwise (a single image, a short stack, slices
+    far apart as in serial-section EM, or no voxel size to judge by).
+    """
+    depth = min((s[0] if len(s) == 3 else 1) for s in shapes)
+    if depth < MIN_3D_SLICES:
+        return 2, f"2D: the images have {depth} slice(s), fewer than {MIN_3D_SLICES}"
+    if voxel_size is None:
+        return 2, "2D: the voxel size is unknown (give it to train in 3D)"
+    z, y, x = voxel_size
+    ratio = z / min(y, x)
+    if ratio > MAX_3D_ANISOTROPY:
+        return 2, f"2D: the slices are {ratio:.1f}× the pixel size apart (3D needs at most {MAX_3D_ANISOTROPY:g}×)"
+    return 3, f"3D: the stack has {depth} slices of {z:g}, {ratio:.1f}× the pixel size"
 
 
 @dataclass
@@ -56,6 +81,8 @@ class TrainingConfig:
     boundary_weight: float | None = None
     normalisation: str = DATASET  # or PER_IMAGE: see NORMALISATIONS
     pixel_size: tuple[float, float] | None = None  # (y, x) physical pixel size of the images, if known
+    dims: str = AUTO  # "2d" (slice by slice), "3d" (volumes) or "auto": see choose_dims
+    voxel_size: tuple[float, float, float] | None = None  # (z, y, x) of the stacks, if known
 
     def check(self) -> None:
         """Raise ``InputError`` naming the first setting that is out of range."""
@@ -83,6 +110,10 @@ class TrainingConfig:
             raise InputError(f"the boundary weight must be from 0 (off) to 100, got {self.boundary_weight}")
         if not 0 <= self.seed < 2**32:
             raise InputError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {self.seed}")
+        if self.dims not in DIMS:
+            raise InputError(f"dims must be one of {DIMS}, got {self.dims!r}")
+        if self.voxel_size is not None:
+            check_voxel_size(self.voxel_size)
 
     @property
     def architecture(self) -> Architecture:

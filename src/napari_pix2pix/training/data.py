@@ -172,3 +172,30 @@ class PatchSampler:
             return torch.stack([source[i, ..., y : y + p, x : x + p] for i, y, x in windows])
 
         return cut(images), cut(targets).long(), None if weights is None else cut(weights)
+
+
+# ----------------------------------------------------------------------------- volumes (3D networks)
+
+
+@dataclass
+class Volume:
+    """One training volume: normalised image (C, Z, Y, X) float32, class targets (Z, Y, X) int64
+    (``IGNORE`` where not annotated), and the annotated voxels patches are centred on (N, 3)."""
+
+    image: np.ndarray
+    targets: np.ndarray
+    centres: np.ndarray
+
+
+@dataclass
+class VolumeSet:
+    """The training (or validation) volumes."""
+
+    volumes: list[Volume]
+
+    def __len__(self) -> int:
+        return sum(int((v.targets != IGNORE).any(axis=(1, 2)).sum()) for v in self.volumes)
+
+    @property
+    def annotated_voxels(self) -> int:
+        return sum(int((v.targets != IGNORE).sum()) for v in self.volumes)

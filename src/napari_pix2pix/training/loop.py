@@ -34,17 +34,20 @@ from ..models.networks import (
     ModelConfig,
     SizeContract,
     build_model,
+    get_architecture,
 )
 from ..models.trained import TrainedModel
+from ..models.unet3d import UNet3D, plan_z_skip
 from ..prediction.pipeline import iter_probabilities
 from ..prediction.settings import PredictionSettings
 from ..prediction.streaming import stream_slices
 from ..scale.distributed import Group, agree, join, wrapper
 from .augment import augment_batch
-from .config import TrainingConfig
-from .data import PatchSampler, SliceSet
-from .preparation import prepare_data
+from .config import TrainingConfig, choose_dims
+from .data import PatchSampler, SliceSet, VolumeSet
+from .preparation import as_pairs, prepare_data
 from .steps import BestWeights, LearningRateSchedule, Pix2PixStep, Precision, SegmentationStep
+from .volumes import VolumePatchSampler, augment_volumes, evaluate_volumes, prepare_volumes
 
 
 class EventKind(StrEnum):
@@ -121,23 +124,27 @@ class Trainer:
         rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.augment_generator = torch.Generator().manual_seed(config.seed + rank)
-        self.data = data = prepare_data(image, labels, config, resume, rng)  # the same split on every rank
+        self.dims, self.dims_reason = training_dims(config, as_pairs(image, labels), resume)
+        prepare = prepare_volumes if self.dims == 3 else prepare_data
+        self.data = data = prepare(image, labels, config, resume, rng)  # the same split on every rank
         if rank:
             rng = np.random.default_rng([config.seed, rank])  # each rank samples its own patches
 
-        model_config = ModelConfig(config.model, data.in_channels, data.encoding.n_classes, config.width, config.depth)
+        z_skip = plan_z_skip(config.voxel_size, config.depth) if self.dims == 3 else 0
+        model_config = ModelConfig(
+            config.model,
+            data.in_channels,
+            data.encoding.n_classes,
+            config.width,
+            config.depth,
+            resume.config.z_skip if resume is not None else z_skip,
+        )
         network = build_model(model_config)
         if resume is not None:
             network.load_state_dict(resume.network.state_dict())
-        self.memory_format = memory_format(self.device)
+        self.memory_format = memory_format(self.device) if self.dims == 2 else torch.contiguous_format
         network.to(self.device).to(memory_format=self.memory_format)
-        sizes = cast(SizeContract, network)
-        patch_size = training_patch_size(sizes, config.patch, data.train.images.shape[2:], config.model)
-        check_batch_memory(
-            f"training patches of {patch_size}²", config.batch_size, patch_size**2 * data.in_channels,
-            config.width, self.device, training=True, option="batch size",
-        )  # fmt: skip
-        self.sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng, self.device)
+        self.sampler, patch_size = self._make_sampler(network, rng)
         history = list(resume.history) if resume is not None else []
         # A continued run numbers its steps on from the model's history (events count this run's).
         self.step_offset = int(history[-1].get("step", 0)) if history else 0
@@ -151,6 +158,9 @@ class Trainer:
             device=str(self.device),
             object_size=data.object_size,
             pixel_size=config.pixel_size or (resume.pixel_size if resume is not None else None),
+            voxel_size=(config.voxel_size or (resume.voxel_size if resume is not None else None))
+            if self.dims == 3
+            else None,
         )
         step = self._make_step(network, model_config, resume)
         self.step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], Mapping[str, torch.Tensor | float]] = (
@@ -170,6 +180,27 @@ class Trainer:
         self.validation_seconds = self.trained_since_validation = 0.0
         self.start = time.monotonic()
 
+    def _make_sampler(
+        self, network: nn.Module, rng: np.random.Generator
+    ) -> tuple[PatchSampler | VolumePatchSampler, int]:
+        """The patch sampler of the training data, and the patch side, once the batch is known to fit."""
+        config, data = self.config, self.data
+        sampler: PatchSampler | VolumePatchSampler
+        if isinstance(data.train, VolumeSet):
+            patch = volume_patch(cast(UNet3D, network), config, data.train)
+            patch_size, voxels = patch[1], int(np.prod(patch))
+            sampler = VolumePatchSampler(data.train, patch, rng, self.device)
+        else:
+            sizes = cast(SizeContract, network)
+            patch_size = training_patch_size(sizes, config.patch, data.train.images.shape[2:], config.model)
+            voxels = patch_size**2
+            sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng, self.device)
+        check_batch_memory(
+            f"training patches of {voxels} pixels", config.batch_size, voxels * data.in_channels,
+            config.width, self.device, training=True, option="batch size",
+        )  # fmt: skip
+        return sampler, patch_size
+
     def _make_step(
         self, network: nn.Module, model_config: ModelConfig, resume: TrainedModel | None
     ) -> SegmentationStep | Pix2PixStep:
@@ -188,8 +219,8 @@ class Trainer:
         self.start = time.monotonic()
         yield self._event(
             EventKind.START,
-            message=f"training {config.model} on {self.device_name}, {len(data.train)} slice(s), "
-            f"{data.encoding.n_classes} classes ({data.encoding.kind})",
+            message=f"training {config.model} on {self.device_name}, {len(data.train)} annotated slice(s), "
+            f"{data.encoding.n_classes} classes ({data.encoding.kind}); {self.dims_reason}",
         )
         epoch_losses: list[dict] = []
         # On a GPU the step is only queued; its loss is read once the next step is queued too, so
@@ -283,7 +314,9 @@ class Trainer:
         if images.device.type == "cpu" and self.device.type != "cpu":
             images, targets = _to_device(images, self.device), _to_device(targets, self.device)
             weights = None if weights is None else _to_device(weights, self.device)
-        if self.config.augment:
+        if self.config.augment and self.dims == 3:
+            images, targets = augment_volumes(images, targets, self.augment_generator)
+        elif self.config.augment:
             images, targets, weights = augment_batch(images, targets, self.augment_generator, weights=weights)
         images = images.contiguous(memory_format=self.memory_format)
         losses = self.step(images, targets, weights)
@@ -298,7 +331,10 @@ class Trainer:
         val_loss = val_dice = None
         if self.data.validation is not None and (final or self._validation_due()):
             started = time.monotonic()
-            val_loss, val_dice = evaluate(self.model, self.data.validation, self.device)
+            if isinstance(self.data.validation, VolumeSet):
+                val_loss, val_dice = evaluate_volumes(self.model, self.data.validation, self.device)
+            else:
+                val_loss, val_dice = evaluate(self.model, self.data.validation, self.device)
             self.validation_seconds = time.monotonic() - started
             self.trained_since_validation = 0.0
             self.validated_at = self.steps_done
@@ -361,7 +397,7 @@ class Trainer:
         """The current network's output for the 2D image ``preview_source()`` returns (None to skip),
         in the output its annotation kind is predicted as by default."""
         assert self.preview_source is not None
-        image = self.preview_source()
+        image = self.preview_source() if self.dims == 2 else None  # (a 3D network previews no slice yet)
         if image is None:
             return None
         try:
@@ -523,3 +559,35 @@ def evaluate(
     if not losses:
         return None, None
     return float(np.mean(losses)), (2 * intersection / total if total else 1.0)
+
+
+def training_dims(config: TrainingConfig, pairs: list[Any], resume: TrainedModel | None) -> tuple[int, str]:
+    """2 or 3 for a run, and why: a resumed model's own, ``config.dims`` when chosen, else
+    ``choose_dims``. A 3D run trains the 3D U-Net (``config.model`` is set to it)."""
+    shapes = [tuple(np.shape(labels)) for _, labels in pairs]
+    if resume is not None:
+        dims, reason = resume.config.dims, f"{resume.config.dims}D: the model to continue is"
+    elif config.dims == "2d":
+        dims, reason = 2, "2D: chosen"
+    elif config.dims == "3d":
+        dims, reason = 3, "3D: chosen"
+    else:
+        dims, reason = choose_dims(shapes, config.voxel_size)
+    if dims == 3 and any(len(s) != 3 for s in shapes):
+        raise InputError("3D training needs stacks (Z, Y, X) with their labels; train this image in 2D")
+    if dims == 3 and config.model not in ("unet", "unet-3d"):
+        raise InputError(f"{config.model} trains slice by slice; for volumes use the U-Net, or train in 2D")
+    config.model = "unet-3d" if dims == 3 else config.model
+    if dims == 2 and get_architecture(config.model).dims == 3:
+        raise InputError("the 3D U-Net trains on volumes; choose 3D, or another network for 2D")
+    return dims, reason
+
+
+def volume_patch(network: UNet3D, config: TrainingConfig, data: VolumeSet) -> tuple[int, int, int]:
+    """The (z, y, x) training patch: the network's multiples, no larger than the volumes need."""
+    depth = max(v.targets.shape[0] for v in data.volumes)
+    side = max(max(v.targets.shape[1:]) for v in data.volumes)
+    round_up = lambda value, multiple: -(-value // multiple) * multiple  # noqa: E731
+    z = round_up(min(config.architecture.z_patch_size, depth), network.z_multiple)
+    yx = round_up(min(config.patch, side), network.size_multiple)
+    return z, yx, yx

@@ -15,7 +15,7 @@ from ..labels.postprocess import typical_object_size
 from ..models.normalisation import Normalisation
 from ..models.trained import TrainedModel
 from .config import PER_IMAGE, TrainingConfig
-from .data import SliceSet, annotated_slices, as_channels_last, split_train_validation
+from .data import SliceSet, VolumeSet, annotated_slices, as_channels_last, split_train_validation
 from .weightmap import boundary_weights
 
 
@@ -23,8 +23,8 @@ from .weightmap import boundary_weights
 class PreparedData:
     encoding: LabelEncoding
     normalisation: Normalisation
-    train: SliceSet
-    validation: SliceSet | None
+    train: SliceSet | VolumeSet
+    validation: SliceSet | VolumeSet | None
     in_channels: int
     object_size: float | None = None
 
@@ -44,7 +44,7 @@ def as_pairs(image: Any, labels: Any | None) -> list[Pair]:
     return list(image)
 
 
-def _checked_pair(image: Any, labels: Any, config: TrainingConfig, where: str) -> tuple[np.ndarray, np.ndarray]:
+def checked_pair(image: Any, labels: Any, config: TrainingConfig, where: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         labels = check_labels(labels)
         image = as_channels_last(image, labels_shape=labels.shape)
@@ -61,7 +61,7 @@ def _checked_pair(image: Any, labels: Any, config: TrainingConfig, where: str) -
     return image, labels
 
 
-def _encoding_for(
+def encoding_for(
     pairs: list[tuple[np.ndarray, np.ndarray]], config: TrainingConfig, resume: TrainedModel | None
 ) -> LabelEncoding:
     """One encoding for every pair: the union of their classes (or the resumed model's, checked)."""
@@ -105,6 +105,13 @@ def _padded(images: np.ndarray, targets: np.ndarray, height: int, width: int) ->
     return padded, np.pad(targets, pads[:1] + pads[2:], constant_values=IGNORE)
 
 
+def pooled_normalisation(pairs: list[tuple[np.ndarray, np.ndarray]], per_image: bool) -> Normalisation:
+    """The percentiles of every pair's image together (channels last), and the rule to apply."""
+    in_channels = pairs[0][0].shape[-1]
+    pooled = pairs[0][0] if len(pairs) == 1 else np.concatenate([i.reshape(-1, in_channels) for i, _ in pairs])
+    return Normalisation.fit(pooled, per_image=per_image)
+
+
 def prepare_data(
     image: Any, labels: Any | None, config: TrainingConfig, resume: TrainedModel | None, rng: np.random.Generator
 ) -> PreparedData:
@@ -120,7 +127,7 @@ def prepare_data(
     """
     given = as_pairs(image, labels)
     many = len(given) > 1
-    pairs = [_checked_pair(i, lab, config, f" of pair {n}" if many else "") for n, (i, lab) in enumerate(given, 1)]
+    pairs = [checked_pair(i, lab, config, f" of pair {n}" if many else "") for n, (i, lab) in enumerate(given, 1)]
     channels = {i.shape[-1] for i, _ in pairs}
     if len(channels) > 1:
         raise InputError(f"the images have different numbers of channels ({sorted(channels)}); train on one kind")
@@ -130,13 +137,11 @@ def prepare_data(
             f"the model to resume was trained on {resume.config.in_channels}-channel images, but this image "
             f"has {in_channels}; start a new model instead"
         )
-    encoding = _encoding_for(pairs, config, resume)
+    encoding = encoding_for(pairs, config, resume)
     if resume is not None:
         normalisation = resume.normalisation
     else:  # the training data's percentiles, or the per-image rule (see NORMALISATIONS)
-        per_image = config.normalisation == PER_IMAGE
-        pooled = pairs[0][0] if len(pairs) == 1 else np.concatenate([i.reshape(-1, in_channels) for i, _ in pairs])
-        normalisation = Normalisation.fit(pooled, per_image=per_image)
+        normalisation = pooled_normalisation(pairs, config.normalisation == PER_IMAGE)
     parts = [_slices_of(i, lab, normalisation, encoding) for i, lab in pairs]
     height, width = max(p[0].shape[2] for p in parts), max(p[0].shape[3] for p in parts)
     padded = [_padded(images, targets, height, width) for images, targets, _ in parts]

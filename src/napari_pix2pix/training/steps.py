@@ -49,9 +49,10 @@ def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torc
         weights = weights * annotated
         ce = (per_pixel * weights).sum() / weights.sum().clamp_min(1e-6)
     probabilities = torch.softmax(logits, dim=1) * annotated.unsqueeze(1)
-    one_hot = F.one_hot(targets.clamp_min(0), logits.shape[1]).permute(0, 3, 1, 2) * annotated.unsqueeze(1)
-    intersection = (probabilities * one_hot).sum(dim=(0, 2, 3))
-    denominator = probabilities.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3))
+    one_hot = F.one_hot(targets.clamp_min(0), logits.shape[1]).movedim(-1, 1) * annotated.unsqueeze(1)
+    pixels = (0, *range(2, logits.dim()))  # every axis but the classes: (B, H, W) or (B, Z, Y, X)
+    intersection = (probabilities * one_hot).sum(dim=pixels)
+    denominator = probabilities.sum(dim=pixels) + one_hot.sum(dim=pixels)
     dice = (2 * intersection + 1.0) / (denominator + 1.0)
     return ce + (1 - dice.mean())
 

@@ -1,0 +1,184 @@
+"""Prediction with a 3D network: a volume in blocks with a halo, streamed slab by slab along z.
+
+A slab of ``step`` slices is predicted from the slices around it (``halo`` more on each side, the
+volume mirrored at its ends), cut in-plane into overlapping blocks whose halo is dropped, so every
+voxel comes from the centre of a block and the result matches a whole-volume pass (tested). Only
+the slab being predicted is held: slices are read from a lazy volume (TIFF memory map, dask,
+OME-Zarr) as the slab needs them, and each finished slice is handed on in order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from ..checks import check_finite, check_numeric
+from ..devices import autocast, resolve_device
+from ..errors import Cancelled
+from ..models.trained import TrainedModel
+from ..models.unet3d import UNet3D
+from .reading import VolumeGeometry
+from .settings import PredictionSettings
+
+IN_PLANE_HALO = 16  # pixels dropped at each in-plane side of a block
+Z_HALO = 4  # slices dropped above and below a slab
+DEFAULT_BLOCK = 128  # in-plane block side before its halo is added
+SLAB_STEPS = 2  # a slab's centre is this many z multiples of the network deep (at least)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How a volume is cut: in-plane blocks of ``block`` (input side) keeping ``block - 2·halo``,
+    z slabs of ``slab`` input slices keeping ``slab - 2·z_halo``."""
+
+    block: int
+    halo: int
+    slab: int
+    z_halo: int
+
+    @property
+    def keep(self) -> int:
+        return self.block - 2 * self.halo
+
+    @property
+    def z_keep(self) -> int:
+        return self.slab - 2 * self.z_halo
+
+
+def block_plan(model: TrainedModel, geometry: VolumeGeometry, settings: PredictionSettings) -> BlockPlan:
+    """Blocks of the network's multiples: in-plane ``settings.tile_size`` (default 128, no more than
+    the slice needs) plus the halo, z slabs of a few z multiples plus the z halo."""
+    network = cast(UNet3D, model.network)
+    halo = settings.overlap // 2 if settings.overlap is not None else IN_PLANE_HALO
+    keep = min(settings.tile_size or DEFAULT_BLOCK, max(geometry.height, geometry.width))
+    block = _round_up(keep + 2 * halo, network.size_multiple)
+    z_multiple = network.z_multiple
+    z_keep = min(geometry.n_slices, SLAB_STEPS * z_multiple)
+    slab = _round_up(z_keep + 2 * Z_HALO, z_multiple)
+    return BlockPlan(block, halo, slab, Z_HALO)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _mirrored(start: int, stop: int, length: int) -> np.ndarray:
+    """Indices ``start:stop`` of an axis of ``length``, mirrored past its ends (…2 1 0 1 2…)."""
+    indices = np.arange(start, stop)
+    if length == 1:
+        return np.zeros_like(indices)
+    period = 2 * (length - 1)
+    indices = np.abs(indices) % period
+    return np.where(indices >= length, period - indices, indices)
+
+
+def read_slab(image: Any, geometry: VolumeGeometry, model: TrainedModel, start: int, stop: int) -> np.ndarray:
+    """Slices ``start:stop`` (mirrored past the volume's ends) as normalised float32 (C, Z, Y, X)."""
+    indices = _mirrored(start, stop, geometry.n_slices)
+    low, high = int(indices.min()), int(indices.max()) + 1
+    planes = np.asarray(image[low:high] if geometry.is_stack else np.asarray(image)[None])
+    check_numeric(planes.dtype)
+    for offset, plane in enumerate(planes):
+        check_finite(plane, f"slice {low + offset}")
+    if geometry.channels == 1:
+        planes = planes[..., None]
+    normalised = model.normalisation.apply(planes)[indices - low]
+    return np.ascontiguousarray(np.moveaxis(normalised, -1, 0))
+
+
+def _flips(tta: bool) -> list[tuple[int, ...]]:
+    """The axis flips averaged over: none, or all 8 combinations of z, y and x (test-time augmentation)."""
+    if not tta:
+        return [()]
+    axes = (2, 3, 4)
+    return [tuple(a for bit, a in enumerate(axes) if mask >> bit & 1) for mask in range(8)]
+
+
+def _probabilities(network: torch.nn.Module, batch: torch.Tensor, tta: bool, device: torch.device) -> torch.Tensor:
+    """Softmax of the network over a batch of blocks, averaged over flips when ``tta``."""
+    total = None
+    with torch.inference_mode(), autocast(device):
+        for flip in _flips(tta):
+            inputs = batch.flip(flip) if flip else batch
+            out = torch.softmax(network(inputs).float(), dim=1)
+            out = out.flip(flip) if flip else out
+            total = out if total is None else total + out
+    assert total is not None
+    return total / len(_flips(tta))
+
+
+def predict_slab(
+    model: TrainedModel, slab: np.ndarray, plan: BlockPlan, settings: PredictionSettings, device: torch.device
+) -> np.ndarray:
+    """Class probabilities (K, z_keep, Y, X) of the centre of a normalised slab (C, slab, Y, X)."""
+    _, _, height, width = slab.shape
+    out = np.empty((model.encoding.n_classes, plan.z_keep, height, width), np.float32)
+    tiles = [(y, x) for y in range(0, height, plan.keep) for x in range(0, width, plan.keep)]
+    batch_size = max(1, settings.batch_size or 2)
+    for first in range(0, len(tiles), batch_size):
+        chosen = tiles[first : first + batch_size]
+        windows = [
+            slab[:, :, _mirrored(y - plan.halo, y - plan.halo + plan.block, height)][
+                :, :, :, _mirrored(x - plan.halo, x - plan.halo + plan.block, width)
+            ]
+            for y, x in chosen
+        ]
+        batch = torch.from_numpy(np.stack(windows)).to(device)
+        probabilities = _probabilities(model.network, batch, settings.tta, device).cpu().numpy()
+        for (y, x), block in zip(chosen, probabilities):
+            h, w = min(plan.keep, height - y), min(plan.keep, width - x)
+            core = block[
+                :, plan.z_halo : plan.z_halo + plan.z_keep, plan.halo : plan.halo + h, plan.halo : plan.halo + w
+            ]
+            out[:, :, y : y + h, x : x + w] = core
+    return out
+
+
+def iter_volume_probabilities(
+    model: TrainedModel,
+    image: Any,
+    geometry: VolumeGeometry,
+    settings: PredictionSettings,
+    stop: threading.Event | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Class probabilities (K, Y, X) of each slice of a volume, in order, from a 3D network."""
+    yield from iter_slab_probabilities(
+        model,
+        lambda start, stop_: read_slab(image, geometry, model, start, stop_),
+        geometry,
+        settings,
+        stop=stop,
+    )
+
+
+def iter_slab_probabilities(
+    model: TrainedModel,
+    read: Callable[[int, int], np.ndarray],
+    geometry: VolumeGeometry,
+    settings: PredictionSettings,
+    slices: range | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Class probabilities (K, Y, X) of ``slices`` (default: all) in order, ``read(start, stop)``
+    giving the normalised (C, Z, Y, X) slab of those slices, mirrored past the volume's ends."""
+    device = resolve_device(settings.device) if isinstance(settings.device, str) else settings.device
+    model.network.to(device).eval()
+    plan = block_plan(model, geometry, settings)
+    wanted = slices if slices is not None else range(geometry.n_slices)
+    for start in range(wanted.start, wanted.stop, plan.z_keep):
+        if stop is not None and stop.is_set():
+            raise Cancelled("prediction cancelled")
+        slab = read(start - plan.z_halo, start - plan.z_halo + plan.slab)
+        probabilities = predict_slab(model, slab, plan, settings, device)
+        for offset in range(min(plan.z_keep, wanted.stop - start)):
+            yield start + offset, probabilities[:, offset]
+
+
+def mirrored_slab(volume: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Slices ``start:stop`` of a normalised (C, Z, Y, X) volume, mirrored past its ends."""
+    return volume[:, _mirrored(start, stop, volume.shape[1])]
