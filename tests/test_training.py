@@ -150,7 +150,7 @@ def test_best_validation_weights_are_kept(membranes):
     assert len(model.history) == 4
     dices = [h["val_dice"] for h in model.history if h["val_dice"] is not None]
     assert model.history[0]["val_dice"] is not None and model.history[-1]["val_dice"] is not None
-    from napari_pix2pix.training.loop import evaluate
+    from napari_pix2pix.training.evaluation import evaluate
     from napari_pix2pix.training.preparation import prepare_data
 
     data = prepare_data(*membranes, tiny_config(epochs=4), None, np.random.default_rng(0))

@@ -604,3 +604,30 @@ def test_export_to_bioimageio_from_the_train_widget(viewer, stack, qtbot, tmp_pa
     train.export_button.click()
     assert any("exported to" in m for m in messages())
     assert load_model(tmp_path / "em.zip").encoding == train.model.encoding
+
+
+def test_a_stack_with_three_painted_slices_trains_in_3d_and_predicts_a_3d_labels_layer(viewer, qtbot):
+    from test_volumes import blobs
+
+    image, labels = blobs((16, 48, 48))
+    painted = np.zeros_like(labels)
+    painted[[3, 8, 12]] = labels[[3, 8, 12]]
+    viewer.add_image(image, name="stack", scale=(0.5, 0.2, 0.2))
+    viewer.add_labels(painted, name="painted", scale=(0.5, 0.2, 0.2))
+    train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
+    assert train.dims_hint.value == "3D: the stack has 16 slices of 0.5, 2.5× the pixel size; 3 of 16 slices annotated"
+    small_settings(train, epochs=1)
+    train.patch_size.value = 32
+    train.live_preview.value = False
+    train.start()
+    wait_idle(qtbot, train)
+    assert train.model.config.architecture == "unet-3d" and train.model.voxel_size == (0.5, 0.2, 0.2)
+    predict.image_picker.value = viewer.layers["stack"]
+    predict.run()
+    wait_idle(qtbot, predict)
+    result = viewer.layers[-1]
+    assert type(result).__name__ == "Labels" and result.data.shape == (16, 48, 48)
+    np.testing.assert_array_equal(result.scale, (0.5, 0.2, 0.2))
+    viewer.layers["painted"].data[5] = labels[5]  # painting a slice more is counted
+    viewer.layers["painted"].events.paint(value=[])
+    assert train.dims_hint.value.endswith("4 of 16 slices annotated")

@@ -108,6 +108,8 @@ def export(
         from bioimageio.spec import save_bioimageio_package
     except ImportError:
         raise InputError("exporting needs bioimageio.spec: pip install 'napari-pix2pix[bioimageio]'") from None
+    if model.config.dims == 3:
+        raise InputError("exporting 3D models to bioimage.io is not supported yet; 2D models export")
     out = Path(out)
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         # TorchScript weights are what bioimage.io consumers read today; torch's notice that

@@ -175,22 +175,46 @@ class PixelSizesDifferWarning(UserWarning):
     """The training images do not share one pixel size."""
 
 
+class VoxelSizesDifferWarning(PixelSizesDifferWarning):
+    """The training stacks do not share one voxel size."""
+
+
 def common_pixel_size(sizes: Sequence[Sequence[float] | None]) -> tuple[float, float] | None:
     """The (y, x) pixel size a model trained on images of ``sizes`` (None: unknown) stores: the first
     known one, with a ``PixelSizesDifferWarning`` when another known one differs from it by more
     than 2 % (the model cannot know one scale then)."""
     known = [check_pixel_size(size) for size in sizes if size is not None]
+    first = _first_of(known, "pixel sizes", PixelSizesDifferWarning)
+    return None if first is None else (first[0], first[1])
+
+
+def common_voxel_size(sizes: Sequence[Sequence[float] | None]) -> tuple[float, float, float] | None:
+    """``common_pixel_size`` for (z, y, x) voxel sizes: the first known one, with a
+    ``VoxelSizesDifferWarning`` when another known one differs from it by more than 2 % on any axis."""
+    known = [check_voxel_size(size) for size in sizes if size is not None]
+    first = _first_of(known, "voxel sizes", VoxelSizesDifferWarning)
+    return None if first is None else (first[0], first[1], first[2])
+
+
+def sizes_differ(size: Sequence[float], other: Sequence[float], tolerance: float = 0.02) -> bool:
+    """Whether two pixel or voxel sizes differ by more than ``tolerance`` (a fraction) on any axis."""
+    return any(abs(a / b - 1) > tolerance for a, b in zip(size, other))
+
+
+def _first_of(known: Sequence[tuple[float, ...]], what: str, kind: type[UserWarning]) -> tuple[float, ...] | None:
+    """The first of ``known``, warning (``kind``) when another differs from it by more than 2 %."""
     if not known:
         return None
     first = known[0]
-    others = [size for size in known[1:] if any(abs(a / b - 1) > 0.02 for a, b in zip(size, first))]
+    others = [size for size in known[1:] if sizes_differ(size, first)]
     if others:
         shown = ", ".join(" × ".join(f"{v:g}" for v in size) for size in [first, *others])
         warnings.warn(
-            PixelSizesDifferWarning(
-                f"the training images' pixel sizes differ ({shown}); the model stores the first, "
-                f"{first[0]:g} × {first[1]:g}: rescale the images to one pixel size for a model that knows its scale"
+            kind(
+                f"the training images' {what} differ ({shown}); the model stores the first, "
+                f"{' × '.join(f'{v:g}' for v in first)}: rescale the images to one {what[:-1]} for a model that "
+                "knows its scale"
             ),
-            stacklevel=2,
+            stacklevel=3,
         )
     return first

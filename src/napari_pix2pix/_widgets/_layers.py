@@ -101,6 +101,17 @@ def layer_pixel_size(layer: Layer | ChannelGroup) -> tuple[float, float] | None:
     return None if (y, x) == (1.0, 1.0) else (y, x)
 
 
+def layer_voxel_size(layer: Layer | ChannelGroup) -> tuple[float, float, float] | None:
+    """The (z, y, x) voxel size napari shows a stack at (its scale), or None for a 2D layer or
+    napari's default 1 × 1 × 1."""
+    scale = [float(v) for v in layer.scale]
+    spatial = scale[:-1] if getattr(layer, "rgb", False) else scale
+    if len(spatial) < 3 or spatial[-3:] == [1.0, 1.0, 1.0]:
+        return None
+    z, y, x = spatial[-3:]
+    return z, y, x
+
+
 def layer_array(layer: Layer | ChannelGroup) -> np.ndarray:
     """The layer's data at full resolution, without loading a lazy (dask) array."""
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data

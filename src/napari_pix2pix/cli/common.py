@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from ..errors import InputError
 
 if TYPE_CHECKING:
-    from ..training.loop import TrainingEvent
+    from ..training.events import TrainingEvent
 
 T = TypeVar("T")
 
@@ -121,7 +121,7 @@ class Progress:
         self.bar.close()
 
     def training_event(self, event: TrainingEvent) -> None:
-        from ..training.loop import EventKind
+        from ..training.events import EventKind
 
         if self.silent:
             return

@@ -10,7 +10,7 @@ from ..labels.encodings import ANNOTATION_CHOICES, AUTO
 from ..labels.outputs import OUTPUTS
 from ..models.networks import ARCHITECTURES
 from ..prediction.settings import AUTO_SIZE, DEFAULT_TTA
-from ..training.config import DATASET, NORMALISATIONS
+from ..training.config import DATASET, DIMS, MAX_3D_ANISOTROPY, MIN_3D_SLICES, NORMALISATIONS
 
 
 def _object_size(text: str) -> float | str | None:
@@ -114,8 +114,10 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     pixel_size_argument(
         train,
         "physical size of the images' pixels (e.g. in µm), stored in the model so that images with other "
-        "pixels can be rescaled to it (default: the OME-Zarr voxel size, else unknown)",
+        "pixels can be rescaled to it (default: the y, x of --voxel-size, else the files' own: OME-Zarr, "
+        "ImageJ or OME-TIFF metadata; else unknown)",
     )
+    _add_dims_options(train)
     train.add_argument(
         "--normalise",
         choices=list(NORMALISATIONS),
@@ -136,6 +138,30 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_dims_options(train: argparse.ArgumentParser) -> None:
+    train.add_argument(
+        "--dims",
+        choices=DIMS,
+        default=DIMS[0],
+        help="train slice by slice (2d) or on volumes with a 3D U-Net (3d). auto (the default): 3d when every "
+        f"image is a stack of at least {MIN_3D_SLICES} slices whose voxel size is known (--voxel-size, or the "
+        f"files' metadata) and whose slices are at most {MAX_3D_ANISOTROPY:g}× the pixel size apart, so "
+        "neighbouring slices show the same objects; else 2d (single images, short stacks, slices far apart "
+        "as in serial-section EM, or an unknown voxel size). Training starts with a line saying which, and why",
+    )
+    voxel_size_argument(
+        train,
+        "physical (z, y, x) size of the stacks' voxels (e.g. in µm), for --dims auto and the 3D network's "
+        "shape, and stored in a 3D model (default: the files' own: OME-Zarr, ImageJ or OME-TIFF metadata; "
+        "with several stacks, the first's)",
+    )
+
+
+def voxel_size_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--voxel-size Z Y X``, for training and prediction."""
+    parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help=help)
+
+
 def pixel_size_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """``--pixel-size Y X``, for training and prediction."""
     parser.add_argument("--pixel-size", type=float, nargs=2, metavar=("Y", "X"), help=help)
@@ -144,8 +170,13 @@ def pixel_size_argument(parser: argparse.ArgumentParser, help: str) -> None:
 def _add_pixel_size_options(predict: argparse.ArgumentParser) -> None:
     pixel_size_argument(
         predict,
-        "physical size of the image's pixels (default: the OME-Zarr voxel size, else unknown); a warning "
-        "says when it differs from the model's",
+        "physical size of the image's pixels (default: the file's own: OME-Zarr, ImageJ or OME-TIFF "
+        "metadata; else unknown); a warning says when it differs from the model's",
+    )
+    voxel_size_argument(
+        predict,
+        "a stack's (z, y, x) voxel size, for a 3D model (default: the file's own, as for --pixel-size); a "
+        "warning says when it differs from the model's (the volume is predicted as it is)",
     )
     predict.add_argument(
         "--match-pixel-size",

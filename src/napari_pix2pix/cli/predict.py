@@ -31,14 +31,17 @@ def prediction_settings(args: argparse.Namespace, model: TrainedModel) -> Predic
     cleanup = Cleanup(
         separate=args.separate, min_size=args.min_size, max_hole=args.fill_holes, threshold=args.threshold
     )
+    voxel_size = tuple(args.voxel_size) if args.voxel_size else None
+    pixel_size = tuple(args.pixel_size) if args.pixel_size else voxel_size[1:] if voxel_size else None
     return PredictionSettings(
         output=args.output or model.encoding.default_output,
         tta=args.tta,
         object_size=args.object_size,
         cleanup=cleanup,
         link_slices=not args.no_link_slices,
-        pixel_size=tuple(args.pixel_size) if args.pixel_size else None,
+        pixel_size=pixel_size,
         match_pixel_size=args.match_pixel_size,
+        voxel_size=voxel_size,
         tile_size=args.tile_size,
         overlap=args.overlap,
         batch_size=args.batch_size,
@@ -73,15 +76,17 @@ def _predict_on_cluster(model: TrainedModel, settings: PredictionSettings, args:
     from ..io.omezarr import create_zarr, is_zarr
     from ..prediction.pipeline import output_dtype, output_shape
     from ..prediction.reading import volume_geometry
-    from ..scale.cluster import predict_on_cluster
+    from ..scale.cluster import NO_3D_ON_CLUSTER, predict_on_cluster
 
     if args.out is None or len(args.inputs) != 1 or not is_zarr(args.out):
         raise InputError("--workers and --scheduler predict one volume into OME-Zarr: give --out NAME.zarr")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if model.config.dims == 3:
+        raise InputError(NO_3D_ON_CLUSTER)
     check_output(args.out, args.model, args.inputs[0])
     image, scale = read_image(args.inputs[0])
-    settings = _with_file_pixel_size(settings, scale)
+    settings = _with_file_scale(settings, scale)
     geometry = volume_geometry(image.shape, model)
     output = settings.output_for(model)
     dtype, shape = output_dtype(model, output), output_shape(model, output, geometry)
@@ -100,11 +105,16 @@ def _predict_on_cluster(model: TrainedModel, settings: PredictionSettings, args:
     return 0
 
 
-def _with_file_pixel_size(settings: PredictionSettings, scale: Sequence[float] | None) -> PredictionSettings:
-    """``settings`` with the image file's own pixel size when ``--pixel-size`` did not give one."""
-    if settings.pixel_size is not None or not scale:
+def _with_file_scale(settings: PredictionSettings, scale: Sequence[float] | None) -> PredictionSettings:
+    """``settings`` with the image file's own pixel size, and a stack's voxel size, where
+    ``--pixel-size`` and ``--voxel-size`` did not give them."""
+    if not scale:
         return settings
-    return replace(settings, pixel_size=(float(scale[-2]), float(scale[-1])))
+    if settings.pixel_size is None:
+        settings = replace(settings, pixel_size=(float(scale[-2]), float(scale[-1])))
+    if settings.voxel_size is None and len(scale) == 3:
+        settings = replace(settings, voxel_size=(float(scale[0]), float(scale[1]), float(scale[2])))
+    return settings
 
 
 @contextlib.contextmanager
@@ -221,7 +231,7 @@ def _predict_file(
     from ..prediction.sinks import file_sink
 
     image, scale = read_image(source)
-    settings = _with_file_pixel_size(settings, scale)
+    settings = _with_file_scale(settings, scale)
     geometry = volume_geometry(image.shape, model)
     output = settings.output_for(model)
     shape, dtype = output_shape(model, output, geometry), output_dtype(model, output)

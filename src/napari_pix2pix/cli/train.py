@@ -23,7 +23,7 @@ from .common import Progress, check_output, make_folder, signal_handlers, warnin
 if TYPE_CHECKING:
     from ..models.trained import TrainedModel
     from ..training import Trainer, TrainingConfig
-    from ..training.loop import TrainingEvent
+    from ..training.events import TrainingEvent
 
 MODEL_ROOM = 64 * 2**20  # free space asked for before training: far more than a model file takes
 #: The options a resumed model fixes: (option, its attribute of the parsed arguments).
@@ -99,10 +99,56 @@ def _checked_inputs(
         _check_checkpoint(Path(f"{args.out}.partial"))
     images = [read_image(image) for image, _ in pairs]
     arrays = [(np.asarray(image), read_tiff(labels)) for (image, _), (_, labels) in zip(images, pairs)]
-    if config.pixel_size is None:
-        config.pixel_size = next((tuple(scale[-2:]) for _, scale in images if scale), None)
-        config.check()
+    with warnings_as_lines("train", show=main_rank):
+        sizes_from_files(config, [scale for _, scale in images])
+    config.check()
+    _check_dims(args, config, arrays, resume)
     return arrays, config, resume
+
+
+def sizes_from_files(config: TrainingConfig, scales: list[tuple[float, ...] | None]) -> None:
+    """Fill in ``config``'s voxel size (from the stacks' files) and pixel size (the voxel size's y, x,
+    else the images' files) where the command line did not give them; the first file's, with a
+    warning line when the others differ. A given ``--pixel-size`` is the in-plane size of the voxels too."""
+    from ..checks import common_pixel_size, common_voxel_size
+
+    stacks = [scale for scale in scales if scale is not None and len(scale) == 3]
+    if config.voxel_size is None and stacks:
+        z, y, x = common_voxel_size(stacks) or stacks[0]
+        config.voxel_size = (z, *config.pixel_size) if config.pixel_size is not None else (z, y, x)
+    if config.pixel_size is None and config.voxel_size is not None:
+        config.pixel_size = config.voxel_size[1:]
+    elif config.pixel_size is None:
+        config.pixel_size = common_pixel_size([tuple(scale[-2:]) if scale else None for scale in scales])
+
+
+def _check_dims(
+    args: argparse.Namespace,
+    config: TrainingConfig,
+    arrays: list[tuple[np.ndarray, np.ndarray]],
+    resume: TrainedModel | None,
+) -> None:
+    """Refuse a ``--dims`` the images or the model to resume cannot have, before any training (and,
+    under torchrun, before the process group forms)."""
+    import copy
+
+    from ..training.config import choose_dims
+    from ..training.planning import training_dims
+
+    if resume is not None and args.dims != "auto" and args.dims != f"{resume.config.dims}d":
+        raise InputError(
+            f"--dims {args.dims} differs from the model to resume (a {resume.config.dims}D model); leave --dims "
+            "out to continue it, or train a new model without --resume"
+        )
+    try:
+        training_dims(copy.copy(config), arrays, resume)
+    except InputError as error:
+        if args.dims != "auto":
+            raise InputError(f"--dims {args.dims}: {error}") from None
+        if resume is not None:
+            raise
+        _, reason = choose_dims([tuple(np.shape(labels)) for _, labels in arrays], config.voxel_size)
+        raise InputError(f"{error} (--dims auto chose {reason}; give --dims 2d or 3d)") from None
 
 
 def _training_config(args: argparse.Namespace, resume: TrainedModel | None) -> TrainingConfig:
@@ -135,9 +181,16 @@ def _training_config(args: argparse.Namespace, resume: TrainedModel | None) -> T
         seed=args.seed,
         normalisation=args.normalise,
         pixel_size=tuple(args.pixel_size) if args.pixel_size else None,
+        dims=args.dims,
+        voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
         **{name: value for name, value in options.items() if value is not None},
     )
     config.check()
+    if config.pixel_size is not None and config.voxel_size is not None and config.pixel_size != config.voxel_size[1:]:
+        raise InputError(
+            f"--pixel-size {' '.join(f'{v:g}' for v in config.pixel_size)} is not the y, x of --voxel-size "
+            f"{' '.join(f'{v:g}' for v in config.voxel_size)}; give --voxel-size alone for stacks"
+        )
     return config
 
 
@@ -173,7 +226,7 @@ class Checkpoint:
 
     def after(self, event: TrainingEvent, trainer: Trainer) -> None:
         from ..io import save_model
-        from ..training.loop import EventKind
+        from ..training.events import EventKind
 
         if self.seconds <= 0 or event.kind != EventKind.EPOCH or time.monotonic() - self.last < self.seconds:
             return

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +15,18 @@ from .atomic import atomic_write
 
 #: The TIFF Software tag of every file napari-pix2pix writes: a batch replaces only such files.
 SOFTWARE = "napari-pix2pix"
+#: Micrometres per unit of length, as ImageJ and OME-XML name them (sizes are read in µm, the unit of
+#: OME-Zarr's "micrometer" and of most microscopes; a unit not named here gives no size).
+MICROMETRES = {
+    **dict.fromkeys(("µm", "μm", "\\u00b5m", "um", "micron", "microns", "micrometer", "micrometre"), 1.0),
+    **dict.fromkeys(("nm", "nanometer", "nanometre"), 1e-3),
+    **dict.fromkeys(("å", "angstrom", "ångström"), 1e-4),
+    **dict.fromkeys(("mm", "millimeter", "millimetre"), 1e3),
+    **dict.fromkeys(("cm", "centimeter", "centimetre"), 1e4),
+    **dict.fromkeys(("m", "meter", "metre"), 1e6),
+    **dict.fromkeys(("in", "inch"), 25400.0),
+}
+TIFF_CENTIMETER = 3  # the ResolutionUnit of a plain TIFF whose resolution is a physical size
 
 
 def read_tiff(path: str | os.PathLike, lazy: bool = False) -> np.ndarray:
@@ -75,3 +89,88 @@ def written_by_napari_pix2pix(path: str | os.PathLike) -> bool:
             return bool(tif.pages) and tif.pages[0].software == SOFTWARE  # type: ignore[union-attr]
     except Exception:  # not a TIFF, or unreadable: not ours
         return False
+
+
+def tiff_scale(path: str | os.PathLike) -> tuple[float, ...] | None:
+    """The physical size of a TIFF's pixels in µm: (y, x) for an image, (z, y, x) for a z-stack,
+    None when the file does not give it all (or the file cannot be read).
+
+    Read from ImageJ metadata (the X/YResolution tags in the description's ``unit``, the z step
+    ``spacing``, 1 unit when ImageJ left it out as it does for 1), from OME-TIFF's OME-XML
+    (PhysicalSizeX/Y/Z and their units, µm by default), or for a plain image from resolution tags in
+    centimetres. A plain TIFF's resolution in inches (72 dpi, the default of most writers) or with
+    no unit is not a pixel size; neither is an ImageJ file with no unit (calibrated in pixels), a
+    time series or a stack of channels.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            axes = tif.series[0].axes.replace("S", "")  # samples (RGB) are channels, not an axis of space
+            if tif.is_ome:
+                sizes = _ome_sizes(tif.ome_metadata or "")
+            elif tif.is_imagej:
+                sizes = _imagej_sizes(tif.imagej_metadata or {}, tif.pages[0])
+            else:
+                sizes = _plain_sizes(tif.pages[0])
+    except Exception:  # no size from a file tifffile cannot read (read_tiff says why)
+        return None
+    if axes not in ("YX", "ZYX") or not all(_plausible(v) for v in sizes[3 - len(axes) :]):
+        return None
+    return tuple(float(v) for v in sizes[3 - len(axes) :])  # type: ignore[arg-type]
+
+
+def tiff_voxel_size(path: str | os.PathLike) -> tuple[float, float, float] | None:
+    """The (z, y, x) voxel size of a TIFF z-stack in µm (see ``tiff_scale``), None when the file is no
+    z-stack or does not give all three."""
+    scale = tiff_scale(path)
+    return (scale[0], scale[1], scale[2]) if scale is not None and len(scale) == 3 else None
+
+
+def _plausible(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def _micrometres(value: Any, unit: str | None) -> float | None:
+    """``value`` in ``unit`` as µm; None when either is missing or the unit is not one of length."""
+    factor = MICROMETRES.get((unit or "").strip().lower())
+    try:
+        return float(value) * factor if factor is not None and value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _per_pixel(resolution: float) -> float | None:
+    """Units per pixel from a resolution in pixels per unit."""
+    return 1 / resolution if resolution > 0 else None
+
+
+def _imagej_sizes(metadata: dict, page: Any) -> tuple[float | None, ...]:
+    """(z, y, x) in µm from ImageJ's description and resolution tags (None where unknown)."""
+    unit = metadata.get("unit")
+    if unit is None or str(unit).lower() in ("pixel", "pixels", ""):
+        return None, None, None
+    x, y = page.resolution
+    z = metadata.get("spacing", 1.0)
+    return _micrometres(z, unit), _micrometres(_per_pixel(y), unit), _micrometres(_per_pixel(x), unit)
+
+
+def _ome_sizes(xml: str) -> tuple[float | None, ...]:
+    """(z, y, x) in µm from the first image's Pixels element of OME-XML (None where not given)."""
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.fromstring(xml)
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None, None, None
+    return tuple(
+        _micrometres(pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit", "µm")) for axis in "ZYX"
+    )
+
+
+def _plain_sizes(page: Any) -> tuple[float | None, ...]:
+    """(None, y, x) in µm from a plain TIFF's resolution tags, only when they are in centimetres."""
+    if page.resolutionunit != TIFF_CENTIMETER:
+        return None, None, None
+    x, y = page.resolution
+    return None, _micrometres(_per_pixel(y), "cm"), _micrometres(_per_pixel(x), "cm")

@@ -24,7 +24,7 @@ from ..labels.outputs import CLASS_PROBABILITIES, HostConverter, get_output
 from ..labels.postprocess import Cleanup, renumber_instances
 from ..models.trained import TrainedModel
 from .reading import VolumeGeometry, for_this_image, read_slices, volume_geometry
-from .rescale import rescaling, resize, scaled_shape
+from .rescale import rescaling, resize, scaled_shape, warn_voxel_size
 from .settings import PredictionSettings, make_settings
 from .sinks import ArraySink, SliceSink
 from .streaming import stream_with
@@ -139,7 +139,9 @@ def predict_volume_slices(
 ) -> Iterator[SliceResult]:
     """``iter_predict`` for a 3D network: the volume in blocks, each slice's output as it is ready.
     Instances are found in 3D (one seeded watershed over the volume's class probabilities, kept as
-    float16 until every slice is in), so their ids are unique in the volume without linking slices."""
+    float16 until every slice is in), so their ids are unique in the volume without linking slices.
+    A ``VoxelSizeWarning`` says when the image's voxel size (``settings.voxel_size``) is not the model's."""
+    warn_voxel_size(model, settings.voxel_size)
     kind = get_output(settings.output_for(model))
     slices = iter_volume_probabilities(model, image, geometry, settings, stop)
     total = geometry.n_slices
@@ -148,10 +150,10 @@ def predict_volume_slices(
         for done, (index, probabilities) in enumerate(slices, start=1):
             yield SliceResult(index, convert(probabilities), done, total)
         return
-    kept = np.empty((model.encoding.n_classes, total, geometry.height, geometry.width), np.float16)
+    kept = np.empty((total, model.encoding.n_classes, geometry.height, geometry.width), np.float16)
     for index, probabilities in slices:
-        kept[:, index] = probabilities
-    instances = model.encoding.instances(kept.astype(np.float32), settings.cleanup)
+        kept[index] = probabilities
+    instances = convert_probabilities(model, kept, kind.name, settings.cleanup)
     for index in range(total):
         yield SliceResult(index, instances[index].astype(np.uint32), index + 1, total)
 
@@ -334,6 +336,9 @@ def convert_probabilities(
     ``predict`` makes it from the network's: post-processing can be redone without the network."""
     kind = get_output(output)
     stack = probabilities.ndim == 4
+    if stack and kind.objects and model.config.dims == 3:  # found in 3D, as predict_volume_slices does
+        volume = np.moveaxis(np.asarray(probabilities, np.float32), 1, 0)
+        return model.encoding.instances(volume, cleanup).astype(np.uint32)
     planes = probabilities if stack else probabilities[None]
     convert = kind.on_host(model.encoding, cleanup)
     slices = ordered_map(lambda p: convert(np.asarray(p, np.float32)), planes, host_workers())

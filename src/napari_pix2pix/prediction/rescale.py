@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checks import check_pixel_size
+from ..checks import check_pixel_size, check_voxel_size, sizes_differ
 from ..labels.postprocess import Cleanup, typical_object_size
 from ..models.trained import TrainedModel
 from .reading import VolumeGeometry, read_slice
@@ -35,7 +35,27 @@ class PixelSizeWarning(UserWarning):
         )
 
 
-def _size(pixel_size: tuple[float, float]) -> str:
+class VoxelSizeWarning(UserWarning):
+    """A stack's voxels are not the size of the volumes a 3D model was trained on."""
+
+    def __init__(self, model: TrainedModel, voxel_size: tuple[float, float, float]):
+        assert model.voxel_size is not None
+        super().__init__(
+            f"the image's voxels are {_size(voxel_size)} (z × y × x), the model was trained on voxels of "
+            f"{_size(model.voxel_size)}; 3D volumes are not rescaled yet: predicting as it is"
+        )
+
+
+def warn_voxel_size(model: TrainedModel, voxel_size: tuple[float, float, float] | None) -> None:
+    """A ``VoxelSizeWarning`` when both voxel sizes are known and differ by more than 2 % on an axis."""
+    if voxel_size is None or model.voxel_size is None:
+        return
+    voxel_size = check_voxel_size(voxel_size)
+    if sizes_differ(voxel_size, model.voxel_size):
+        warnings.warn(VoxelSizeWarning(model, voxel_size), stacklevel=3)
+
+
+def _size(pixel_size: tuple[float, ...]) -> str:
     return " × ".join(f"{v:g}" for v in pixel_size)
 
 

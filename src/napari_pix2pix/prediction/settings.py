@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..checks import check_pixel_size
+from ..checks import check_pixel_size, check_voxel_size
 from ..devices import DEVICES
 from ..errors import InputError
 from ..labels.outputs import get_output
@@ -50,6 +50,9 @@ class PredictionSettings:
     match_pixel_size : bool
         Rescale an image whose pixels differ from the training images' to the model's pixel size
         (else a ``PixelSizeWarning`` says they differ).
+    voxel_size : (float, float, float), optional
+        A stack's (z, y, x) voxel size, when known: compared with a 3D model's (a ``VoxelSizeWarning``
+        says when they differ; 3D volumes are predicted as they are).
     tile_size, overlap : int, optional
         Tile side and overlap in pixels (default: from the training patch size).
     batch_size : int, optional
@@ -70,6 +73,7 @@ class PredictionSettings:
     link_slices: bool = True
     pixel_size: tuple[float, float] | None = None
     match_pixel_size: bool = False
+    voxel_size: tuple[float, float, float] | None = None
     tile_size: int | None = None
     overlap: int | None = None
     batch_size: int | None = None
@@ -86,6 +90,8 @@ class PredictionSettings:
             object.__setattr__(self, "object_size", float(self.object_size))
         if self.pixel_size is not None:
             object.__setattr__(self, "pixel_size", check_pixel_size(self.pixel_size))
+        if self.voxel_size is not None:
+            object.__setattr__(self, "voxel_size", check_voxel_size(self.voxel_size))
         for name, minimum in (("tile_size", 1), ("overlap", 0), ("batch_size", 1)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):

@@ -34,6 +34,10 @@ from ..labels.postprocess import renumber_instances
 from ..models.normalisation import Normalisation
 from ..prediction.settings import PredictionSettings
 
+NO_3D_ON_CLUSTER = (
+    "--workers and --scheduler predict with 2D models for now; predict a 3D model's volume without them "
+    "(it is read and written slab by slab in one process)"
+)
 SLABS_PER_WORKER = 4  # enough tasks to balance the load, few enough that each has work
 WORKER_WAIT_S = 30.0  # how long a scheduler given by address may take to have a worker
 STOP_WAIT_S = 120.0  # after a failure, at most this long for the tasks to stop writing
@@ -223,6 +227,8 @@ def _plan(client: Any, model_path: str, source: str, settings: PredictionSetting
     from ..prediction.rescale import rescaling
 
     model = load_model(model_path)
+    if model.config.dims == 3:
+        raise InputError(NO_3D_ON_CLUSTER)
     image, _ = read_image(source)
     geometry = volume_geometry(image.shape, model)
     if not geometry.is_stack:

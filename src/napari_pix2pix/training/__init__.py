@@ -2,6 +2,7 @@
 the boundary weight map, the step objects and the loop (``train``, ``fit``, ``Trainer``)."""
 
 from .config import NORMALISATIONS, TrainingConfig
-from .loop import EventKind, Trainer, TrainingEvent, fit, train
+from .events import EventKind, TrainingEvent
+from .loop import Trainer, fit, train
 
 __all__ = ["NORMALISATIONS", "EventKind", "Trainer", "TrainingConfig", "TrainingEvent", "fit", "train"]

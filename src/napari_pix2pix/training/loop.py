@@ -18,8 +18,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, cast
 
 import numpy as np
@@ -28,66 +26,26 @@ from torch import nn
 
 from ..devices import check_batch_memory, describe, memory_format, resolve_device
 from ..errors import InputError
-from ..labels.encodings import IGNORE
 from ..labels.outputs import get_output
 from ..models.networks import (
     ModelConfig,
     SizeContract,
     build_model,
-    get_architecture,
 )
 from ..models.trained import TrainedModel
 from ..models.unet3d import UNet3D, plan_z_skip
 from ..prediction.pipeline import iter_probabilities
 from ..prediction.settings import PredictionSettings
-from ..prediction.streaming import stream_slices
 from ..scale.distributed import Group, agree, join, wrapper
 from .augment import augment_batch
-from .config import TrainingConfig, choose_dims
-from .data import PatchSampler, SliceSet, VolumeSet
+from .config import TrainingConfig
+from .data import PatchSampler, VolumeSet
+from .evaluation import evaluate
+from .events import EventKind, TrainingEvent, loss_fields
+from .planning import training_dims, training_patch_size, volume_patch
 from .preparation import as_pairs, prepare_data
 from .steps import BestWeights, LearningRateSchedule, Pix2PixStep, Precision, SegmentationStep
 from .volumes import VolumePatchSampler, augment_volumes, evaluate_volumes, prepare_volumes
-
-
-class EventKind(StrEnum):
-    """What a ``TrainingEvent`` reports."""
-
-    START = "start"
-    STEP = "step"
-    EPOCH = "epoch"
-    PREVIEW = "preview"
-    FINISHED = "finished"
-
-
-@dataclass
-class TrainingEvent:
-    """A progress report from ``train``; fields that do not apply are None."""
-
-    kind: EventKind
-    step: int = 0
-    total_steps: int | None = None  # None: until the time budget
-    epoch: int = 0
-    epochs: int | None = None
-    progress: float = 0.0  # fraction of the run done, by time or by steps, whichever is further
-    elapsed: float = 0.0
-    remaining: float | None = None
-    loss: float | None = None
-    generator_loss: float | None = None
-    discriminator_loss: float | None = None
-    val_loss: float | None = None
-    val_dice: float | None = None
-    device: str = ""
-    message: str = ""
-    preview: np.ndarray | None = field(default=None, repr=False)
-
-
-_EVENT_NAMES = {"loss": "loss", "g_loss": "generator_loss", "d_loss": "discriminator_loss"}
-
-
-def _loss_fields(losses: dict) -> dict:
-    return {_EVENT_NAMES[k]: v for k, v in losses.items() if k in _EVENT_NAMES}
-
 
 # ----------------------------------------------------------------------------- the loop
 
@@ -237,7 +195,7 @@ class Trainer:
                     self.failure = f"training stopped at step {step}: the loss became {losses['loss']} (not a number)"
                     break
                 epoch_losses.append(losses)
-                yield self._event(EventKind.STEP, step=step, epoch=self.epochs_done + 1, **_loss_fields(losses))
+                yield self._event(EventKind.STEP, step=step, epoch=self.epochs_done + 1, **loss_fields(losses))
             if self.failure and self.group is None:
                 break  # (in a group, every rank stops together at the next agreement)
             if self._preview_due():
@@ -255,7 +213,7 @@ class Trainer:
         for step, raw in pending:  # the limit came while a step's loss was unread
             losses = {k: float(v) for k, v in raw.items()}
             epoch_losses.append(losses)
-            yield self._event(EventKind.STEP, step=step, epoch=self.epochs_done + 1, **_loss_fields(losses))
+            yield self._event(EventKind.STEP, step=step, epoch=self.epochs_done + 1, **loss_fields(losses))
         if epoch_losses:
             yield self._end_epoch(epoch_losses, final=True)
         yield self._finish(message)
@@ -349,7 +307,7 @@ class Trainer:
         )
         self.model.history.append(record)
         return self._event(
-            EventKind.EPOCH, epoch=self.epochs_done, val_loss=val_loss, val_dice=val_dice, **_loss_fields(record)
+            EventKind.EPOCH, epoch=self.epochs_done, val_loss=val_loss, val_dice=val_dice, **loss_fields(record)
         )
 
     def _validation_due(self) -> bool:
@@ -516,78 +474,3 @@ def fit(
             return done.value
         if callback is not None:
             callback(event)
-
-
-def training_patch_size(sizes: SizeContract, requested: int, slice_shape: tuple[int, ...], name: str) -> int:
-    """The training patch for network ``name``: the requested size, shrunk for small images
-    (same-size networks only)."""
-    if not sizes.padded:
-        minimum = sizes.min_input_size()
-        if requested < minimum:
-            raise InputError(f"patch size {requested} is too small for the {name} network; use at least {minimum}")
-        return requested
-    multiple = sizes.size_multiple
-    if requested % multiple:
-        raise InputError(f"patch size must be a multiple of {multiple} for this {name} network, got {requested}")
-    fits = -(-max(slice_shape) // multiple) * multiple
-    return min(requested, fits)
-
-
-def evaluate(
-    model: TrainedModel, validation: SliceSet, device: torch.device | str
-) -> tuple[float | None, float | None]:
-    """Validation loss (cross-entropy) and Dice of the objects (every class but the encoding's
-    background), on whole held-out slices (already normalised); (None, None) when nothing in them is
-    annotated."""
-    planes = ((i, np.ascontiguousarray(image)) for i, image in enumerate(validation.images))
-    height, width = validation.images.shape[2:]
-    background = model.encoding.background
-    losses, intersection, total = [], 0.0, 0.0
-    for index, probabilities in stream_slices(model, planes, height, width, batch_size=4, device=device):
-        target = validation.targets[index]
-        annotated = target != IGNORE
-        if not annotated.any():
-            continue
-        picked = np.take_along_axis(probabilities, np.clip(target, 0, None)[None], axis=0)[0]
-        losses.append(float(-np.log(np.clip(picked[annotated], 1e-7, 1)).mean()))
-        # Objects: every class but the background (instances: interior and boundary together), the
-        # same meaning as the probability output's (for EM labels the background is the membrane).
-        predicted = probabilities.argmax(axis=0)[annotated] != background
-        truth = target[annotated] != background
-        intersection += float((predicted & truth).sum())
-        total += float(predicted.sum() + truth.sum())
-    if not losses:
-        return None, None
-    return float(np.mean(losses)), (2 * intersection / total if total else 1.0)
-
-
-def training_dims(config: TrainingConfig, pairs: list[Any], resume: TrainedModel | None) -> tuple[int, str]:
-    """2 or 3 for a run, and why: a resumed model's own, ``config.dims`` when chosen, else
-    ``choose_dims``. A 3D run trains the 3D U-Net (``config.model`` is set to it)."""
-    shapes = [tuple(np.shape(labels)) for _, labels in pairs]
-    if resume is not None:
-        dims, reason = resume.config.dims, f"{resume.config.dims}D: the model to continue is"
-    elif config.dims == "2d":
-        dims, reason = 2, "2D: chosen"
-    elif config.dims == "3d":
-        dims, reason = 3, "3D: chosen"
-    else:
-        dims, reason = choose_dims(shapes, config.voxel_size)
-    if dims == 3 and any(len(s) != 3 for s in shapes):
-        raise InputError("3D training needs stacks (Z, Y, X) with their labels; train this image in 2D")
-    if dims == 3 and config.model not in ("unet", "unet-3d"):
-        raise InputError(f"{config.model} trains slice by slice; for volumes use the U-Net, or train in 2D")
-    config.model = "unet-3d" if dims == 3 else config.model
-    if dims == 2 and get_architecture(config.model).dims == 3:
-        raise InputError("the 3D U-Net trains on volumes; choose 3D, or another network for 2D")
-    return dims, reason
-
-
-def volume_patch(network: UNet3D, config: TrainingConfig, data: VolumeSet) -> tuple[int, int, int]:
-    """The (z, y, x) training patch: the network's multiples, no larger than the volumes need."""
-    depth = max(v.targets.shape[0] for v in data.volumes)
-    side = max(max(v.targets.shape[1:]) for v in data.volumes)
-    round_up = lambda value, multiple: -(-value // multiple) * multiple  # noqa: E731
-    z = round_up(min(config.architecture.z_patch_size, depth), network.z_multiple)
-    yx = round_up(min(config.patch, side), network.size_multiple)
-    return z, yx, yx

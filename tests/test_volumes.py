@@ -1,0 +1,138 @@
+"""The 3D engine: the 3D U-Net and its planning from the voxel size, training on partly annotated
+stacks, blockwise prediction, 3D instances, and 3D model files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pix2pix import TrainingConfig, fit, load_model, predict, save_model
+from napari_pix2pix.errors import InputError
+from napari_pix2pix.labels.encodings import IGNORE, InstanceEncoding, make_encoding
+from napari_pix2pix.models import ModelConfig, Normalisation, TrainedModel, UNet3D, build_model, plan_z_skip
+from napari_pix2pix.prediction import PredictionSettings, volume_geometry
+from napari_pix2pix.prediction.volume import iter_volume_probabilities
+from napari_pix2pix.training.config import choose_dims
+from napari_pix2pix.training.volumes import encode_volume
+
+
+def blobs(shape: tuple[int, int, int] = (16, 48, 48), count: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Bright ellipsoids (3 slices deep, 10 pixels wide) on noise, and their instance labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.uint16)
+    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    for i in range(count):
+        z, y, x = rng.integers(3, shape[0] - 3), rng.integers(6, shape[1] - 6), rng.integers(6, shape[2] - 6)
+        inside = ((zz - z) / 3.0) ** 2 + ((yy - y) / 5.0) ** 2 + ((xx - x) / 5.0) ** 2 <= 1
+        labels[inside & (labels == 0)] = i + 1
+    image = (labels > 0) * 0.8 + 0.2 * rng.random(shape)
+    return image.astype(np.float32), labels
+
+
+def test_pooling_is_planned_from_the_voxel_size():
+    assert plan_z_skip((0.284, 0.128, 0.128), 4) == 1  # confocal ovule: one in-plane level, then 3D
+    assert plan_z_skip((50.0, 4.0, 4.0), 4) == 3  # serial-section EM: z pooled only at the deepest level
+    assert plan_z_skip((1.0, 1.0, 1.0), 4) == 0 and plan_z_skip(None, 4) == 0
+    network = UNet3D(1, 3, width=4, depth=3, z_skip=1)
+    assert network.z_multiple == 4 and network.size_multiple == 8
+    assert network.encoder[0][0].kernel_size == (1, 3, 3) and network.encoder[1][0].kernel_size == (3, 3, 3)
+    out = network.eval()(torch.zeros(1, 1, 8, 24, 32))
+    assert out.shape == (1, 3, 8, 24, 32)
+
+
+def test_dims_follow_the_data():
+    assert choose_dims([(100, 100, 100)], (0.284, 0.128, 0.128))[0] == 3
+    assert choose_dims([(30, 512, 512)], (50.0, 4.0, 4.0))[0] == 2  # slices far apart: 2D
+    assert choose_dims([(100, 100, 100)], None)[0] == 2  # nothing to judge by
+    assert choose_dims([(4, 64, 64)], (1.0, 1.0, 1.0))[0] == 2  # too few slices
+    assert "2.2× the pixel size" in choose_dims([(100, 100, 100)], (0.284, 0.128, 0.128))[1]
+    from napari_pix2pix.training.planning import training_dims
+
+    stack = [(np.zeros((16, 48, 48)), np.zeros((16, 48, 48)))]
+    dims, reason = training_dims(TrainingConfig(model="seed-unet", voxel_size=(0.5, 0.2, 0.2)), stack, None)
+    assert (dims, reason) == (2, "2D: seed-unet trains slice by slice")  # auto never refuses a 2D network
+    assert training_dims(TrainingConfig(model="unet-3d"), stack, None) == (3, "3D: the 3D U-Net was chosen")
+
+
+def random_3d_model(depth: int = 2, z_skip: int = 1) -> TrainedModel:
+    torch.manual_seed(0)
+    config = ModelConfig("unet-3d", 1, 2, 4, depth, z_skip=z_skip)
+    network = build_model(config).eval()
+    with torch.no_grad():  # batch norms that are not the identity, as after training
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return TrainedModel(config, network, make_encoding(np.array([0, 1])), Normalisation((0.0,), (1.0,)), 32)
+
+
+def test_blocks_with_a_halo_equal_a_whole_volume_pass():
+    model = random_3d_model()
+    volume = np.random.default_rng(0).random((20, 70, 90)).astype(np.float32)
+    settings = PredictionSettings(device="cpu", tile_size=32, overlap=32)
+    geometry = volume_geometry(volume.shape, model)
+    blocks = np.stack([p for _, p in iter_volume_probabilities(model, volume, geometry, settings)], axis=1)
+    padded = np.pad(volume, ((8, 8), (16, 18), (16, 18)), mode="reflect")  # mirrored context, sides of 4k
+    with torch.no_grad():
+        whole = torch.softmax(model.network(torch.from_numpy(padded)[None, None]), 1)[0].numpy()
+    np.testing.assert_allclose(blocks, whole[:, 8:28, 16:86, 16:106], atol=1e-5)
+
+
+def test_slices_not_annotated_are_ignored_and_instances_are_encoded_in_3d():
+    labels = np.zeros((6, 8, 8), np.uint16)
+    labels[1:3, 2:6, 2:6] = 1  # one object on slices 1 and 2…
+    labels[3:5, 2:6, 2:6] = 2  # …touching another along z on slices 3 and 4; slices 0 and 5 not annotated
+    targets = encode_volume(InstanceEncoding(), labels)
+    assert (targets[[0, 5]] == IGNORE).all() and (targets[1:5] != IGNORE).all()
+    assert (targets[2, 3:5, 3:5] == 2).all() and (targets[3, 3:5, 3:5] == 2).all()  # kept apart along z
+    dense = encode_volume(make_encoding(np.array([0, 1])), (labels > 0).astype(np.uint8))
+    assert (dense[[0, 5]] == IGNORE).all()
+
+
+def test_a_stack_with_three_annotated_slices_trains_a_3d_model_that_segments_the_volume(tmp_path):
+    image, labels = blobs()
+    sparse = np.zeros_like(labels)
+    sparse[[3, 8, 12]] = labels[[3, 8, 12]]  # 3 of 16 slices painted
+    config = TrainingConfig(
+        dims="3d", width=8, depth=2, epochs=12, steps_per_epoch=5, max_minutes=None, batch_size=2,
+        patch_size=32, device="cpu", learning_rate=3e-3, val_fraction=0, voxel_size=(0.5, 0.2, 0.2),
+    )  # fmt: skip
+    model = fit(image, sparse, config)
+    assert model.config.architecture == "unet-3d" and model.config.z_skip == 1
+    found, truth = predict(model, image, "labels", device="cpu") > 0, labels > 0
+    assert 2 * (found & truth).sum() / (found.sum() + truth.sum()) > 0.7  # slices never painted included
+    instances = predict(model, image, "instances", device="cpu")
+    assert instances.dtype == np.uint32 and 5 <= len(np.unique(instances)) - 1 <= 15
+    save_model(model, tmp_path / "m3d.pt")
+    loaded = load_model(tmp_path / "m3d.pt")
+    assert loaded.config == model.config and loaded.voxel_size == (0.5, 0.2, 0.2)
+    np.testing.assert_array_equal(predict(loaded, image, "instances", device="cpu"), instances)
+
+
+def test_3d_training_refuses_what_it_cannot_do():
+    image, labels = blobs((8, 32, 32))
+    with pytest.raises(InputError, match="needs stacks"):
+        fit(image[0], labels[0], TrainingConfig(dims="3d", epochs=1, max_minutes=None))
+    with pytest.raises(InputError, match="trains slice by slice"):
+        fit(image, labels, TrainingConfig(dims="3d", model="pix2pix", epochs=1, max_minutes=None))
+    with pytest.raises(InputError, match="dims must be one of"):
+        fit(image, labels, TrainingConfig(dims="4d", epochs=1, max_minutes=None))
+
+
+def test_what_3d_models_cannot_do_yet_is_one_line(tmp_path, capsys):
+    pytest.importorskip("bioimageio.spec")
+    import tifffile
+
+    from napari_pix2pix.bioimageio import export
+    from napari_pix2pix.cli import main
+
+    model = random_3d_model()
+    save_model(model, tmp_path / "m3d.pt")
+    with pytest.raises(InputError, match="exporting 3D models to bioimage.io is not supported yet"):
+        export(model, tmp_path / "m.zip", np.zeros((8, 32, 32), np.float32))
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((8, 32, 32), np.float32))
+    command = ["predict", str(tmp_path / "m3d.pt"), str(tmp_path / "v.tif"), "--out", str(tmp_path / "o.zarr")]
+    assert main([*command, "--workers", "2"]) == 2
+    assert "predict with 2D models for now" in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()
