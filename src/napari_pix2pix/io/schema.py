@@ -112,6 +112,17 @@ def check_normalisation(normalisation: object, in_channels: int) -> None:
             )
 
 
+def _physical_size(where: str, value: object, axes: str) -> None:
+    """A pixel or voxel size: absent, or one positive finite number per axis of ``axes``."""
+    if value is None:
+        return
+    count = len(axes.split(", "))
+    if not isinstance(value, list) or len(value) != count:
+        raise SchemaError(f"{where} must be {('two', 'three')[count - 2]} numbers ({axes}) or empty")
+    if not all(_number(where, v) > 0 for v in value):
+        raise SchemaError(f"{where} must be positive, found {value}")
+
+
 def check_payload(payload: dict, version: int) -> None:
     """Raise ``SchemaError`` naming the first field of ``payload`` that is missing or out of range."""
     check_config(payload.get("config"))
@@ -122,18 +133,8 @@ def check_payload(payload: dict, version: int) -> None:
     object_size = payload.get("object_size")
     if object_size is not None and not 0 < _number("object_size", object_size) <= MAX_OBJECT_SIZE:
         raise SchemaError(f"object_size must be a positive number of pixels, found {object_size}")
-    pixel_size = payload.get("pixel_size")
-    if pixel_size is not None:
-        if not isinstance(pixel_size, list) or len(pixel_size) != 2:
-            raise SchemaError("pixel_size must be two numbers (y, x) or empty")
-        if not all(_number("pixel_size", v) > 0 for v in pixel_size):
-            raise SchemaError(f"pixel_size must be positive, found {pixel_size}")
-    voxel_size = payload.get("voxel_size")
-    if voxel_size is not None:
-        if not isinstance(voxel_size, list) or len(voxel_size) != 3:
-            raise SchemaError("voxel_size must be three numbers (z, y, x) or empty")
-        if not all(_number("voxel_size", v) > 0 for v in voxel_size):
-            raise SchemaError(f"voxel_size must be positive, found {voxel_size}")
+    _physical_size("pixel_size", payload.get("pixel_size"), "y, x")
+    _physical_size("voxel_size", payload.get("voxel_size"), "z, y, x")
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise SchemaError("history must be a list of tables")

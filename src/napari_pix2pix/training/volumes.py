@@ -26,6 +26,7 @@ from ..prediction.settings import PredictionSettings
 from ..prediction.volume import iter_slab_probabilities, mirrored_slab
 from .config import PER_IMAGE, TrainingConfig
 from .data import Volume, VolumeSet, annotated_slices
+from .evaluation import ValidationScore
 from .preparation import PreparedData, as_pairs, checked_pair, encoding_for, pooled_normalisation
 
 MAX_CENTRES = 200_000  # annotated voxels kept per volume to centre patches on (a random subset)
@@ -181,7 +182,7 @@ def evaluate_volumes(
     """Validation loss (cross-entropy) and Dice of the objects (every class but the background) on
     the held-out slices, predicted by the network in 3D with the volume around them as context."""
     settings = PredictionSettings(device=str(device), batch_size=2)
-    background, losses, intersection, total = model.encoding.background, [], 0.0, 0.0
+    score = ValidationScore(model.encoding.background)
     for volume in validation.volumes:
         slices = np.flatnonzero((volume.targets != IGNORE).any(axis=(1, 2)))
         if not len(slices):
@@ -192,16 +193,5 @@ def evaluate_volumes(
             model, partial(mirrored_slab, volume.image), geometry, settings, range(int(slices[0]), int(slices[-1]) + 1)
         )
         for z, probabilities in predicted:
-            target = volume.targets[z]
-            annotated = target != IGNORE
-            if not annotated.any():
-                continue
-            picked = np.take_along_axis(probabilities, np.clip(target, 0, None)[None], axis=0)[0]
-            losses.append(float(-np.log(np.clip(picked[annotated], 1e-7, 1)).mean()))
-            found = probabilities.argmax(axis=0)[annotated] != background
-            truth = target[annotated] != background
-            intersection += float((found & truth).sum())
-            total += float(found.sum() + truth.sum())
-    if not losses:
-        return None, None
-    return float(np.mean(losses)), (2 * intersection / total if total else 1.0)
+            score.add(probabilities, volume.targets[z])
+    return score.result()
