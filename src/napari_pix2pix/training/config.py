@@ -38,6 +38,8 @@ def choose_dims(shapes: list[tuple[int, ...]], voxel_size: tuple[float, float, f
     far apart as in serial-section EM, or no voxel size to judge by).
     """
     depth = min((s[0] if len(s) == 3 else 1) for s in shapes)
+    if all(len(s) == 2 for s in shapes):
+        return 2, "2D: single images"
     if depth < MIN_3D_SLICES:
         return 2, f"2D: the images have {depth} slice(s), fewer than {MIN_3D_SLICES}"
     if voxel_size is None:
