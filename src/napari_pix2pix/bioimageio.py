@@ -31,6 +31,7 @@ from .errors import InputError
 from .io.atomic import atomic_write
 from .models.networks import build_model
 from .models.trained import TrainedModel
+from .prediction.tiling import round_up
 
 TEST_TILE = 256
 
@@ -48,7 +49,7 @@ class InputSizes:
             # Valid convolutions and 2×2 poolings: sides that stay even down to the bottleneck all
             # lose the same number of pixels.
             self.step = 2**model.config.depth
-            self.minimum = -(-sizes.min_input_size() // self.step) * self.step
+            self.minimum = round_up(sizes.min_input_size(), self.step)
         family = [self.minimum + k * self.step for k in range(4)]
         shrinks = {n - sizes.output_size(n) for n in family}
         margins = {sizes.output_offset(n) for n in family}

@@ -24,10 +24,11 @@ from ..models.trained import TrainedModel
 from ..prediction.pipeline import (
     SliceResult,
     convert_probabilities,
-    iter_predict_into,
+    iter_predict,
     output_dtype,
     output_shape,
     predict_keeping_probabilities,
+    write_slices,
 )
 from ..prediction.reading import volume_geometry
 from ..prediction.settings import AUTO_SIZE, DEFAULT_TTA, PredictionSettings
@@ -50,17 +51,17 @@ def predict_volume(
     """Worker body: yields each finished slice (for the progress bar) and returns (the result, the
     class probabilities it was made from when ``keep``, else None). With ``store`` (a path ending in
     .zarr, for a lazily loaded image) the result is written there and returned as a lazy Zarr array."""
-    if store is not None:
-        geometry = volume_geometry(image.shape, model)
-        output = settings.output_for(model)
-        sink = ZarrSink(store, output_shape(model, output, geometry), output_dtype(model, output), geometry.is_stack)
-        return (yield from iter_predict_into(model, image, sink, settings, stop)), None
     if keep:
         return (yield from predict_keeping_probabilities(model, image, settings, stop))
     geometry = volume_geometry(image.shape, model)
     output = settings.output_for(model)
-    in_memory = ArraySink(output_shape(model, output, geometry), output_dtype(model, output), geometry.is_stack)
-    return (yield from iter_predict_into(model, image, in_memory, settings, stop)), None
+    shape, dtype = output_shape(model, output, geometry), output_dtype(model, output)
+    sink = (
+        ArraySink(shape, dtype, geometry.is_stack)
+        if store is None
+        else ZarrSink(store, shape, dtype, geometry.is_stack)
+    )
+    return (yield from write_slices(iter_predict(model, image, settings=settings, stop=stop), sink)), None
 
 
 def _result_store(name: str, output: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Generator
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 from magicgui.widgets.bases import CategoricalWidget
 from napari.layers import Image, Labels
 from napari.qt.threading import GeneratorWorker, create_worker
@@ -26,11 +26,12 @@ from ..io import save_model
 from ..labels.encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
 from ..models.networks import ARCHITECTURES, get_architecture
 from ..models.trained import TrainedModel
-from ..training.config import NORMALISATIONS, TrainingConfig, choose_dims
+from ..training.config import NORMALISATIONS, TrainingConfig
 from ..training.events import EventKind, TrainingEvent
 from ..training.loop import Trainer
 from ._autosave import autosave
 from ._devices import DEVICE_CHOICES
+from ._dims import DimsHint
 from ._layers import keep_pickers_in_sync, layer_array, layer_picker, layer_pixel_size, layer_voxel_size
 from ._layout import scrolling_layout
 from ._models import load_model_dialog, model_store
@@ -66,9 +67,6 @@ def _prepare_torch() -> None:
     import torch
 
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-
-
-HINT_MAX_VOXELS = 2 * 10**8  # annotated slices are counted (as the user paints) up to this size
 
 
 class TrainWidget(QWidget):
@@ -166,13 +164,12 @@ class TrainWidget(QWidget):
             "Train on slices (2D) or on the stack as a volume (3D U-Net). Automatic: 3D for a stack of 8 or more "
             "slices whose voxel size (the layer's scale) puts its slices at most 4× the pixel size apart"
         )
-        self.dims_hint = Label(value="")
-        self._watched_labels: Labels | None = None
         self.live_preview = CheckBox(text="Live preview on the current slice", value=True)
         self.live_preview.tooltip = (
             "While training, show below the network's labels for the slice the viewer shows (in this panel, "
             "so napari's canvas is not redrawn)"
         )
+        self.dims_hint = DimsHint(self.dims_choice, self.image_picker, self.labels_picker)
         self.controls = Container(
             widgets=[
                 self.image_picker,
@@ -189,9 +186,6 @@ class TrainWidget(QWidget):
         )
         self._make_advanced_settings(defaults)
         self.model_choice.changed.connect(self._model_defaults)
-        for widget in (self.dims_choice, self.image_picker, self.labels_picker):
-            widget.changed.connect(self._show_dims)
-        self._show_dims()
         self.start_from.changed.connect(self._start_from_changed)
         # The store outlives this widget: disconnect when Qt deletes it.
         model_store.changed.connect(self.reset_choices)
@@ -251,7 +245,7 @@ class TrainWidget(QWidget):
 
     def reset_choices(self, event: napari.utils.events.Event | None = None) -> None:
         self.controls.reset_choices()
-        self._show_dims()
+        self.dims_hint.update()
 
     @property
     def running(self) -> bool:
@@ -289,30 +283,6 @@ class TrainWidget(QWidget):
             depth=self.network_depth.value,
             dims=self.dims_choice.value,
         )
-
-    def _show_dims(self, *_: object) -> None:
-        """Say in words what the Network choice means for the chosen layers, and how many slices are
-        annotated."""
-        image, labels = self.image_picker.value, self.labels_picker.value
-        if labels is not self._watched_labels:  # recount as the user paints
-            if self._watched_labels is not None:
-                self._watched_labels.events.paint.disconnect(self._show_dims)
-            if labels is not None:
-                labels.events.paint.connect(self._show_dims)
-            self._watched_labels = labels
-        if image is None or labels is None or labels.ndim != 3 or not isinstance(labels.data, np.ndarray):
-            self.dims_hint.value = ""
-            return
-        if labels.data.size > HINT_MAX_VOXELS:  # counting would stall the viewer
-            self.dims_hint.value = ""
-            return
-        annotated = int(labels.data.reshape(labels.data.shape[0], -1).any(axis=1).sum())
-        slices = f"{annotated} of {labels.data.shape[0]} slices annotated"
-        if self.dims_choice.value != "auto":
-            self.dims_hint.value = slices
-            return
-        reason = choose_dims([labels.data.shape], layer_voxel_size(image))[1]
-        self.dims_hint.value = f"{reason}; {slices}"
 
     def start(self) -> None:
         """Start training in a worker thread; problems are reported as notifications."""

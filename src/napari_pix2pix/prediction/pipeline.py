@@ -220,17 +220,11 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) ->
                 future.cancel()
 
 
-def iter_predict_into(
-    model: TrainedModel,
-    image: Any,
-    sink: SliceSink,
-    settings: PredictionSettings,
-    stop: threading.Event | None = None,
-) -> Generator[SliceResult, None, Any]:
-    """``iter_predict`` with each slice also put into ``sink``: yields every slice (for progress)
-    and returns what the sink wrote. Nothing appears if it fails or is cancelled."""
+def write_slices(results: Iterable[SliceResult], sink: SliceSink) -> Generator[SliceResult, None, Any]:
+    """Put every slice of ``results`` into ``sink``, yielding each (for progress), and return what the
+    sink wrote. Nothing appears if it fails or is cancelled."""
     with sink:
-        for result in iter_predict(model, image, settings=settings, stop=stop):
+        for result in results:
             sink.put(result.index, result.data)
             yield result
     return sink.result()
@@ -239,13 +233,13 @@ def iter_predict_into(
 def write_prediction(
     results: Iterable[SliceResult], sink: SliceSink, on_slice: Callable[[SliceResult], object] = lambda r: None
 ) -> Any:
-    """Put every slice of ``results`` into ``sink`` (calling ``on_slice`` after each) and return
-    what the sink wrote."""
-    with sink:
-        for result in results:
-            sink.put(result.index, result.data)
-            on_slice(result)
-    return sink.result()
+    """``write_slices`` to the end, calling ``on_slice`` after each slice; returns what the sink wrote."""
+    slices = write_slices(results, sink)
+    while True:
+        try:
+            on_slice(next(slices))
+        except StopIteration as done:
+            return done.value
 
 
 def predict_keeping_probabilities(
@@ -258,7 +252,7 @@ def predict_keeping_probabilities(
     shape = output_shape(model, CLASS_PROBABILITIES, geometry)
     kept = replace(settings, output=CLASS_PROBABILITIES, cleanup=None)
     sink = ArraySink(shape, np.float16, geometry.is_stack)
-    probabilities = yield from iter_predict_into(model, image, sink, kept, stop)
+    probabilities = yield from write_slices(iter_predict(model, image, settings=kept, stop=stop), sink)
     output = convert_probabilities(
         model, probabilities, settings.output_for(model), settings.cleanup, settings.link_slices
     )

@@ -15,7 +15,7 @@ from ..devices import autocast, check_batch_memory, memory_format, resolve_devic
 from ..errors import Cancelled
 from ..models.trained import TrainedModel
 from .settings import PredictionSettings
-from .tiling import TileLayout, tile_layout
+from .tiling import TileLayout, mirrored_indices, tile_layout
 
 # ----------------------------------------------------------------------------- the tile plan
 
@@ -67,13 +67,7 @@ def mirrored_window(start: int, length: int, size: int, device: torch.device) ->
     the pixels it needs and the indices to take within that slice."""
     if start >= 0 and start + length <= size:
         return slice(start, start + length), None
-    positions = np.arange(start, start + length)
-    if size == 1:
-        positions = np.zeros_like(positions)
-    else:
-        period = 2 * (size - 1)
-        positions = np.abs(positions) % period
-        positions = np.where(positions >= size, period - positions, positions)
+    positions = mirrored_indices(start, start + length, size)
     low, high = int(positions.min()), int(positions.max()) + 1
     return slice(low, high), torch.from_numpy(positions - low).to(device)
 

@@ -17,6 +17,22 @@ from ..models.networks import UNet
 from ..models.trained import TrainedModel
 
 
+def round_up(value: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` not below ``value``."""
+    return -(-value // multiple) * multiple
+
+
+def mirrored_indices(start: int, stop: int, size: int) -> np.ndarray:
+    """Positions ``start`` … ``stop - 1`` of an axis of ``size``, mirrored at its ends like
+    ``numpy.pad(mode="reflect")`` (…2 1 0 1 2…); all 0 for an axis of one."""
+    positions = np.arange(start, stop)
+    if size == 1:
+        return np.zeros_like(positions)
+    period = 2 * (size - 1)
+    positions = np.abs(positions) % period
+    return np.where(positions >= size, period - positions, positions)
+
+
 @dataclass(frozen=True)
 class TileLayout:
     """Where the tiles of one slice go, for a network mapping an input tile to an output tile.
@@ -125,10 +141,10 @@ def _cheapest_seed_tile(network: UNet, height: int, width: int, tile_size: int, 
 def _even_tile(size: int, tile_size: int, overlap: int, multiple: int) -> int:
     """The side of the fewest equal tiles (at most ``tile_size``, overlapping by ``overlap``) covering ``size``."""
     if size <= tile_size:
-        return -(-size // multiple) * multiple
+        return round_up(size, multiple)
     count = -(-(size - overlap) // (tile_size - overlap))
     side = -(-(size + (count - 1) * overlap) // count)
-    return min(tile_size, -(-side // multiple) * multiple)
+    return min(tile_size, round_up(side, multiple))
 
 
 def _overlap(requested: int | None, out: int, default: int, multiple: int) -> int:

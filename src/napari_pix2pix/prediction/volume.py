@@ -24,6 +24,7 @@ from ..models.trained import TrainedModel
 from ..models.unet3d import UNet3D
 from .reading import VolumeGeometry
 from .settings import PredictionSettings
+from .tiling import mirrored_indices, round_up
 
 IN_PLANE_HALO = 16  # pixels dropped at each in-plane side of a block
 Z_HALO = 4  # slices dropped above and below a slab
@@ -56,30 +57,16 @@ def block_plan(model: TrainedModel, geometry: VolumeGeometry, settings: Predicti
     network = cast(UNet3D, model.network)
     halo = settings.overlap // 2 if settings.overlap is not None else IN_PLANE_HALO
     keep = min(settings.tile_size or DEFAULT_BLOCK, max(geometry.height, geometry.width))
-    block = _round_up(keep + 2 * halo, network.size_multiple)
+    block = round_up(keep + 2 * halo, network.size_multiple)
     z_multiple = network.z_multiple
     z_keep = min(geometry.n_slices, SLAB_STEPS * z_multiple)
-    slab = _round_up(z_keep + 2 * Z_HALO, z_multiple)
+    slab = round_up(z_keep + 2 * Z_HALO, z_multiple)
     return BlockPlan(block, halo, slab, Z_HALO)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _mirrored(start: int, stop: int, length: int) -> np.ndarray:
-    """Indices ``start:stop`` of an axis of ``length``, mirrored past its ends (…2 1 0 1 2…)."""
-    indices = np.arange(start, stop)
-    if length == 1:
-        return np.zeros_like(indices)
-    period = 2 * (length - 1)
-    indices = np.abs(indices) % period
-    return np.where(indices >= length, period - indices, indices)
 
 
 def read_slab(image: Any, geometry: VolumeGeometry, model: TrainedModel, start: int, stop: int) -> np.ndarray:
     """Slices ``start:stop`` (mirrored past the volume's ends) as normalised float32 (C, Z, Y, X)."""
-    indices = _mirrored(start, stop, geometry.n_slices)
+    indices = mirrored_indices(start, stop, geometry.n_slices)
     low, high = int(indices.min()), int(indices.max()) + 1
     planes = np.asarray(image[low:high] if geometry.is_stack else np.asarray(image)[None])
     check_numeric(planes.dtype)
@@ -123,8 +110,8 @@ def predict_slab(
     for first in range(0, len(tiles), batch_size):
         chosen = tiles[first : first + batch_size]
         windows = [
-            slab[:, :, _mirrored(y - plan.halo, y - plan.halo + plan.block, height)][
-                :, :, :, _mirrored(x - plan.halo, x - plan.halo + plan.block, width)
+            slab[:, :, mirrored_indices(y - plan.halo, y - plan.halo + plan.block, height)][
+                :, :, :, mirrored_indices(x - plan.halo, x - plan.halo + plan.block, width)
             ]
             for y, x in chosen
         ]
@@ -181,4 +168,4 @@ def iter_slab_probabilities(
 
 def mirrored_slab(volume: np.ndarray, start: int, stop: int) -> np.ndarray:
     """Slices ``start:stop`` of a normalised (C, Z, Y, X) volume, mirrored past its ends."""
-    return volume[:, _mirrored(start, stop, volume.shape[1])]
+    return volume[:, mirrored_indices(start, stop, volume.shape[1])]

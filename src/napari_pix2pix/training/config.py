@@ -48,7 +48,7 @@ def choose_dims(shapes: list[tuple[int, ...]], voxel_size: tuple[float, float, f
     ratio = z / min(y, x)
     if ratio > MAX_3D_ANISOTROPY:
         return 2, f"2D: the slices are {ratio:.1f}× the pixel size apart (3D needs at most {MAX_3D_ANISOTROPY:g}×)"
-    return 3, f"3D: the stack has {depth} slices of {z:g}, {ratio:.1f}× the pixel size"
+    return 3, f"3D: the stack has {depth} slices of {z:.3g}, {ratio:.1f}× the pixel size"
 
 
 @dataclass

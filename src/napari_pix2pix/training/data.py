@@ -195,7 +195,3 @@ class VolumeSet:
 
     def __len__(self) -> int:
         return sum(int((v.targets != IGNORE).any(axis=(1, 2)).sum()) for v in self.volumes)
-
-    @property
-    def annotated_voxels(self) -> int:
-        return sum(int((v.targets != IGNORE).sum()) for v in self.volumes)

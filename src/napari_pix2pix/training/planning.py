@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..models.networks import SizeContract, get_architecture
 from ..models.trained import TrainedModel
 from ..models.unet3d import UNet3D
+from ..prediction.tiling import round_up
 from .config import TrainingConfig, choose_dims
 from .data import VolumeSet
 
@@ -26,7 +27,7 @@ def training_patch_size(sizes: SizeContract, requested: int, slice_shape: tuple[
     multiple = sizes.size_multiple
     if requested % multiple:
         raise InputError(f"patch size must be a multiple of {multiple} for this {name} network, got {requested}")
-    fits = -(-max(slice_shape) // multiple) * multiple
+    fits = round_up(max(slice_shape), multiple)
     return min(requested, fits)
 
 
@@ -60,7 +61,6 @@ def volume_patch(network: UNet3D, config: TrainingConfig, data: VolumeSet) -> tu
     """The (z, y, x) training patch: the network's multiples, no larger than the volumes need."""
     depth = max(v.targets.shape[0] for v in data.volumes)
     side = max(max(v.targets.shape[1:]) for v in data.volumes)
-    round_up = lambda value, multiple: -(-value // multiple) * multiple  # noqa: E731
     z = round_up(min(config.architecture.z_patch_size, depth), network.z_multiple)
     yx = round_up(min(config.patch, side), network.size_multiple)
     return z, yx, yx

@@ -23,6 +23,7 @@ from ..models.normalisation import Normalisation
 from ..models.trained import TrainedModel
 from ..prediction.reading import VolumeGeometry
 from ..prediction.settings import PredictionSettings
+from ..prediction.tiling import mirrored_indices
 from ..prediction.volume import iter_slab_probabilities, mirrored_slab
 from .config import PER_IMAGE, TrainingConfig
 from .data import Volume, VolumeSet, annotated_slices
@@ -105,15 +106,6 @@ def prepare_volumes(
     )
 
 
-def _mirrored(start: int, size: int, length: int) -> np.ndarray:
-    indices = np.arange(start, start + size)
-    if length == 1:
-        return np.zeros_like(indices)
-    period = 2 * (length - 1)
-    indices = np.abs(indices) % period
-    return np.where(indices >= length, period - indices, indices)
-
-
 class VolumePatchSampler:
     """Random (z, y, x) patches centred on annotated voxels: images mirrored past the volume's ends,
     targets ``IGNORE`` there (nothing is learned from mirrored voxels)."""
@@ -129,7 +121,7 @@ class VolumePatchSampler:
         jitter = self.rng.integers(-(np.array(self.patch) // 4), np.array(self.patch) // 4 + 1)
         starts = centre + jitter - np.array(self.patch) // 2
         shape = volume.targets.shape
-        index = [_mirrored(int(s), p, n) for s, p, n in zip(starts, self.patch, shape)]
+        index = [mirrored_indices(int(s), int(s) + p, n) for s, p, n in zip(starts, self.patch, shape)]
         image = volume.image[:, index[0]][:, :, index[1]][:, :, :, index[2]]
         targets = volume.targets[np.ix_(*index)].copy()
         outside = [(np.arange(s, s + p) < 0) | (np.arange(s, s + p) >= n) for s, p, n in zip(starts, self.patch, shape)]

@@ -1,0 +1,48 @@
+"""The Train dock's hint under its *Network* choice: what *automatic* chooses for the chosen layers,
+in words, and how many slices are annotated, recounted as the user paints."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import ComboBox, Label
+from napari.layers import Labels
+
+from ..training.config import choose_dims
+from ..training.data import annotated_slices
+from ._layers import layer_voxel_size
+
+MAX_VOXELS = 2 * 10**8  # annotated slices are counted (as the user paints) up to this size
+
+
+class DimsHint(Label):
+    """A line such as "3D: the stack has 100 slices of 0.284, 2.2× the pixel size; 5 of 100 slices
+    annotated", kept up to date with the choice, the layer pickers and the painting."""
+
+    def __init__(self, choice: ComboBox, image_picker: ComboBox, labels_picker: ComboBox):
+        super().__init__(value="")
+        self._choice, self._image_picker, self._labels_picker = choice, image_picker, labels_picker
+        self._watched: Labels | None = None
+        for widget in (choice, image_picker, labels_picker):
+            widget.changed.connect(self.update)
+        self.update()
+
+    def update(self, *_: object) -> None:
+        image, labels = self._image_picker.value, self._labels_picker.value
+        if labels is not self._watched:  # recount as the user paints
+            if self._watched is not None:
+                self._watched.events.paint.disconnect(self.update)
+            if labels is not None:
+                labels.events.paint.connect(self.update)
+            self._watched = labels
+        if image is None or labels is None or labels.ndim != 3 or not isinstance(labels.data, np.ndarray):
+            self.value = ""
+            return
+        if labels.data.size > MAX_VOXELS:  # counting would stall the viewer
+            self.value = ""
+            return
+        slices = f"{len(annotated_slices(labels.data))} of {labels.data.shape[0]} slices annotated"
+        if self._choice.value != "auto":
+            self.value = slices
+            return
+        reason = choose_dims([labels.data.shape], layer_voxel_size(image))[1]
+        self.value = f"{reason}; {slices}"
