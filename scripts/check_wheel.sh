@@ -15,13 +15,20 @@ echo "== building the sdist and the wheel"
   exit 1
 }
 wheel=$(ls "$work"/dist/napari_pix2pix-*.whl)
-for needed in napari_pix2pix/cli/__init__.py napari_pix2pix/io/modelfile.py napari_pix2pix/models/networks.py \
-  napari_pix2pix/napari.yaml napari_pix2pix/sample_data/nuclei_image.tif napari_pix2pix/sample_data/README.md; do
-  if ! .venv/bin/python -m zipfile -l "$wheel" | grep -q " *$needed "; then
-    echo "error: the wheel lacks $needed" >&2
-    exit 1
-  fi
-done
+# One listing, checked in Python: a pipe into `grep -q` can break the lister's pipe (SIGPIPE) under
+# `set -o pipefail` and fail the check on a wheel that is fine.
+.venv/bin/python - "$wheel" <<'PY'
+import sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+needed = [
+    "napari_pix2pix/cli/__init__.py", "napari_pix2pix/io/modelfile.py", "napari_pix2pix/models/networks.py",
+    "napari_pix2pix/napari.yaml", "napari_pix2pix/sample_data/nuclei_image.tif",
+    "napari_pix2pix/sample_data/README.md",
+]
+missing = [name for name in needed if name not in names]
+if missing:
+    sys.exit("error: the wheel lacks " + ", ".join(missing))
+PY
 
 echo "== installing the wheel into a fresh environment outside the checkout"
 python3 -m venv "$work/venv"
