@@ -2,6 +2,9 @@
 
 Run on a (virtual) display from the repository root:
     xvfb-run -a -s "-screen 0 1600x1400x24" .venv/bin/python scripts/screenshots.py
+
+``--first-window`` only saves the window ``napari-pix2pix gui`` opens, as it opens, on the screen it is
+given (e.g. ``-screen 0 1366x768x24``), to look at how the first window uses that screen.
 """
 
 from __future__ import annotations
@@ -42,9 +45,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="docs", help="folder for the PNG files")
     parser.add_argument("--train-seconds", type=float, default=90, help="training time before the first shot")
+    parser.add_argument("--first-window", metavar="PNG", help="only save the first window, as it opens")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
+    if args.first_window:
+        viewer, _, _ = open_viewer("nuclei")
+        QTest.qWait(1500)
+        viewer.screenshot(str(out / args.first_window), canvas_only=False)
+        size = viewer.window._qt_window.size()
+        print(f"window {size.width()}×{size.height()}, canvas {viewer.window._qt_viewer.canvas.size}")
+        viewer.close()
+        return
 
     viewer, train, predict = open_viewer("nuclei")
     viewer.window.resize(1500, 1300)

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from conftest import threshold_model
@@ -94,17 +96,20 @@ def test_typical_object_size_is_the_median_diameter():
 
 def test_images_are_rescaled_to_the_object_size_the_model_learned():
     from napari_pix2pix.prediction import PredictionSettings, volume_geometry
-    from napari_pix2pix.prediction.rescale import scale_factor
+    from napari_pix2pix.prediction.rescale import ObjectSizeNote, scale_factor
 
     model = threshold_model()
     model.object_size = 32.0  # trained on objects 32 pixels across
     image = discs(8)  # these are 16 across
     geometry = volume_geometry(image.shape, model)
     measured, given, none = (PredictionSettings(object_size=s, device="cpu") for s in ("auto", 16.0, None))
-    assert scale_factor(model, image, geometry, measured) == pytest.approx(2.0, rel=0.1)
+    with pytest.warns(ObjectSizeNote, match=r"objects ≈ 1[5-7] px across, the model learned 32 px: predicting at 2"):
+        assert scale_factor(model, image, geometry, measured) == pytest.approx(2.0, rel=0.1)
     assert scale_factor(model, image, geometry, given) == 2.0
     assert scale_factor(model, image, geometry, none) == 1.0
-    assert scale_factor(model, discs(15), geometry, measured) == 1.0  # close enough: left alone
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # close enough: left alone, and nothing said
+        assert scale_factor(model, discs(15), geometry, measured) == 1.0
     instances = predict(model, image, "instances", device="cpu", object_size=16.0)
     assert instances.shape == image.shape and instances.max() == 4
     np.testing.assert_array_equal(instances > 0, image > 0.5)

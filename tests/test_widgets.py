@@ -631,3 +631,20 @@ def test_a_stack_with_three_painted_slices_trains_in_3d_and_predicts_a_3d_labels
     viewer.layers["painted"].data[5] = labels[5]  # painting a slice more is counted
     viewer.layers["painted"].events.paint(value=[])
     assert train.dims_hint.value.endswith("4 of 16 slices annotated")
+
+
+def test_the_first_window_uses_the_screen_and_the_docks_take_what_they_need(qtbot):
+    """``napari-pix2pix gui`` opens a window of most of the screen (napari's first one is about
+    800×650), with docks no wider than their widest row, so the canvas keeps the rest."""
+    from napari_pix2pix._launch import DOCK_ROOM, open_viewer
+
+    viewer, train, predict = open_viewer("nuclei")
+    try:
+        window = viewer.window._qt_window
+        area = window.screen().availableGeometry()
+        assert window.width() >= 0.9 * area.width() and window.height() >= 0.9 * area.height()
+        QTest.qWait(200)
+        widest = max(train.minimumSizeHint().width(), predict.minimumSizeHint().width())
+        assert train.width() <= widest + DOCK_ROOM + 30
+    finally:
+        viewer.close()

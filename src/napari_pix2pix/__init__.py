@@ -30,6 +30,7 @@ _API = {
     "Cleanup": "napari_pix2pix.labels.postprocess",
     "load_model": "napari_pix2pix.io.modelfile",
     "save_model": "napari_pix2pix.io.modelfile",
+    "load_pretrained": "napari_pix2pix.io.pretrained",
     "TrainedModel": "napari_pix2pix.models.trained",
     "InputError": "napari_pix2pix.errors",
     "ModelFileError": "napari_pix2pix.errors",
@@ -46,6 +47,7 @@ __all__ = [
     "fit",
     "iter_predict",
     "load_model",
+    "load_pretrained",
     "predict",
     "save_model",
     "train",
@@ -54,6 +56,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .errors import InputError, ModelFileError
     from .io.modelfile import load_model, save_model
+    from .io.pretrained import load_pretrained
     from .labels.postprocess import Cleanup
     from .models.trained import TrainedModel
     from .prediction.pipeline import iter_predict, predict

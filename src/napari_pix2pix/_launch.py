@@ -27,11 +27,43 @@ def open_viewer(sample: str | None = "nuclei") -> tuple[napari.Viewer, TrainWidg
     import napari
 
     viewer = napari.Viewer(title="napari-pix2pix")
+    use_the_screen(viewer)
     if sample:
         viewer.open_sample(PLUGIN, sample)
-    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
-    _, predict = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict")
+    train_dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    predict_dock, predict = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict")
+    narrow_docks(viewer, [train_dock, predict_dock])
     return viewer, train, predict
+
+
+SCREEN_FRACTION = 0.92  # of the screen's free area (without task bars), the window centred in it
+
+
+def use_the_screen(viewer: napari.Viewer) -> None:
+    """Size the window to most of its screen, as a desktop application opens: napari's first window
+    is small (about 800×650), which leaves the canvas a strip between the layer controls and two docks."""
+    from qtpy.QtGui import QGuiApplication
+
+    window = viewer.window._qt_window
+    screen = window.screen() or QGuiApplication.primaryScreen()
+    if screen is None:
+        return
+    area = screen.availableGeometry()
+    width, height = round(area.width() * SCREEN_FRACTION), round(area.height() * SCREEN_FRACTION)
+    window.resize(width, height)
+    window.move(area.x() + (area.width() - width) // 2, area.y() + (area.height() - height) // 2)
+
+
+DOCK_ROOM = 4  # pixels beside the docks' widest row
+
+
+def narrow_docks(viewer: napari.Viewer, docks: list) -> None:
+    """Give the docks no more of the window's width than they need, so the canvas keeps the most."""
+    from qtpy.QtCore import Qt
+
+    window = viewer.window._qt_window
+    width = max(dock.widget().minimumSizeHint().width() for dock in docks) + DOCK_ROOM
+    window.resizeDocks(docks, [width] * len(docks), Qt.Orientation.Horizontal)
 
 
 def main(sample: str | None = "nuclei") -> int:

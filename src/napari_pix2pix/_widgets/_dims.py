@@ -20,6 +20,7 @@ class DimsHint(Label):
 
     def __init__(self, choice: ComboBox, image_picker: ComboBox, labels_picker: ComboBox):
         super().__init__(value="")
+        self.native.setWordWrap(True)  # a long reason wraps instead of widening the dock
         self._choice, self._image_picker, self._labels_picker = choice, image_picker, labels_picker
         self._watched: Labels | None = None
         for widget in (choice, image_picker, labels_picker):

@@ -87,7 +87,7 @@ def reconvert(
 
 
 def _model_names(_widget: CategoricalWidget | None = None) -> list[str]:
-    return model_store.names()
+    return model_store.choices()
 
 
 class PredictWidget(QWidget):
@@ -153,7 +153,8 @@ class PredictWidget(QWidget):
         self.link_slices = CheckBox(text="Follow objects from slice to slice (3D instances)", value=True)
         self.separate = CheckBox(text="Separate touching objects (watershed lines)", value=Cleanup().separate)
         self.separate.tooltip = "A faint stretch of membrane still separates two cells (class models)"
-        self.tta = CheckBox(text="Test-time augmentation (8× slower, a little more accurate)", value=DEFAULT_TTA)
+        self.tta = CheckBox(text="Test-time augmentation (8× slower)", value=DEFAULT_TTA)
+        self.tta.tooltip = "Average the 8 flips and turns of each tile: a little more accurate, 8× the work"
         self.rescale = CheckBox(text="Rescale to the object size the model learned", value=True)
         self.match_pixel_size = CheckBox(text="Rescale to the model's pixel size (from the layers' scale)", value=True)
         self.match_pixel_size.tooltip = (
@@ -233,6 +234,11 @@ class PredictWidget(QWidget):
     def _idle_text(self) -> str:
         if model_store.names():
             return "Choose an image and a model, then press Predict."
+        if model_store.shipped():
+            return (
+                f"Choose an image, then press Predict: '{model_store.shipped()[0]}' segments fluorescence nuclei "
+                "as it is. For other images, train a model in the Train widget or load a model file."
+            )
         return "No model yet: train one in the Train widget, or load a model file (Load model… below)."
 
     def _models_changed(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 
 import napari
@@ -51,7 +52,11 @@ def _annotation_label(choice: str) -> str:
 
 
 def _start_choices(_widget: CategoricalWidget | None = None) -> list[tuple[str, str | None]]:
-    return [("A new model", None), *((f"Continue '{name}'", name) for name in model_store.names())]
+    return [
+        ("A new model", None),
+        *((f"Continue '{name}'", name) for name in model_store.names()),
+        *((f"Fine-tune '{name}'", name) for name in model_store.shipped()),
+    ]
 
 
 def _minutes(seconds: float | None) -> str:
@@ -142,7 +147,8 @@ class TrainWidget(QWidget):
         self.start_from = ComboBox(label="Start from", choices=_start_choices, nullable=False)
         self.start_from.tooltip = (
             "Continue a trained or loaded model (same network and classes; its history goes on), "
-            "e.g. after correcting a prediction"
+            "e.g. after correcting a prediction; or fine-tune a model that ships with the plugin on your "
+            "annotations (it keeps its network, classes, intensity scaling and object size)"
         )
         self.model_choice = ComboBox(
             label="Model", choices=[(spec.label, name) for name, spec in ARCHITECTURES.items()], value=defaults.model
@@ -295,8 +301,8 @@ class TrainWidget(QWidget):
         if not chosen:
             notify("Train: add a Labels layer and paint some annotations (Layers > New Labels Layer).", warning=True)
             return
-        resume = model_store.get(self.start_from.value) if self.start_from.value else None
         try:
+            resume = self._base_model()
             config = self.config()
             config.check()
             # Copies of the labels: the user may keep painting while the worker reads them.
@@ -424,6 +430,14 @@ class TrainWidget(QWidget):
             self.pairs.add_current()
         except InputError as error:
             report_error(error, "Train")
+
+    def _base_model(self) -> TrainedModel | None:
+        """The model a run continues, or fine-tunes (a shipped model: a new run from its weights)."""
+        name = self.start_from.value
+        if name is None:
+            return None
+        model = model_store.get(name)
+        return dataclasses.replace(model, history=[]) if model_store.is_shipped(name) else model
 
     def _start_from_changed(self, name: str | None) -> None:
         """A continued model keeps its network: its settings are not offered."""

@@ -51,9 +51,12 @@ def warnings_as_lines(command: str, show: bool = True) -> Iterator[None]:
 
     from tqdm import tqdm
 
+    from ..prediction.rescale import ObjectSizeNote
+
     def line(message: Warning | str, *args: object, **kwargs: object) -> None:
         if show:
-            tqdm.write(f"napari-pix2pix {command}: warning: {message}", file=sys.stderr)
+            kind = "note" if isinstance(message, ObjectSizeNote) else "warning"
+            tqdm.write(f"napari-pix2pix {command}: {kind}: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..devices import DEVICES
+from ..io.pretrained import model_help
 from ..labels.encodings import ANNOTATION_CHOICES, AUTO
 from ..labels.outputs import OUTPUTS
 from ..models.networks import ARCHITECTURES
@@ -127,7 +128,21 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--device", choices=DEVICES, default="auto")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--resume", metavar="MODEL", help="continue training this model file (or a .partial checkpoint)")
+    _add_run_options(train)
+
+
+def _add_run_options(train: argparse.ArgumentParser) -> None:
+    """Where a run starts from (a new model, one to continue or one to fine-tune), its checkpoints, its bar."""
+    start = train.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="MODEL", help="continue training this model file (or a .partial checkpoint)")
+    start.add_argument(
+        "--start-from",
+        metavar="MODEL",
+        help=model_help(
+            "fine-tune this model on the given pairs (a new run from its weights, keeping its network, "
+            "classes, intensity scaling and object size): a model file"
+        ),
+    )
     train.add_argument(
         "--checkpoint-minutes",
         type=float,
@@ -209,7 +224,7 @@ def _add_export_command(commands: argparse._SubParsersAction) -> None:
         "TorchScript weights, the intensity scaling as preprocessing, softmax as postprocessing, and a test "
         "tile from IMAGE with the engine's output for it. Needs bioimageio.spec (the 'bioimageio' extra).",
     )
-    export.add_argument("model", help="model file written by 'train'")
+    export.add_argument("model", help=model_help())
     export.add_argument("out", help="package to write (.zip)")
     export.add_argument(
         "--image", required=True, help="TIFF or OME-Zarr image whose middle tile becomes the test input"
@@ -232,7 +247,7 @@ def _add_predict_command(commands: argparse._SubParsersAction) -> None:
         "exists are skipped (--overwrite to redo them), a file that fails is reported and the rest go on, and "
         "the exit status is 1 if any failed.",
     )
-    predict.add_argument("model", help="model file written by 'train'")
+    predict.add_argument("model", help=model_help())
     predict.add_argument(
         "inputs",
         nargs="+",

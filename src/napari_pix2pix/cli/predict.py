@@ -50,13 +50,13 @@ def prediction_settings(args: argparse.Namespace, model: TrainedModel) -> Predic
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..io import load_model
+    from ..io.pretrained import load_model_or_pretrained
 
     if args.out is not None and len(args.inputs) != 1:
         raise InputError(f"--out takes one input, {len(args.inputs)} were given; use --out-dir FOLDER for several")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
-    model = load_model(args.model)
+    model = load_model_or_pretrained(args.model)
     settings = prediction_settings(args, model)
     if args.workers is not None or args.scheduler:
         return _predict_on_cluster(model, settings, args)
@@ -246,12 +246,13 @@ def _predict_file(
 
 def run_export(args: argparse.Namespace) -> int:
     from ..bioimageio import export
-    from ..io import load_model, read_image
+    from ..io import read_image
+    from ..io.pretrained import load_model_or_pretrained
 
     if not args.out.lower().endswith(".zip"):
         raise InputError(f"a bioimage.io package is a .zip file; got {args.out}")
     check_output(args.out, args.model, args.image)
-    model = load_model(args.model)
+    model = load_model_or_pretrained(args.model)
     image, _ = read_image(args.image)
     options = dict(name=args.name, description=args.description, license=args.license)
     if args.author:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import signal
 import sys
@@ -82,14 +83,14 @@ def _checked_inputs(
     """The training pairs (read), the settings and the model to resume, all checked before any
     training: the options and the model to resume, the pairs' names, the outputs (--out and its
     checkpoint), then the images and labels as they are read."""
-    from ..io import load_model, read_image, read_tiff
+    from ..io import read_image, read_tiff
     from ..io.atomic import check_writable
     from ..io.batch import training_pairs
 
     minutes = args.checkpoint_minutes
     if not (math.isfinite(minutes) and minutes >= 0):
         raise InputError(f"--checkpoint-minutes must be a number of minutes (0: no checkpoints), got {minutes}")
-    resume = load_model(args.resume) if args.resume else None
+    resume = _base_model(args)
     config = _training_config(args, resume)
     with warnings_as_lines("train", show=main_rank):
         pairs = training_pairs(args.paths)
@@ -104,6 +105,26 @@ def _checked_inputs(
     config.check()
     _check_dims(args, config, arrays, resume)
     return arrays, config, resume
+
+
+def _base_model(args: argparse.Namespace) -> TrainedModel | None:
+    """The model a run continues (``--resume``) or fine-tunes (``--start-from``: a new run from its
+    weights, so its history starts afresh), or None for a new model."""
+    from ..io import load_model
+    from ..io.pretrained import load_model_or_pretrained
+
+    if args.resume:
+        return load_model(args.resume)
+    if getattr(args, "start_from", None):
+        return dataclasses.replace(load_model_or_pretrained(args.start_from), history=[])
+    return None
+
+
+def _base_words(args: argparse.Namespace) -> tuple[str, str]:
+    """How messages name the model a run builds on: (its option, the words for it)."""
+    if getattr(args, "start_from", None):
+        return "--start-from", "the model to start from"
+    return "--resume", "the model to resume"
 
 
 def sizes_from_files(config: TrainingConfig, scales: list[tuple[float, ...] | None]) -> None:
@@ -135,10 +156,11 @@ def _check_dims(
     from ..training.config import choose_dims
     from ..training.planning import training_dims
 
+    option, words = _base_words(args)
     if resume is not None and args.dims != "auto" and args.dims != f"{resume.config.dims}d":
         raise InputError(
-            f"--dims {args.dims} differs from the model to resume (a {resume.config.dims}D model); leave --dims "
-            "out to continue it, or train a new model without --resume"
+            f"--dims {args.dims} differs from {words} (a {resume.config.dims}D model); leave --dims "
+            f"out to train it further, or train a new model without {option}"
         )
     try:
         training_dims(copy.copy(config), arrays, resume)
@@ -156,13 +178,14 @@ def _training_config(args: argparse.Namespace, resume: TrainedModel | None) -> T
     from ..training import TrainingConfig
 
     if resume is not None:
+        base_option, words = _base_words(args)
         resumed = {"model": resume.architecture, "width": resume.config.width, "depth": resume.config.depth}
         for option, name in RESUMED_OPTIONS:
             given = getattr(args, name)
             if given is not None and given != resumed[name]:
                 raise InputError(
-                    f"{option} {given} differs from the model to resume ({option} {resumed[name]}); leave "
-                    f"{option} out to continue it, or train a new model without --resume"
+                    f"{option} {given} differs from {words} ({option} {resumed[name]}); leave "
+                    f"{option} out to train it further, or train a new model without {base_option}"
                 )
     options = {name: getattr(args, name) for name in ("model", "width", "depth", "boundary_weight")}
     if resume is not None:

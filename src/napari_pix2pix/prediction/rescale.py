@@ -35,6 +35,18 @@ class PixelSizeWarning(UserWarning):
         )
 
 
+class ObjectSizeNote(UserWarning):
+    """The image was rescaled so that its objects have the size the model learned (said, not an error)."""
+
+    def __init__(self, model: TrainedModel, factor: float):
+        assert model.object_size is not None
+        super().__init__(
+            f"objects ≈ {model.object_size / factor:.0f} px across, the model learned {model.object_size:.0f} px: "
+            f"predicting at {factor:.2g}× (to turn this off: --object-size none, or untick 'Rescale to the "
+            "object size the model learned')"
+        )
+
+
 class VoxelSizeWarning(UserWarning):
     """A stack's voxels are not the size of the volumes a 3D model was trained on."""
 
@@ -122,7 +134,10 @@ def scale_factor(
         if 1 / SIZE_AGREES <= correction <= SIZE_AGREES:
             break
         factor = bounded(factor * correction)
-    return 1.0 if 1 / SIZE_TOLERANCE <= factor <= SIZE_TOLERANCE else factor
+    if 1 / SIZE_TOLERANCE <= factor <= SIZE_TOLERANCE:
+        return 1.0
+    warnings.warn(ObjectSizeNote(model, factor), stacklevel=3)
+    return factor
 
 
 class RescaleLimitWarning(UserWarning):

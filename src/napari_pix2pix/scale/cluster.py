@@ -102,15 +102,16 @@ def predict_slab(
     """One task: predict slices ``start:stop`` of ``source`` into the Zarr array ``out_path`` as
     ``plan`` says; its outcome holds the largest id written (0 for outputs that are not objects), or
     the one line of an ``InputError``. It stops before its next write once the event ``halt`` is set."""
-    from ..io import load_model, read_image
+    from ..io import read_image
     from ..io.omezarr import open_for_writing
+    from ..io.pretrained import load_model_or_pretrained
     from ..prediction.pipeline import predict_slices
     from ..prediction.reading import volume_geometry
 
     if _halted(halt):
         return SlabOutcome(stopped=True)
     try:
-        model = load_model(model_path)
+        model = load_model_or_pretrained(model_path)
         if plan.normalisation is not None:
             model = replace(model, normalisation=plan.normalisation)
         image, _ = read_image(source, check_chunks=False)  # the caller checked the store
@@ -222,11 +223,12 @@ def predict_on_cluster(
 
 def _plan(client: Any, model_path: str, source: str, settings: PredictionSettings) -> tuple[SlabPlan, list]:
     """What the tasks share (settled on the whole volume here, as one process settles it), and the slabs."""
-    from ..io import load_model, read_image
+    from ..io import read_image
+    from ..io.pretrained import load_model_or_pretrained
     from ..prediction.reading import for_this_image, volume_geometry
     from ..prediction.rescale import rescaling
 
-    model = load_model(model_path)
+    model = load_model_or_pretrained(model_path)
     if model.config.dims == 3:
         raise InputError(NO_3D_ON_CLUSTER)
     image, _ = read_image(source)

@@ -1,0 +1,117 @@
+"""Train the starting model for nuclei that ships with the plugin (``napari_pix2pix/pretrained/nuclei.pt``).
+
+Data: the 541 greyscale images of the DSB2018 stage-1 training set (CC0) with their instance labels, as
+``../shared/data/nuclei-dsb2018-stage1/`` holds them (``images/*.tif``, ``labels/*.tif``). The three images
+of ``../shared/data/nuclei-dev/`` and every picture overlapping them were left out of that set, so
+``benchmarks/bench_quality.py --nuclei-dev`` measures this model on images it has not seen.
+
+Recipe (the defaults of ``napari-pix2pix train`` except where said):
+- every image is rescaled so that its nuclei are ``--diameter`` pixels across (their median equivalent
+  diameter, measured on its labels; factors limited to 0.25–4×), the size that prediction's automatic
+  object-size rescaling then brings every new image to;
+- cut into tiles of at most ``--tile`` pixels a side (so that images of very different sizes are not
+  all padded to the largest);
+- per-image intensity scaling (each image by its own 1st–99.8th percentiles), so that dim and bright
+  experiments look alike to the network;
+- instance labels: interior / boundary classes with the boundary weight map, a U-Net of width 16 and
+  depth 4, 5 % of the tiles held out for the best-weights choice.
+
+Usage (from the repository root, after ``bash scripts/setup.sh``)::
+
+    .venv/bin/python scripts/train_nuclei_model.py --minutes 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from skimage.transform import rescale
+
+from napari_pix2pix.io.modelfile import save_model
+from napari_pix2pix.labels.postprocess import typical_object_size
+from napari_pix2pix.training import TrainingConfig, fit
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "nuclei-dsb2018-stage1"
+OUT = ROOT / "src" / "napari_pix2pix" / "pretrained" / "nuclei.pt"
+
+
+def tiles(image: np.ndarray, labels: np.ndarray, side: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Non-overlapping tiles of at most ``side`` a side covering the image (the last ones shifted in)."""
+
+    def starts(length: int) -> list[int]:
+        if length <= side:
+            return [0]
+        count = -(-length // side)
+        return sorted({round(i * (length - side) / (count - 1)) for i in range(count)})
+
+    return [
+        (image[y : y + side, x : x + side], labels[y : y + side, x : x + side])
+        for y in starts(image.shape[0])
+        for x in starts(image.shape[1])
+    ]
+
+
+def load(diameter: float, side: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The stage-1 pairs, each rescaled to nuclei of ``diameter`` pixels and tiled."""
+    pairs = []
+    names = sorted(p.name for p in (DATA / "images").glob("*.tif"))
+    if not names:
+        sys.exit(f"no images in {DATA / 'images'}: this script needs the shared DSB2018 stage-1 set")
+    for name in names:
+        image = tifffile.imread(DATA / "images" / name).astype(np.float32)
+        labels = tifffile.imread(DATA / "labels" / name).astype(np.int32)
+        size = typical_object_size(labels)
+        factor = float(np.clip(diameter / size, 0.25, 4.0)) if size else 1.0
+        if abs(factor - 1) > 0.05:
+            image = rescale(image, factor, order=1, preserve_range=True, anti_aliasing=factor < 1)
+            labels = rescale(labels, factor, order=0, preserve_range=True, anti_aliasing=False)
+        # A tile without nuclei carries no annotation (0 is "not annotated" for instance labels).
+        pairs += [pair for pair in tiles(image.astype(np.float32), labels.astype(np.int32), side) if pair[1].any()]
+    return pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=40.0, help="training time (default: 40)")
+    parser.add_argument("--diameter", type=float, default=20.0, help="nuclei size to train at, px (default: 20)")
+    parser.add_argument("--tile", type=int, default=256, help="largest tile side (default: 256)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    start = time.monotonic()
+    pairs = load(args.diameter, args.tile)
+    print(f"{len(pairs)} tiles from {DATA} in {time.monotonic() - start:.0f} s", flush=True)
+    config = TrainingConfig(
+        max_minutes=args.minutes,
+        annotation="instances",
+        normalisation="per-image",
+        val_fraction=0.05,
+        seed=args.seed,
+        device="cpu",
+    )
+    last = [0.0]
+
+    def report(event) -> None:  # one line a minute
+        if time.monotonic() - last[0] > 60 or event.kind.name != "STEP":
+            last[0] = time.monotonic()
+            print(
+                f"{event.elapsed / 60:5.1f} min  step {event.step}  loss {event.loss}  "
+                f"validation Dice {event.val_dice}  {event.message}",
+                flush=True,
+            )
+
+    model = fit(pairs, config=config, callback=report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB); object size {model.object_size}")
+
+
+if __name__ == "__main__":
+    main()
