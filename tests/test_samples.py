@@ -1,10 +1,13 @@
 """Tests of the sample data loaders."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from napari_pix2pix import _napari_samples
 from napari_pix2pix.samples import loaders as samples
-from napari_pix2pix.samples.synthetic import membrane_volume
+from napari_pix2pix.samples.synthetic import membrane_volume, nuclei_volume
 
 
 def test_sample_data_dir_holds_the_nuclei_files():
@@ -42,3 +45,34 @@ def test_membrane_sample_matches_the_generator():
     expected_image, expected_membranes, _ = membrane_volume(shape=(8, 256, 256), seed=0)
     np.testing.assert_array_equal(image, expected_image)
     np.testing.assert_array_equal(membranes, expected_membranes)
+
+
+def test_nuclei_3d_sample_matches_the_generator():
+    image, labels = samples.nuclei_3d_sample()
+    assert image.shape == labels.shape == (48, 128, 128)
+    assert image.dtype == labels.dtype == np.uint16
+    expected_image, expected_labels = nuclei_volume(shape=(48, 128, 128), voxel_size=(0.5, 0.25, 0.25), seed=0)
+    np.testing.assert_array_equal(image, expected_image)
+    np.testing.assert_array_equal(labels, expected_labels)
+
+
+def test_napari_nuclei_3d_sample_has_an_image_and_labels_at_the_voxel_size():
+    (image, image_meta, image_kind), (labels, labels_meta, labels_kind) = _napari_samples.nuclei_3d_sample()
+    assert (image_kind, labels_kind) == ("image", "labels")
+    assert (image_meta["name"], labels_meta["name"]) == ("nuclei 3D", "nuclei 3D labels")
+    assert tuple(image_meta["scale"]) == tuple(labels_meta["scale"]) == (0.5, 0.25, 0.25)
+    assert image.shape == labels.shape == (48, 128, 128)
+    assert labels.max() > 30
+
+
+def test_manifest_lists_every_sample_function():
+    import yaml
+
+    manifest = yaml.safe_load((Path(_napari_samples.__file__).parent / "napari.yaml").read_text())
+    commands = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
+    for sample in manifest["contributions"]["sample_data"]:
+        module, name = commands[sample["command"]].split(":")
+        assert module == "napari_pix2pix._napari_samples"
+        assert callable(getattr(_napari_samples, name))
+    names = {commands[s["command"]].split(":")[1] for s in manifest["contributions"]["sample_data"]}
+    assert names == {"nuclei_sample", "membrane_sample", "nuclei_3d_sample"}

@@ -1,10 +1,10 @@
-"""Tests of the synthetic EM-like membrane volume generator."""
+"""Tests of the synthetic volume generators: EM-like membranes and 3D fluorescent nuclei."""
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_pix2pix.samples.synthetic import membrane_volume
+from napari_pix2pix.samples.synthetic import membrane_volume, nuclei_volume
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,128 @@ def test_larger_cell_size_gives_fewer_cells():
 def test_bad_arguments_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
         membrane_volume(**kwargs)
+
+
+# --- nuclei_volume ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    return nuclei_volume(seed=0)
+
+
+def _interior_objects(labels: np.ndarray) -> list[tuple[int, tuple[slice, ...]]]:
+    """(id, bounding box) of the objects whose box touches no border of the stack."""
+    found = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is not None and all(s.start > 0 and s.stop < n for s, n in zip(box, labels.shape)):
+            found.append((index, box))
+    return found
+
+
+def _flatness(labels: np.ndarray) -> float:
+    """Mean in-plane over mean z standard deviation (in voxels) of the interior objects."""
+    lateral, axial = [], []
+    for index, box in _interior_objects(labels):
+        z, y, x = np.nonzero(labels[box] == index)
+        axial.append(z.std())
+        lateral.append((y.std() + x.std()) / 2)
+    return float(np.mean(lateral) / np.mean(axial))
+
+
+def test_nuclei_shapes_and_dtypes(nuclei):
+    image, labels = nuclei
+    assert image.shape == labels.shape == (48, 128, 128)
+    assert image.dtype == np.uint16
+    assert labels.dtype == np.uint16
+
+
+def test_nuclei_same_seed_is_identical_and_other_seed_differs():
+    small = nuclei_volume((16, 48, 48), seed=5)
+    again = nuclei_volume((16, 48, 48), seed=5)
+    other = nuclei_volume((16, 48, 48), seed=6)
+    for first, second in zip(small, again):
+        np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(small[0], other[0])
+    assert not np.array_equal(small[1], other[1])
+
+
+def test_nuclei_ids_are_consecutive_and_each_one_piece(nuclei):
+    _, labels = nuclei
+    ids = np.unique(labels)
+    np.testing.assert_array_equal(ids, np.arange(ids.max() + 1))
+    assert ids.max() > 30
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        _, pieces = ndimage.label(labels[box] == index, structure=np.ones((3, 3, 3)))
+        assert pieces == 1
+
+
+def test_touching_nuclei_keep_separate_ids(nuclei):
+    _, labels = nuclei
+    _, clumps = ndimage.label(labels > 0)
+    assert clumps < labels.max() - 5  # several clumps of touching nuclei ...
+    # ... whose nuclei meet face to face with different ids
+    pairs = set()
+    for axis in range(3):
+        a = np.moveaxis(labels, axis, 0)[:-1]
+        b = np.moveaxis(labels, axis, 0)[1:]
+        meet = (a > 0) & (b > 0) & (a != b)
+        pairs |= {tuple(sorted(p)) for p in zip(a[meet].tolist(), b[meet].tolist())}
+    assert len(pairs) >= 5
+
+
+def test_nuclei_are_flatter_in_z_by_the_anisotropy(nuclei):
+    _, labels = nuclei
+    assert 1.7 < _flatness(labels) < 2.3  # voxels twice as deep as wide
+    _, isotropic = nuclei_volume((32, 64, 64), voxel_size=(0.25, 0.25, 0.25), seed=1)
+    assert 0.8 < _flatness(isotropic) < 1.2
+
+
+def test_nuclei_size_follows_the_diameter(nuclei):
+    _, labels = nuclei
+    volumes = [np.count_nonzero(labels[box] == i) for i, box in _interior_objects(labels)]
+    diameter = 2 * (3 / (4 * np.pi) * np.median(volumes) * 0.5 * 0.25 * 0.25) ** (1 / 3)
+    assert 3.2 < diameter < 4.8  # micrometres, for diameter_um=4
+
+
+def test_nuclei_are_bright_on_an_offset_background_with_some_dim_ones(nuclei):
+    image, labels = nuclei
+    background = image[ndimage.distance_transform_edt(labels == 0, sampling=(0.5, 0.25, 0.25)) > 1.5]
+    assert 90 < np.median(background) < 140  # camera offset plus background photons
+    assert background.std() > 3  # noisy
+    means = ndimage.mean(image, labels, np.arange(1, labels.max() + 1))
+    assert np.median(means) > np.median(background) + 100
+    dim = means < np.median(background) + 0.5 * (np.median(means) - np.median(background))
+    assert 2 <= dim.sum() < 0.3 * len(means)
+    # textured interiors rather than flat
+    assert image[labels > 0].std() > 25
+
+
+def test_nuclei_blur_is_stronger_along_z(nuclei):
+    image, _ = nuclei
+    values = image.astype(float)
+    # Nuclei and texture are isotropic in micrometres, so at the same physical distance (0.5 µm:
+    # one voxel along z, two along x) only the point spread function makes z smoother.
+    z_corr = np.corrcoef(values[:-1].ravel(), values[1:].ravel())[0, 1]
+    x_corr = np.corrcoef(values[..., :-2].ravel(), values[..., 2:].ravel())[0, 1]
+    assert z_corr > x_corr + 0.02
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"shape": (32, 32)}, "shape"),
+        ({"shape": (0, 32, 32)}, "shape"),
+        ({"shape": (2.5, 32, 32)}, "shape"),
+        ({"voxel_size": (0.5, 0.25)}, "voxel_size"),
+        ({"voxel_size": (0.5, 0, 0.25)}, "voxel_size"),
+        ({"voxel_size": (0.5, float("inf"), 0.25)}, "voxel_size"),
+        ({"voxel_size": 0.5}, "voxel_size"),
+        ({"diameter_um": 0.5}, "diameter_um"),
+        ({"diameter_um": float("nan")}, "diameter_um"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_nuclei_bad_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        nuclei_volume(**kwargs)

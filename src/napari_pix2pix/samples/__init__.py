@@ -1,6 +1,14 @@
-"""Sample data: the shipped real nuclei and the synthetic EM-like membrane stack."""
+"""Sample data: the shipped real nuclei, the synthetic EM-like membrane stack and 3D nuclei."""
 
-from .loaders import membrane_sample, nuclei_stack, sample_data_dir
-from .synthetic import membrane_volume
+from .loaders import NUCLEI_3D_VOXEL_SIZE, membrane_sample, nuclei_3d_sample, nuclei_stack, sample_data_dir
+from .synthetic import membrane_volume, nuclei_volume
 
-__all__ = ["membrane_sample", "membrane_volume", "nuclei_stack", "sample_data_dir"]
+__all__ = [
+    "NUCLEI_3D_VOXEL_SIZE",
+    "membrane_sample",
+    "membrane_volume",
+    "nuclei_3d_sample",
+    "nuclei_stack",
+    "nuclei_volume",
+    "sample_data_dir",
+]

@@ -1,8 +1,9 @@
-"""Loaders for the sample data: real fluorescence nuclei and synthetic EM membranes.
+"""Loaders for the sample data: real fluorescence nuclei, synthetic EM membranes and 3D nuclei.
 
 The nuclei come from the 2018 Data Science Bowl (see ``napari_pix2pix/sample_data/README.md``
-for the attribution); the EM-like membrane stack is generated on the fly by
-:func:`napari_pix2pix.synthetic.membrane_volume` rather than shipped.
+for the attribution); the EM-like membrane stack and the 3D nuclei stack are generated on the fly
+by :func:`napari_pix2pix.synthetic.membrane_volume` and
+:func:`napari_pix2pix.synthetic.nuclei_volume` rather than shipped.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .synthetic import membrane_volume
+from .synthetic import membrane_volume, nuclei_volume
 
 NUCLEI_IMAGE_FILE = "nuclei_image.tif"
 NUCLEI_LABELS_FILE = "nuclei_labels.tif"
+#: (z, y, x) voxel size of the synthetic 3D nuclei sample, in micrometres.
+NUCLEI_3D_VOXEL_SIZE = (0.5, 0.25, 0.25)
 
 
 def sample_data_dir() -> Path:
@@ -75,3 +78,21 @@ def membrane_sample() -> tuple[np.ndarray, np.ndarray]:
     """
     image, membranes, _ = membrane_volume(shape=(8, 256, 256), seed=0)
     return image, membranes
+
+
+def nuclei_3d_sample() -> tuple[np.ndarray, np.ndarray]:
+    """Generate the synthetic 3D nuclei sample (48 slices of 128x128, voxels 0.5x0.25x0.25 µm).
+
+    Returns
+    -------
+    image : numpy.ndarray of uint16
+        ``(48, 128, 128)`` confocal-like image of nuclei, voxel size
+        ``NUCLEI_3D_VOXEL_SIZE``.
+    labels : numpy.ndarray of uint16
+        ``(48, 128, 128)`` instance labels, 1..N, 0 for background.
+
+    See Also
+    --------
+    napari_pix2pix.synthetic.nuclei_volume : the generator, with options.
+    """
+    return nuclei_volume(shape=(48, 128, 128), voxel_size=NUCLEI_3D_VOXEL_SIZE, seed=0)
