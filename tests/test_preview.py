@@ -38,3 +38,28 @@ def test_the_picture_draws_and_clears(qtbot):
     assert not widget.grab().isNull()
     widget.clear()
     assert widget.picture is None and widget.caption == ""
+
+
+def test_a_3d_network_previews_a_block_around_the_slice_in_view(make_napari_viewer):
+    """The Train dock's preview with a 3D network: a block of slices around the viewed one is
+    predicted in the training thread's turn, and the viewed slice's labels are drawn."""
+    from napari_pix2pix._widgets.preview import LivePreview
+    from napari_pix2pix.samples import nuclei_volume
+    from napari_pix2pix.training import Trainer, TrainingConfig
+    from napari_pix2pix.training.events import EventKind
+
+    image, labels = nuclei_volume((20, 48, 48), seed=1)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image)
+    viewer.dims.set_current_step(0, 18)
+    picture = PreviewPicture()
+    live = LivePreview(viewer, picture)
+    live.start(layer)
+    config = TrainingConfig(dims="3d", voxel_size=(0.5, 0.25, 0.25), epochs=1, steps_per_epoch=2, batch_size=1,
+                            width=4, depth=2, device="cpu", max_minutes=None, preview_every=1)  # fmt: skip
+    trainer = Trainer(image, labels, config, preview_source=live.source)
+    previews = [event.preview for event in trainer.run() if event.kind == EventKind.PREVIEW]
+    assert previews and previews[0].shape == (16, 48, 48)  # the block: slices 4-19 around slice 18
+    live.show(previews[0], 1)
+    assert picture.caption.endswith("slice 18, epoch 1") and picture.picture is not None
+    assert live.source(depth=None).shape == (48, 48)  # a 2D network still gets the slice alone

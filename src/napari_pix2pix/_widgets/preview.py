@@ -10,7 +10,7 @@ repainting this picture takes about a millisecond.
 from __future__ import annotations
 
 import colorsys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import QRectF, QSize, Qt
@@ -125,6 +125,8 @@ class LivePreview:
         self.viewer, self.picture, self.layer = viewer, picture, None
         self._current: tuple[int | None, np.ndarray] | None = None  # (slice, 2D image) in view
         self._previewed: tuple[int | None, np.ndarray] | None = None  # the one last handed to training
+        self._stack: Any = None  # the layer's stack (Z, Y, X[, C]) when it has one, for a 3D network's block
+        self._block_start: int | None = None  # the first slice of the block last handed to training
         viewer.dims.events.current_step.connect(self.follow)
 
     def start(self, layer: napari.layers.Image) -> None:
@@ -137,23 +139,34 @@ class LivePreview:
         """Remember the 2D slice of the layer that the viewer shows (GUI thread only)."""
         layer = self.layer
         if layer is None or layer not in self.viewer.layers:
-            self._current = None
+            self._current, self._stack = None, None
             return
         data = layer_array(layer)
         spatial = data.ndim - (1 if layer.rgb else 0)
+        self._stack = None
         if spatial == 2:
             self._current = (None, data)
         elif spatial == 3:
             z = min(max(int(round(layer.world_to_data(self.viewer.dims.point)[0])), 0), data.shape[0] - 1)
-            self._current = (z, np.asarray(data[z]))
+            self._current, self._stack = (z, np.asarray(data[z])), data
         else:
             self._current = None
 
-    def source(self) -> np.ndarray | None:
-        """The slice to preview on (called by the worker thread: plain attribute reads and writes)."""
-        current = self._current
-        self._previewed = current
-        return None if current is None else current[1]
+    def source(self, depth: int | None = None) -> np.ndarray | None:
+        """The slice to preview on (called by the worker thread: plain attribute reads and writes);
+        with ``depth`` (a 3D network), a block of up to ``depth`` slices of the stack around it."""
+        current, stack = self._current, self._stack
+        self._previewed, self._block_start = current, None
+        if current is None:
+            return None
+        if depth is None:
+            return current[1]
+        z = current[0]
+        if stack is None or z is None:
+            return None  # a single image: nothing for a 3D network to preview on
+        start = min(max(z - depth // 2, 0), max(stack.shape[0] - depth, 0))
+        self._block_start = start
+        return np.asarray(stack[start : start + depth])
 
     def show(self, labels: np.ndarray, epoch: int | None) -> None:
         """Draw the network's labels over the slice they were predicted for."""
@@ -161,6 +174,10 @@ class LivePreview:
         if previewed is None:
             return
         z, image = previewed
+        if labels.ndim == 3:  # a 3D network's labels for the block around the slice: that slice's
+            if self._block_start is None or z is None:
+                return
+            labels = labels[z - self._block_start]
         where = f", slice {z}" if z is not None else ""
         name = getattr(self.layer, "name", "image")
         self.picture.show_picture(overlay(image, labels), f"Preview: {name}{where}, epoch {epoch}")

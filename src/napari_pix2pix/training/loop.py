@@ -34,7 +34,7 @@ from ..models.networks import (
 )
 from ..models.trained import TrainedModel
 from ..models.unet3d import UNet3D, plan_z_skip
-from ..prediction.pipeline import iter_probabilities
+from ..prediction.pipeline import iter_probabilities, predict
 from ..prediction.settings import PredictionSettings
 from ..scale.distributed import Group, agree, join, wrapper
 from .augment import augment_batch
@@ -136,6 +136,7 @@ class Trainer:
         self.failure = ""  # why the loss became unusable, once it did
         self.validated_at = 0  # the step whose weights were last validated
         self.validation_seconds = self.trained_since_validation = 0.0
+        self.preview_seconds = self.trained_since_preview = 0.0
         self.start = time.monotonic()
 
     def _make_sampler(
@@ -220,7 +221,10 @@ class Trainer:
         return self.model
 
     def _preview_due(self) -> bool:
-        return self.preview_source is not None and self.steps_done % self.config.preview_every == 0
+        if self.preview_source is None or self.steps_done % self.config.preview_every:
+            return False
+        # A 3D network's preview (a block of slices) costs seconds on a CPU: at most a fifth of the time.
+        return self.dims == 2 or self.trained_since_preview >= PREVIEW_SHARE * self.preview_seconds
 
     def checkpoint(self) -> TrainedModel:
         """The model as it is now (live weights, and the discriminator's), to save in the middle of a run."""
@@ -280,6 +284,7 @@ class Trainer:
         losses = self.step(images, targets, weights)
         self.steps_done += 1
         self.trained_since_validation += time.monotonic() - started
+        self.trained_since_preview += time.monotonic() - started
         return losses
 
     def _end_epoch(self, epoch_losses: list[dict], final: bool = False) -> TrainingEvent:
@@ -352,20 +357,41 @@ class Trainer:
         return max(0.0, remaining) if math.isfinite(remaining) else None
 
     def _preview(self) -> np.ndarray | None:
-        """The current network's output for the 2D image ``preview_source()`` returns (None to skip),
-        in the output its annotation kind is predicted as by default."""
+        """The current network's output for the image ``preview_source()`` returns (None to skip), in
+        the output its annotation kind is predicted as by default: for a 2D network the slice in view;
+        for a 3D network ``preview_source(depth=PREVIEW_DEPTH)``, a block of slices around it, whose
+        labels (Z, Y, X) come back whole."""
         assert self.preview_source is not None
-        image = self.preview_source() if self.dims == 2 else None  # (a 3D network previews no slice yet)
-        if image is None:
-            return None
+        started = time.monotonic()
         try:
+            image = self.preview_source() if self.dims == 2 else self._preview_block()
+            if image is None:
+                return None
+            encoding = self.model.encoding
+            if self.dims == 3:
+                settings = PredictionSettings(device=str(self.device), object_size=None)
+                return predict(self.model, np.asarray(image), encoding.default_output, settings=settings)
             ((_, probabilities),) = iter_probabilities(
                 self.model, np.asarray(image), settings=PredictionSettings(device=str(self.device))
             )
+            return get_output(encoding.default_output).on_host(encoding, None)(probabilities)
         except InputError:
-            return None  # a slice the model cannot take (e.g. wrong channels): no preview, training goes on
-        encoding = self.model.encoding
-        return get_output(encoding.default_output).on_host(encoding, None)(probabilities)
+            return None  # an image the model cannot take (e.g. wrong channels): no preview, training goes on
+        finally:
+            self.preview_seconds, self.trained_since_preview = time.monotonic() - started, 0.0
+
+    def _preview_block(self) -> np.ndarray | None:
+        """A (Z, Y, X[, C]) block around the slice in view, or None (a source that gives no blocks)."""
+        assert self.preview_source is not None
+        try:
+            block = cast(Callable[..., Any], self.preview_source)(depth=PREVIEW_DEPTH)
+        except TypeError:  # a source written for 2D networks only
+            return None
+        return None if block is None or np.ndim(block) < 3 else block
+
+
+PREVIEW_DEPTH = 16  # slices of the block a 3D network previews on, around the slice in view
+PREVIEW_SHARE = 4  # a 3D preview waits for 4× its own time of training (≤ 20 % of the run)
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -401,7 +427,9 @@ def train(
         Checked every step; once set, training ends and the best model so far is returned.
     preview_source : callable, optional
         Returns the 2D image (Y, X[, C]) to preview on, or None; every ``preview_every`` steps the
-        current model's labels for it are yielded in a 'preview' event.
+        current model's labels for it are yielded in a 'preview' event. A 3D network calls it with
+        ``depth=N`` for a block (Z, Y, X[, C]) of up to N slices around the slice to show, and yields
+        the block's labels (previews of a 3D network take at most a fifth of the run).
     resume : TrainedModel, optional
         Continue training this model (same architecture, channels and classes).
 
