@@ -174,3 +174,27 @@ def test_bad_3d_input_is_one_line(trained_3d: tuple[Path, str], volumes: Path) -
     )
     assert code == 2 and stderr.count("\n") == 1 and "voxel size must be three positive numbers" in stderr
     assert not (volumes / "bad.pt").exists() and not (volumes / "bad.tif").exists()
+
+
+def test_torchrun_trains_a_3d_model_with_two_processes(volumes: Path) -> None:
+    """3D training under DistributedDataParallel (torchrun, gloo), as 2D training runs: two ranks,
+    one 3D model file with its voxel size, predicting a volume of the input's shape."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "napari_pix2pix", "train", "vol.tif", "vol_labels.tif", "--out", "ddp3d.pt", "--dims", "3d",
+               "--epochs", "2", "--steps-per-epoch", "2", "--width", "4", "--depth", "2", "--batch-size", "1",
+               "--device", "cpu", "--quiet"]  # fmt: skip
+    done = subprocess.run(command, cwd=volumes, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained by 2 processes") == 1
+    model = load_model(volumes / "ddp3d.pt")
+    assert model.config.dims == 3 and model.voxel_size == pytest.approx((0.5, 0.2, 0.2))
+    assert [h["step"] for h in model.history] == [2, 4]
+    code, _, err = run("predict", str(volumes / "ddp3d.pt"), str(volumes / "vol.tif"), "--out",
+                       str(volumes / "ddp3d.tif"), "--quiet")  # fmt: skip
+    assert code == 0, err
+    assert tifffile.imread(volumes / "ddp3d.tif").shape == (16, 48, 48)
