@@ -1,11 +1,13 @@
 """Export to bioimage.io: the package passes bioimage.io's own model test and loads back."""
 
+import io
+
 import numpy as np
 import pytest
 import tifffile
 
 from napari_pix2pix.cli import main
-from napari_pix2pix.errors import ModelFileError
+from napari_pix2pix.errors import InputError, ModelFileError
 from napari_pix2pix.io import load_model, save_model
 from napari_pix2pix.prediction import predict
 
@@ -50,6 +52,55 @@ def test_an_exported_package_passes_the_bioimageio_model_test_and_loads_back(
         assert inputs["axes"][2]["size"] == {"min": 28, "step": 4}
         assert outputs["axes"][2]["size"]["offset"] == -27  # depth 2: 64² in, 37² out
         assert "pixel 0 under input pixel 14" in outputs["axes"][2]["description"]
+
+
+def test_a_3d_model_exports_with_z_y_x_axes_passes_the_model_test_and_loads_back(tmp_path, monkeypatch):
+    import zipfile
+
+    import yaml
+    from bioimageio.core import test_model
+
+    from napari_pix2pix import TrainingConfig, fit
+    from napari_pix2pix.bioimageio import export
+    from test_volumes import blobs
+
+    monkeypatch.chdir(tmp_path)
+    image, labels = blobs((16, 48, 48), count=6)
+    config = TrainingConfig(
+        dims="3d", voxel_size=(1.0, 0.25, 0.25), epochs=1, steps_per_epoch=2, batch_size=1, width=4, depth=2,
+        patch_size=32, device="cpu", max_minutes=None,
+    )  # fmt: skip
+    model = fit(image, (labels > 0).astype(np.uint8), config)
+    assert model.config.z_skip == 1  # z pooled at the second level only: z steps by 2, y and x by 4
+    save_model(model, tmp_path / "m3d.pt")
+    tifffile.imwrite(tmp_path / "volume.tif", image, photometric="minisblack")
+    assert main(["export", "m3d.pt", "m3d.zip", "--image", "volume.tif"]) == 0
+    summary = test_model(str(tmp_path / "m3d.zip"))
+    failures = [(d.name, [e.msg for e in d.errors]) for d in summary.details if d.status != "passed"]
+    assert summary.status == "passed", failures
+    with zipfile.ZipFile(tmp_path / "m3d.zip") as package:
+        description = yaml.safe_load(package.read("rdf.yaml"))
+        test_input = np.load(io.BytesIO(package.read(description["inputs"][0]["test_tensor"]["source"])))
+    (inputs,), (outputs,) = description["inputs"], description["outputs"]
+    assert test_input.shape == (1, 1, 16, 48, 48)  # the whole (small) volume: sides the network takes
+    assert [a.get("id") for a in inputs["axes"]] == [None, None, "z", "y", "x"]
+    sizes = [{"min": 10, "step": 2}, {"min": 36, "step": 4}, {"min": 36, "step": 4}]  # min: more than 2 halos
+    assert [a["size"] for a in inputs["axes"][2:]] == sizes
+    assert [(a["halo"], a["scale"], a["unit"]) for a in outputs["axes"][2:]] == [
+        (4, 1.0, "micrometer"), (16, 0.25, "micrometer"), (16, 0.25, "micrometer")
+    ]  # fmt: skip
+    assert [a["scale"] for a in inputs["axes"][2:]] == [1.0, 0.25, 0.25]
+    loaded = load_model(tmp_path / "m3d.zip")  # round trip
+    assert loaded.config == model.config and loaded.voxel_size == (1.0, 0.25, 0.25)
+    volume = image[:8, :40, :44]
+    for output in ("labels", "probability"):
+        np.testing.assert_array_equal(
+            predict(loaded, volume, output, device="cpu"), predict(model, volume, output, device="cpu")
+        )
+    with pytest.raises(InputError, match="must be a volume"):
+        export(model, tmp_path / "plane.zip", image[0])
+    with pytest.raises(InputError, match=r"too small: a block of at least 10×36×36 voxels"):
+        export(model, tmp_path / "thin.zip", image[:8])
 
 
 def test_export_problems_are_one_line(tmp_path, monkeypatch, capsys, tiny_model):

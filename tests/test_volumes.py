@@ -121,16 +121,12 @@ def test_3d_training_refuses_what_it_cannot_do():
 
 
 def test_what_3d_models_cannot_do_yet_is_one_line(tmp_path, capsys):
-    pytest.importorskip("bioimageio.spec")
     import tifffile
 
-    from napari_pix2pix.bioimageio import export
     from napari_pix2pix.cli import main
 
     model = random_3d_model()
     save_model(model, tmp_path / "m3d.pt")
-    with pytest.raises(InputError, match="exporting 3D models to bioimage.io is not supported yet"):
-        export(model, tmp_path / "m.zip", np.zeros((8, 32, 32), np.float32))
     tifffile.imwrite(tmp_path / "v.tif", np.zeros((8, 32, 32), np.float32))
     command = ["predict", str(tmp_path / "m3d.pt"), str(tmp_path / "v.tif"), "--out", str(tmp_path / "o.zarr")]
     assert main([*command, "--workers", "2"]) == 2

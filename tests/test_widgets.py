@@ -648,3 +648,54 @@ def test_the_first_window_uses_the_screen_and_the_docks_take_what_they_need(qtbo
         assert train.width() <= widest + DOCK_ROOM + 30
     finally:
         viewer.close()
+
+
+def test_3d_sample_trains_a_3d_network_predicts_a_3d_layer_and_continues_from_corrections(viewer, qtbot):
+    """The 3D day in napari: the 3D sample (its voxel size in the layers' scale), Network 3D, a
+    prediction with the image's scale, one corrected slice, and a 3D model continued from it."""
+    viewer.open_sample(PLUGIN, "nuclei_3d")
+    image, labels = viewer.layers["nuclei 3D"], viewer.layers["nuclei 3D labels"]
+    train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
+    train.image_picker.value, train.labels_picker.value = image, labels
+    small_settings(train, epochs=1)  # 20 steps
+    train.patch_size.value = 32
+    train.dims_choice.value = "3d"
+    train.live_preview.value = False
+    train.start()
+    wait_idle(qtbot, train)
+    first = train.model
+    assert first is not None and first.config.dims == 3 and first.voxel_size == pytest.approx((0.5, 0.25, 0.25))
+
+    predict.image_picker.value = image
+    predict.model_choice.value = model_store.names()[-1]
+    predict.run()
+    wait_idle(qtbot, predict)
+    predicted = viewer.layers[-1]
+    assert predicted.data.shape == image.data.shape and tuple(predicted.scale) == tuple(image.scale)
+
+    ys, xs = np.mgrid[8:40, 8:40]
+    block = (np.full(ys.size, 20), ys.ravel(), xs.ravel())
+    predicted.data_setitem(block, int((predicted.data[block] == 0).mean() > 0.5))  # a change, whatever it holds
+    assert predicted.metadata["napari-pix2pix corrected slices"] == {20}
+    train.image_picker.value, train.labels_picker.value = image, predicted
+    train.pairs.add_button.click()
+    train.start_from.value = model_store.names()[-1]
+    train.start()
+    wait_idle(qtbot, train)
+    assert train.model is not first and train.model.config.dims == 3, messages()[-3:]
+    assert len(train.model.history) == len(first.history) + 1
+
+
+def test_the_shipped_nuclei_model_is_offered_to_predict_and_to_fine_tune(viewer, qtbot):
+    from napari_pix2pix.io.pretrained import PRETRAINED
+
+    label = PRETRAINED["nuclei"].label
+    train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
+    assert label in predict.model_choice.choices
+    assert label in train.start_from.choices  # shown as "Fine-tune 'Nuclei (pretrained)'"
+    viewer.open_sample(PLUGIN, "nuclei")
+    predict.image_picker.value = viewer.layers["nuclei"]
+    predict.model_choice.value = label
+    predict.run()
+    wait_idle(qtbot, predict)
+    assert viewer.layers[-1].data.shape == viewer.layers["nuclei"].data.shape and viewer.layers[-1].data.max() > 10
