@@ -32,6 +32,7 @@ import tifffile
 import torch
 
 import plain_unet
+from napari_pix2pix.labels.postprocess import Cleanup
 from napari_pix2pix.prediction import predict
 from napari_pix2pix.training import TrainingConfig, fit
 
@@ -97,7 +98,22 @@ def engine(dataset: dict, minutes: float, seed: int, architecture: str = "unet")
     output = model.encoding.default_output
     start = time.perf_counter()
     result = score_all(lambda x: predict(model, x, output, device="cpu"), dataset)
-    return {"train s": seconds, "predict s": time.perf_counter() - start, "epochs": len(model.history), **result}
+    predict_s = time.perf_counter() - start
+    # The same model without the automatic object-size rescaling and the watershed lines (issue 20:
+    # the defaults may cost at most 1.3x this, and rescaling must lose nothing).
+    bare = Cleanup(separate=False)
+    start = time.perf_counter()
+    plain_result = score_all(lambda x: predict(model, x, output, device="cpu", object_size=None, cleanup=bare), dataset)
+    bare_s = time.perf_counter() - start
+    return {
+        "train s": seconds,
+        "predict s": predict_s,
+        "predict s, --object-size none --no-separate": bare_s,
+        "time ratio to --object-size none --no-separate": predict_s / bare_s,
+        "epochs": len(model.history),
+        **result,
+        **{f"{name} (--object-size none --no-separate)": metrics for name, metrics in plain_result.items()},
+    }
 
 
 def starting_model(dataset: dict, minutes: float, seed: int) -> dict:
@@ -203,13 +219,14 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     for run in runs:
         for test, metrics in run["tests"].items():
             key = (run["data"], test, run["method"], run["minutes"])
-            groups.setdefault(key, []).append({**metrics, "train s": run["train s"]})
+            ratio = run.get("time ratio to --object-size none --no-separate")
+            groups.setdefault(key, []).append({**metrics, "train s": run["train s"], "predict ×": ratio})
     for (data, test, method, _), results in groups.items():
         row = {"data": data, "test": test, "method": method, "seeds": len(results)}
-        for metric in ("train s", *METRICS):
-            values = [r[metric] for r in results if metric in r]
+        for metric in ("train s", *METRICS, "predict ×"):
+            values = [r[metric] for r in results if r.get(metric) is not None]
             if values:
-                digits = 0 if metric == "train s" else 4
+                digits = {"train s": 0, "predict ×": 2}.get(metric, 4)
                 mean, spread = np.mean(values), np.ptp(values) / 2
                 row[metric] = f"{mean:.{digits}f} ± {spread:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
         rows.append(row)

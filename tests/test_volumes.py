@@ -118,17 +118,3 @@ def test_3d_training_refuses_what_it_cannot_do():
         fit(image, labels, TrainingConfig(dims="3d", model="pix2pix", epochs=1, max_minutes=None))
     with pytest.raises(InputError, match="dims must be one of"):
         fit(image, labels, TrainingConfig(dims="4d", epochs=1, max_minutes=None))
-
-
-def test_what_3d_models_cannot_do_yet_is_one_line(tmp_path, capsys):
-    import tifffile
-
-    from napari_pix2pix.cli import main
-
-    model = random_3d_model()
-    save_model(model, tmp_path / "m3d.pt")
-    tifffile.imwrite(tmp_path / "v.tif", np.zeros((8, 32, 32), np.float32))
-    command = ["predict", str(tmp_path / "m3d.pt"), str(tmp_path / "v.tif"), "--out", str(tmp_path / "o.zarr")]
-    assert main([*command, "--workers", "2"]) == 2
-    assert "predict with 2D models for now" in capsys.readouterr().err
-    assert not (tmp_path / "o.zarr").exists()

@@ -76,14 +76,12 @@ def _predict_on_cluster(model: TrainedModel, settings: PredictionSettings, args:
     from ..io.omezarr import create_zarr, is_zarr
     from ..prediction.pipeline import output_dtype, output_shape
     from ..prediction.reading import volume_geometry
-    from ..scale.cluster import NO_3D_ON_CLUSTER, predict_on_cluster
+    from ..scale.cluster import predict_on_cluster
 
     if args.out is None or len(args.inputs) != 1 or not is_zarr(args.out):
         raise InputError("--workers and --scheduler predict one volume into OME-Zarr: give --out NAME.zarr")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
-    if model.config.dims == 3:
-        raise InputError(NO_3D_ON_CLUSTER)
     check_output(args.out, args.model, args.inputs[0])
     image, scale = read_image(args.inputs[0])
     settings = _with_file_scale(settings, scale)

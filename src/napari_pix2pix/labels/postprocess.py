@@ -47,15 +47,7 @@ def renumber_instances(current: np.ndarray, previous: np.ndarray | None, next_id
     """
     ids = np.unique(current)
     ids = ids[ids > 0]
-    matches: dict[int, int] = {}
-    if previous is not None and ids.size:
-        both = (previous > 0) & (current > 0)
-        pairs, overlap = np.unique(np.stack([previous[both], current[both]]), axis=1, return_counts=True)
-        if overlap.size:
-            previous_area = np.bincount(previous.ravel())[pairs[0]]
-            current_area = np.bincount(current.ravel())[pairs[1]]
-            iou = overlap / (previous_area + current_area - overlap)
-            matches = {int(c): int(p) for p, c, v in zip(pairs[0], pairs[1], iou) if v >= 0.5}
+    matches = matching_ids(previous, current) if previous is not None and ids.size else {}
     lookup = np.zeros(int(current.max()) + 1, dtype=np.uint32)
     for object_id in ids:
         if int(object_id) in matches:
@@ -64,6 +56,20 @@ def renumber_instances(current: np.ndarray, previous: np.ndarray | None, next_id
             lookup[object_id] = next_id
             next_id += 1
     return lookup[current], next_id
+
+
+def matching_ids(previous: np.ndarray, current: np.ndarray) -> dict[int, int]:
+    """The objects of ``current`` that are objects of ``previous`` (two label maps of the same
+    shape): {current id: previous id} for the pairs whose overlap has an IoU of at least 0.5, which
+    makes the match one-to-one."""
+    both = (previous > 0) & (current > 0)
+    pairs, overlap = np.unique(np.stack([previous[both], current[both]]), axis=1, return_counts=True)
+    if not overlap.size:
+        return {}
+    previous_area = np.bincount(previous.ravel())[pairs[0]]
+    current_area = np.bincount(current.ravel())[pairs[1]]
+    iou = overlap / (previous_area + current_area - overlap)
+    return {int(c): int(p) for p, c, v in zip(pairs[0], pairs[1], iou) if v >= 0.5}
 
 
 def separating_lines(

@@ -132,15 +132,30 @@ def iter_volume_probabilities(
     geometry: VolumeGeometry,
     settings: PredictionSettings,
     stop: threading.Event | None = None,
+    slices: range | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Class probabilities (K, Y, X) of each slice of a volume, in order, from a 3D network."""
-    yield from iter_slab_probabilities(
+    """Class probabilities (K, Y, X) of each slice of a volume (or of ``slices`` only), in order, from
+    a 3D network. A range is predicted with the slabs of the whole volume's pass (the first one on
+    their grid, ``z_grid``), so each of its slices is exactly what the whole-volume pass gives; only
+    the slices those slabs need are read."""
+    wanted = slices if slices is not None else range(geometry.n_slices)
+    first = wanted.start - wanted.start % z_grid(model, geometry, settings)
+    for index, probabilities in iter_slab_probabilities(
         model,
         lambda start, stop_: read_slab(image, geometry, model, start, stop_),
         geometry,
         settings,
+        slices=range(first, wanted.stop),
         stop=stop,
-    )
+    ):
+        if index >= wanted.start:
+            yield index, probabilities
+
+
+def z_grid(model: TrainedModel, geometry: VolumeGeometry, settings: PredictionSettings) -> int:
+    """The whole-volume pass predicts slabs of this many slices, from slice 0: a range of slices
+    starting on a multiple of it is predicted without recomputing a slab another range shares."""
+    return block_plan(model, geometry, settings).z_keep
 
 
 def iter_slab_probabilities(

@@ -8,7 +8,8 @@ they are given are absolute, since their working folder is not the caller's). Wh
 whole volume is settled once, before the tasks: the rescaling to the model's object or pixel size
 and, for a per-image normalisation, the volume's own percentiles. Instance ids are made unique and
 linked across slab borders afterwards, exactly as one process links them slice by slice, so the
-output equals a single-process run.
+output equals a single-process run. A 3D model's slabs are predicted with a z halo, their objects
+merged across the borders by overlap (see ``scale.volumes``).
 
 A slab's bad input comes back as the engine's one line (slices numbered in the volume), returned by
 the task rather than raised, so no worker logs a failure. On any failure every task is told to stop
@@ -18,11 +19,10 @@ the task rather than raised, so no worker logs a failure. On any failure every t
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,36 +31,11 @@ import numpy as np
 from ..checks import check_finite, check_numeric
 from ..errors import InputError
 from ..labels.postprocess import renumber_instances
-from ..models.normalisation import Normalisation
 from ..prediction.settings import PredictionSettings
+from .tasks import SlabOutcome, SlabPlan, collect, halted, relabel, slabs
+from .volumes import object_halo, predict_volume_on_cluster
 
-NO_3D_ON_CLUSTER = (
-    "--workers and --scheduler predict with 2D models for now; predict a 3D model's volume without them "
-    "(it is read and written slab by slab in one process)"
-)
-SLABS_PER_WORKER = 4  # enough tasks to balance the load, few enough that each has work
 WORKER_WAIT_S = 30.0  # how long a scheduler given by address may take to have a worker
-STOP_WAIT_S = 120.0  # after a failure, at most this long for the tasks to stop writing
-
-
-@dataclass(frozen=True)
-class SlabPlan:
-    """What every slab task is given: the settings, and what was settled for the whole volume
-    (the scale factor, and the volume's own normalisation under the per-image rule)."""
-
-    settings: PredictionSettings
-    factor: float
-    normalisation: Normalisation | None
-
-
-@dataclass(frozen=True)
-class SlabOutcome:
-    """What a task returns: the largest id it wrote, or the engine's one line when its input was
-    bad, or that it stopped because another task failed."""
-
-    largest: int = 0
-    error: str | None = None
-    stopped: bool = False
 
 
 class SlabView:
@@ -81,21 +56,6 @@ class SlabView:
         return plane
 
 
-def slabs(n_slices: int, workers: int) -> list[tuple[int, int]]:
-    """(start, stop) of consecutive slabs covering ``n_slices``."""
-    size = max(1, math.ceil(n_slices / (SLABS_PER_WORKER * max(1, workers))))
-    return [(start, min(n_slices, start + size)) for start in range(0, n_slices, size)]
-
-
-def _halted(halt: str | None) -> bool:
-    """Whether the ``distributed.Event`` named ``halt`` is set (another task failed)."""
-    if halt is None:
-        return False
-    from distributed import Event
-
-    return bool(Event(halt).is_set())
-
-
 def predict_slab(
     model_path: str, source: str, out_path: str, start: int, stop: int, plan: SlabPlan, halt: str | None = None
 ) -> SlabOutcome:
@@ -108,7 +68,7 @@ def predict_slab(
     from ..prediction.pipeline import predict_slices
     from ..prediction.reading import volume_geometry
 
-    if _halted(halt):
+    if halted(halt):
         return SlabOutcome(stopped=True)
     try:
         model = load_model_or_pretrained(model_path)
@@ -120,25 +80,13 @@ def predict_slab(
         largest = 0
         results = predict_slices(model, slab, volume_geometry(slab.shape, model), plan.settings, plan.factor)
         for result in results:
-            if _halted(halt):
+            if halted(halt):
                 return SlabOutcome(stopped=True)
             out[start + result.index] = result.data
             largest = max(largest, int(result.data.max(initial=0)))
         return SlabOutcome(largest)
     except InputError as error:
         return SlabOutcome(error=str(error))
-
-
-def relabel_slab(out_path: str, start: int, stop: int, lookup: np.ndarray, halt: str | None = None) -> SlabOutcome:
-    """One task: give a slab's objects their ids in the whole volume."""
-    from ..io.omezarr import open_for_writing
-
-    out = open_for_writing(out_path)
-    for index in range(start, stop):
-        if _halted(halt):
-            return SlabOutcome(stopped=True)
-        out[index] = lookup[np.asarray(out[index])]
-    return SlabOutcome()
 
 
 def volume_ids(out: Any, parts: list[tuple[int, int]], largest: list[int], link: bool) -> list[np.ndarray]:
@@ -163,26 +111,6 @@ def volume_ids(out: Any, parts: list[tuple[int, int]], largest: list[int], link:
     return lookups
 
 
-def collect(futures: list[Any], halt: Any, each: Callable[[int, SlabOutcome], None]) -> None:
-    """Hand each task's outcome to ``each(its index, outcome)`` as it finishes; a bad input is raised
-    as ``InputError``. On any failure (or an interruption) every task is told to stop (``halt``) and
-    waited for, so that none still writes when the caller removes the output."""
-    from distributed import as_completed, wait
-
-    index = {future.key: i for i, future in enumerate(futures)}
-    try:
-        for future in as_completed(futures):
-            outcome = future.result()
-            if outcome.error is not None:
-                raise InputError(outcome.error)
-            each(index[future.key], outcome)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            halt.set()
-            wait(futures, timeout=STOP_WAIT_S)
-        raise
-
-
 def predict_on_cluster(
     client: Any,
     model_path: str,
@@ -200,20 +128,12 @@ def predict_on_cluster(
     out_path = os.path.abspath(Path(out_array.store_path.store.root) / out_array.path)
     plan, parts = _plan(client, model_path, source, settings)
     halt = Event(f"napari-pix2pix-stop-{uuid.uuid4().hex}", client=client)
-    largest = [0] * len(parts)
-
-    def done(i: int, outcome: SlabOutcome) -> None:
-        largest[i] = outcome.largest
-        advance(parts[i][1] - parts[i][0])
-
     try:
-        submit = [(predict_slab, model_path, source, out_path, s, e, plan, halt.name) for s, e in parts]
-        collect([client.submit(*task, pure=False) for task in submit], halt, done)
-        if not _objects(plan):
-            return
-        lookups = volume_ids(out_array, parts, largest, settings.link_slices)
-        relabels = [(relabel_slab, out_path, s, e, lookup, halt.name) for (s, e), lookup in zip(parts, lookups)]
-        collect([client.submit(*task, pure=False) for task in relabels], halt, lambda i, outcome: None)
+        if plan.dims == 3:
+            paths = (model_path, source, out_path)
+            predict_volume_on_cluster(client, paths, plan, parts, halt, advance, out_array.dtype)
+        else:
+            _predict_planes(client, (model_path, source, out_path), out_array, plan, parts, halt, advance)
     except InputError as error:  # the workers name the image by its absolute path: show the one given
         raise InputError(str(error).replace(source, str(given))) from None
     finally:
@@ -221,27 +141,53 @@ def predict_on_cluster(
             halt.clear()
 
 
+def _predict_planes(
+    client: Any,
+    paths: tuple[str, str, str],
+    out_array: Any,
+    plan: SlabPlan,
+    parts: list[tuple[int, int]],
+    halt: Any,
+    advance: Callable[[int], None],
+) -> None:
+    """A 2D model's slabs, then (for objects) their ids linked across the slab borders."""
+    largest = [0] * len(parts)
+
+    def done(i: int, outcome: SlabOutcome) -> None:
+        largest[i] = outcome.largest
+        advance(parts[i][1] - parts[i][0])
+
+    submit = [(predict_slab, *paths, s, e, plan, halt.name) for s, e in parts]
+    collect([client.submit(*task, pure=False) for task in submit], halt, done)
+    if _objects(plan):
+        lookups = volume_ids(out_array, parts, largest, plan.settings.link_slices)
+        relabel(client, paths[2], parts, lookups, halt)
+
+
 def _plan(client: Any, model_path: str, source: str, settings: PredictionSettings) -> tuple[SlabPlan, list]:
-    """What the tasks share (settled on the whole volume here, as one process settles it), and the slabs."""
+    """What the tasks share (settled on the whole volume here, as one process settles it), and the
+    slabs: a 3D model's on the grid of the whole-volume pass, its voxel size checked here, once."""
     from ..io import read_image
     from ..io.pretrained import load_model_or_pretrained
     from ..prediction.reading import for_this_image, volume_geometry
-    from ..prediction.rescale import rescaling
+    from ..prediction.rescale import rescaling, warn_voxel_size
+    from ..prediction.volume import z_grid
 
     model = load_model_or_pretrained(model_path)
-    if model.config.dims == 3:
-        raise InputError(NO_3D_ON_CLUSTER)
     image, _ = read_image(source)
     geometry = volume_geometry(image.shape, model)
     if not geometry.is_stack:
         raise InputError("--workers predicts stacks (Z, Y, X); predict a single image without it")
     resolved = for_this_image(model, image, geometry)
-    plan = SlabPlan(
-        settings=replace(settings, output=settings.output_for(model)),
-        factor=rescaling(resolved, image, geometry, settings),
-        normalisation=resolved.normalisation if model.normalisation.per_image else None,
-    )
-    return plan, slabs(geometry.n_slices, len(client.scheduler_info()["workers"]))
+    settings = replace(settings, output=settings.output_for(model))
+    normalisation = resolved.normalisation if model.normalisation.per_image else None
+    workers = len(client.scheduler_info()["workers"])
+    if model.config.dims == 3:
+        warn_voxel_size(model, settings.voxel_size)
+        plan = SlabPlan(settings, 1.0, normalisation, dims=3, object_halo=object_halo(model))
+        return plan, slabs(geometry.n_slices, workers, z_grid(resolved, geometry, settings))
+    plan = SlabPlan(settings, rescaling(resolved, image, geometry, settings), normalisation)
+    return plan, slabs(geometry.n_slices, workers)
 
 
 def _objects(plan: SlabPlan) -> bool:

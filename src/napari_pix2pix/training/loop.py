@@ -57,6 +57,9 @@ class Trainer:
     doing one update, ``step(images, targets, weights) -> {"loss": …}``, which callers may wrap.
     """
 
+    # The time the last preview took and the training time since (a 3D preview takes a share of it).
+    preview_seconds = trained_since_preview = 0.0
+
     def __init__(
         self,
         image: Any,
@@ -136,7 +139,6 @@ class Trainer:
         self.failure = ""  # why the loss became unusable, once it did
         self.validated_at = 0  # the step whose weights were last validated
         self.validation_seconds = self.trained_since_validation = 0.0
-        self.preview_seconds = self.trained_since_preview = 0.0
         self.start = time.monotonic()
 
     def _make_sampler(
