@@ -118,3 +118,22 @@ def test_3d_training_refuses_what_it_cannot_do():
         fit(image, labels, TrainingConfig(dims="3d", model="pix2pix", epochs=1, max_minutes=None))
     with pytest.raises(InputError, match="dims must be one of"):
         fit(image, labels, TrainingConfig(dims="4d", epochs=1, max_minutes=None))
+
+
+def test_a_volume_of_other_voxels_is_rescaled_to_the_models_and_scaled_back():
+    from dataclasses import replace
+
+    from napari_pix2pix.prediction import predict, volume_geometry
+    from napari_pix2pix.prediction.rescale import VoxelSizeNote
+    from napari_pix2pix.prediction.volume import iter_volume_probabilities, rescaled_volume_probabilities
+
+    model = replace(random_3d_model(), voxel_size=(1.0, 0.5, 0.5))
+    volume = np.random.default_rng(1).random((10, 40, 44)).astype(np.float32)
+    settings = PredictionSettings(device="cpu")
+    geometry = volume_geometry(volume.shape, model)
+    same = [p for _, p in rescaled_volume_probabilities(model, volume, geometry, settings, (1.0, 1.0, 1.0))]
+    plain = [p for _, p in iter_volume_probabilities(model, volume, geometry, settings)]
+    np.testing.assert_allclose(same, plain, atol=1e-5)  # at the model's voxels: the plain pass
+    with pytest.warns(VoxelSizeNote, match=r"learned 1 × 0.5 × 0.5: predicting at 2 × 1 × 1"):
+        probabilities = predict(model, volume, "probability", device="cpu", voxel_size=(2.0, 0.5, 0.5))
+    assert probabilities.shape == volume.shape and np.isfinite(probabilities).all()

@@ -133,24 +133,31 @@ def test_predicting_with_a_3d_model_writes_a_volume_of_instances(trained_3d: tup
     assert "wrote instances (16, 48, 48)" in stdout
 
 
-def test_a_voxel_size_other_than_the_models_is_one_warning_line(trained_3d: tuple[Path, str], volumes: Path) -> None:
+def test_a_voxel_size_other_than_the_models_is_rescaled_and_said(
+    trained_3d: tuple[Path, str], volumes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model, _ = trained_3d
     out = str(volumes / "other.tif")
     argv = ["predict", str(model), str(volumes / "plain.tif"), "--out", out, "--device", "cpu", "--quiet"]
     code, _, stderr = run(*argv, "--voxel-size", "1", "0.2", "0.2")
-    assert code == 0
-    (line,) = [line for line in stderr.splitlines() if "warning" in line]
-    assert line.startswith("napari-pix2pix predict: warning: the image's voxels are 1 × 0.2 × 0.2")
-    assert "0.5 × 0.2 × 0.2" in line and "predicting as it is" in line
+    assert code == 0 and "warning" not in stderr
+    (line,) = [line for line in stderr.splitlines() if "note" in line]
+    assert line.startswith("napari-pix2pix predict: note: the image's voxels are 1 × 0.2 × 0.2")
+    assert "the model learned 0.5 × 0.2 × 0.2: predicting at 2 × 1 × 1 and scaling the result back" in line
+    assert tifffile.imread(out).shape == (16, 48, 48)  # scaled back to the image's own grid
     image, _ = blob_volume()
     tifffile.imwrite(
         volumes / "coarse.tif", image, **{**IMAGEJ, "metadata": {"spacing": 2.0, "unit": "um", "axes": "ZYX"}}
     )
     argv[2] = str(volumes / "coarse.tif")
     code, _, stderr = run(*argv)  # read from the file's metadata
-    assert code == 0 and "voxels are 2 × 0.2 × 0.2" in stderr
+    assert code == 0 and "voxels are 2 × 0.2 × 0.2" in stderr and "predicting at 4 × 1 × 1" in stderr
     code, _, stderr = run(*argv, "--voxel-size", "0.505", "0.2", "0.2")  # within 2 %: the model's
-    assert code == 0 and "warning" not in stderr
+    assert code == 0 and "warning" not in stderr and "note" not in stderr
+    monkeypatch.setattr("napari_pix2pix.prediction.volume.MAX_RESCALED_VOXELS", 1000)
+    code, _, stderr = run(*argv)  # too large to rescale in memory: as it is, said
+    assert code == 0 and "warning: the image's voxels are 2 × 0.2 × 0.2" in stderr
+    assert "a volume this large is not rescaled in memory: predicting as it is" in stderr
 
 
 def test_bad_3d_input_is_one_line(trained_3d: tuple[Path, str], volumes: Path) -> None:

@@ -51,11 +51,11 @@ def warnings_as_lines(command: str, show: bool = True) -> Iterator[None]:
 
     from tqdm import tqdm
 
-    from ..prediction.rescale import ObjectSizeNote
+    from ..prediction.rescale import RescalingNote
 
     def line(message: Warning | str, *args: object, **kwargs: object) -> None:
         if show:
-            kind = "note" if isinstance(message, ObjectSizeNote) else "warning"
+            kind = "note" if isinstance(message, RescalingNote) else "warning"
             tqdm.write(f"napari-pix2pix {command}: {kind}: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():

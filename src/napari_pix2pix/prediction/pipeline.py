@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,11 +25,11 @@ from ..labels.outputs import CLASS_PROBABILITIES, HostConverter, get_output
 from ..labels.postprocess import Cleanup, renumber_instances
 from ..models.trained import TrainedModel
 from .reading import VolumeGeometry, for_this_image, read_slices, volume_geometry
-from .rescale import rescaling, resize, scaled_shape, warn_voxel_size
+from .rescale import VoxelSizeNote, rescaling, resize, scaled_shape, voxel_factors, warn_voxel_size
 from .settings import PredictionSettings, make_settings
 from .sinks import ArraySink, SliceSink
 from .streaming import stream_with
-from .volume import iter_volume_probabilities
+from .volume import fits_rescaled, iter_volume_probabilities, rescaled_volume_probabilities
 
 HOST_WORKERS = 8  # at most; post-processing a 512² slice takes 50–150 ms of one core
 T = TypeVar("T")
@@ -140,10 +141,18 @@ def predict_volume_slices(
     """``iter_predict`` for a 3D network: the volume in blocks, each slice's output as it is ready.
     Instances are found in 3D (one seeded watershed over the volume's class probabilities, kept as
     float16 until every slice is in), so their ids are unique in the volume without linking slices.
-    A ``VoxelSizeWarning`` says when the image's voxel size (``settings.voxel_size``) is not the model's."""
-    warn_voxel_size(model, settings.voxel_size)
+    A stack whose voxel size (``settings.voxel_size``) is not the model's is rescaled per axis to the
+    model's and its probabilities scaled back (a ``VoxelSizeNote`` says so), when it fits in memory
+    (``MAX_RESCALED_VOXELS``); a larger one is predicted as it is, with a ``VoxelSizeWarning``."""
     kind = get_output(settings.output_for(model))
-    slices = iter_volume_probabilities(model, image, geometry, settings, stop)
+    factors = voxel_factors(model, settings.voxel_size)
+    if factors is not None and fits_rescaled(geometry, factors):
+        assert settings.voxel_size is not None
+        warnings.warn(VoxelSizeNote(model, settings.voxel_size, factors), stacklevel=3)
+        slices = rescaled_volume_probabilities(model, image, geometry, settings, factors, stop)
+    else:
+        warn_voxel_size(model, settings.voxel_size, "a volume this large is not rescaled in memory")
+        slices = iter_volume_probabilities(model, image, geometry, settings, stop)
     total = geometry.n_slices
     if not kind.objects:
         convert = kind.on_host(model.encoding, settings.cleanup)

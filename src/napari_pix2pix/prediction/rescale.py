@@ -35,7 +35,11 @@ class PixelSizeWarning(UserWarning):
         )
 
 
-class ObjectSizeNote(UserWarning):
+class RescalingNote(UserWarning):
+    """An image was rescaled before the network, and the result scaled back (said, not an error)."""
+
+
+class ObjectSizeNote(RescalingNote):
     """The image was rescaled so that its objects have the size the model learned (said, not an error)."""
 
     def __init__(self, model: TrainedModel, factor: float):
@@ -48,23 +52,48 @@ class ObjectSizeNote(UserWarning):
 
 
 class VoxelSizeWarning(UserWarning):
-    """A stack's voxels are not the size of the volumes a 3D model was trained on."""
+    """A stack's voxels are not the size of the volumes a 3D model was trained on, and it is
+    predicted as it is (too large to rescale in memory, or predicted on a cluster)."""
 
-    def __init__(self, model: TrainedModel, voxel_size: tuple[float, float, float]):
+    def __init__(self, model: TrainedModel, voxel_size: tuple[float, float, float], why: str):
         assert model.voxel_size is not None
         super().__init__(
             f"the image's voxels are {_size(voxel_size)} (z × y × x), the model was trained on voxels of "
-            f"{_size(model.voxel_size)}; 3D volumes are not rescaled yet: predicting as it is"
+            f"{_size(model.voxel_size)}; {why}: predicting as it is"
         )
 
 
-def warn_voxel_size(model: TrainedModel, voxel_size: tuple[float, float, float] | None) -> None:
-    """A ``VoxelSizeWarning`` when both voxel sizes are known and differ by more than 2 % on an axis."""
+class VoxelSizeNote(RescalingNote):
+    """A stack was rescaled per axis to the voxel size a 3D model learned (said, not an error)."""
+
+    def __init__(self, model: TrainedModel, voxel_size: tuple[float, float, float], factors: tuple[float, ...]):
+        assert model.voxel_size is not None
+        super().__init__(
+            f"the image's voxels are {_size(voxel_size)} (z × y × x), the model learned {_size(model.voxel_size)}: "
+            f"predicting at {' × '.join(f'{f:.3g}' for f in factors)} and scaling the result back"
+        )
+
+
+ON_A_CLUSTER = "a cluster predicts volumes at their own voxel size (predict without --workers to rescale)"
+MAX_RESCALED_VOXELS = 2**27  # a volume is rescaled in memory up to this many voxels (at either size)
+
+
+def voxel_factors(model: TrainedModel, voxel_size: tuple[float, float, float] | None) -> tuple[float, ...] | None:
+    """How much to scale a stack along z, y and x to the model's voxel size (each within the allowed
+    scale factors), or None when either voxel size is unknown or they agree within 2 % on every axis."""
     if voxel_size is None or model.voxel_size is None:
-        return
+        return None
     voxel_size = check_voxel_size(voxel_size)
-    if sizes_differ(voxel_size, model.voxel_size):
-        warnings.warn(VoxelSizeWarning(model, voxel_size), stacklevel=3)
+    if not sizes_differ(voxel_size, model.voxel_size):
+        return None
+    return tuple(bounded(mine / learned) for mine, learned in zip(voxel_size, model.voxel_size))
+
+
+def warn_voxel_size(model: TrainedModel, voxel_size: tuple[float, float, float] | None, why: str) -> None:
+    """A ``VoxelSizeWarning`` when both voxel sizes are known and differ by more than 2 % on an axis."""
+    if voxel_factors(model, voxel_size) is not None:
+        assert voxel_size is not None
+        warnings.warn(VoxelSizeWarning(model, check_voxel_size(voxel_size), why), stacklevel=3)
 
 
 def _size(pixel_size: tuple[float, ...]) -> str:

@@ -23,6 +23,7 @@ from ..errors import Cancelled
 from ..models.trained import TrainedModel
 from ..models.unet3d import UNet3D
 from .reading import VolumeGeometry
+from .rescale import MAX_RESCALED_VOXELS
 from .settings import PredictionSettings
 from .tiling import mirrored_indices, round_up
 
@@ -150,6 +151,44 @@ def iter_volume_probabilities(
     ):
         if index >= wanted.start:
             yield index, probabilities
+
+
+def fits_rescaled(geometry: VolumeGeometry, factors: tuple[float, ...]) -> bool:
+    """Whether a volume rescaled by ``factors`` (z, y, x) is small enough to rescale in memory."""
+    voxels = geometry.n_slices * geometry.height * geometry.width
+    return voxels * max(1.0, float(np.prod(factors))) <= MAX_RESCALED_VOXELS
+
+
+def rescaled_volume_probabilities(
+    model: TrainedModel,
+    image: Any,
+    geometry: VolumeGeometry,
+    settings: PredictionSettings,
+    factors: tuple[float, ...],
+    stop: threading.Event | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``iter_volume_probabilities`` of the volume rescaled by ``factors`` (z, y, x; trilinear) to the
+    model's voxel size, the class probabilities scaled back (trilinear) to the volume's own grid."""
+    from .reading import volume_geometry
+
+    raw = np.asarray(image)
+    check_numeric(raw.dtype)
+    volume = torch.from_numpy(raw.astype(np.float32, copy=False))
+    volume = volume[..., None] if geometry.channels == 1 else volume  # (Z, Y, X, C)
+    shape = tuple(max(1, round(n * f)) for n, f in zip(volume.shape[:3], factors))
+    scaled = _resized(volume.permute(3, 0, 1, 2), shape).permute(1, 2, 3, 0)
+    scaled_image = scaled[..., 0].numpy() if geometry.channels == 1 else scaled.numpy()
+    scaled_geometry = volume_geometry(scaled_image.shape, model)
+    planes = iter_volume_probabilities(model, scaled_image, scaled_geometry, settings, stop)
+    probabilities = torch.from_numpy(np.stack([p for _, p in planes], axis=1))  # (K, Z', Y', X')
+    back = _resized(probabilities, (geometry.n_slices, geometry.height, geometry.width))
+    for index in range(geometry.n_slices):
+        yield index, back[:, index].numpy()
+
+
+def _resized(array: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A (C, Z, Y, X) float tensor resized to (C, *shape), trilinear."""
+    return torch.nn.functional.interpolate(array[None], size=shape, mode="trilinear", align_corners=False)[0]
 
 
 def z_grid(model: TrainedModel, geometry: VolumeGeometry, settings: PredictionSettings) -> int:

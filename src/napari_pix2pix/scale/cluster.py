@@ -170,7 +170,7 @@ def _plan(client: Any, model_path: str, source: str, settings: PredictionSetting
     from ..io import read_image
     from ..io.pretrained import load_model_or_pretrained
     from ..prediction.reading import for_this_image, volume_geometry
-    from ..prediction.rescale import rescaling, warn_voxel_size
+    from ..prediction.rescale import ON_A_CLUSTER, rescaling, warn_voxel_size
     from ..prediction.volume import z_grid
 
     model = load_model_or_pretrained(model_path)
@@ -183,7 +183,7 @@ def _plan(client: Any, model_path: str, source: str, settings: PredictionSetting
     normalisation = resolved.normalisation if model.normalisation.per_image else None
     workers = len(client.scheduler_info()["workers"])
     if model.config.dims == 3:
-        warn_voxel_size(model, settings.voxel_size)
+        warn_voxel_size(model, settings.voxel_size, ON_A_CLUSTER)
         plan = SlabPlan(settings, 1.0, normalisation, dims=3, object_halo=object_halo(model))
         return plan, slabs(geometry.n_slices, workers, z_grid(resolved, geometry, settings))
     plan = SlabPlan(settings, rescaling(resolved, image, geometry, settings), normalisation)
