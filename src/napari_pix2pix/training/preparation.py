@@ -151,7 +151,7 @@ def prepare_data(
         train_set.weights = boundary_weights(train_set.targets, encoding.object_classes, weight)
     objects = [o for _, _, planes in parts for o in (encoding.objects(plane) for plane in planes) if o is not None]
     object_size = typical_object_size(objects) if objects else None
-    if resume is not None and resume.object_size is not None:
+    if resume is not None:  # a continued or fine-tuned model keeps the scale it has (or its having none)
         object_size = resume.object_size
     return PreparedData(encoding, normalisation, train_set, validation, in_channels, object_size)
 
