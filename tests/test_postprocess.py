@@ -126,7 +126,7 @@ def test_an_object_size_estimate_that_diverges_is_not_used(monkeypatch):
     model = threshold_model()
     model.object_size = 30.0
     image = discs(8)
-    geometry, settings = volume_geometry(image.shape, model), PredictionSettings(device="cpu")
+    geometry, settings = volume_geometry(image.shape, model), PredictionSettings(object_size="auto", device="cpu")
     measured = iter([20.0, 16.0, 14.0])  # 1.5× too small, then worse after each magnification
     monkeypatch.setattr(rescale, "typical_object_size", lambda _: next(measured))
     assert rescale.scale_factor(model, image, geometry, settings) == 1.0

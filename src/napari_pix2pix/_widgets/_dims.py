@@ -32,8 +32,10 @@ class DimsHint(Label):
         if labels is not self._watched:  # recount as the user paints
             if self._watched is not None:
                 self._watched.events.paint.disconnect(self.update)
-            if labels is not None:
+                self._watched.events.data.disconnect(self.update)
+            if labels is not None:  # painted, or its data replaced
                 labels.events.paint.connect(self.update)
+                labels.events.data.connect(self.update)
             self._watched = labels
         if image is None or labels is None or labels.ndim != 3 or not isinstance(labels.data, np.ndarray):
             self.value = ""

@@ -31,7 +31,7 @@ from ..prediction.pipeline import (
     write_slices,
 )
 from ..prediction.reading import volume_geometry
-from ..prediction.settings import AUTO_SIZE, DEFAULT_TTA, PredictionSettings
+from ..prediction.settings import AUTO_SIZE, DEFAULT_OBJECT_SIZE, DEFAULT_TTA, PredictionSettings
 from ..prediction.sinks import ArraySink, ZarrSink
 from ._autosave import file_name
 from ._devices import DEVICE_CHOICES
@@ -142,6 +142,7 @@ class PredictWidget(QWidget):
         model_store.changed.connect(self._models_changed)
         callback = self._models_changed
         self.destroyed.connect(lambda *_: model_store.changed.disconnect(callback, missing_ok=True))
+        self._model_changed(self.model_choice.value)  # the output the model first offered predicts
 
     def _make_settings(self, viewer: napari.viewer.Viewer) -> None:
         """The settings: the main ones, and the advanced ones shown on demand."""
@@ -155,7 +156,14 @@ class PredictWidget(QWidget):
         self.separate.tooltip = "A faint stretch of membrane still separates two cells (class models)"
         self.tta = CheckBox(text="Test-time augmentation (8× slower)", value=DEFAULT_TTA)
         self.tta.tooltip = "Average the 8 flips and turns of each tile: a little more accurate, 8× the work"
-        self.rescale = CheckBox(text="Rescale to the object size the model learned", value=True)
+        self.rescale = CheckBox(
+            text="Rescale to the object size the model learned", value=DEFAULT_OBJECT_SIZE is not None
+        )
+        self.rescale.tooltip = (
+            "Measure the objects in the image and, when they are more than 25 % larger or smaller than the "
+            "training objects, predict on a rescaled copy (off by default: on images of other experiments it "
+            "scored lower and took 2.4x the time)"
+        )
         self.match_pixel_size = CheckBox(text="Rescale to the model's pixel size (from the layers' scale)", value=True)
         self.match_pixel_size.tooltip = (
             "The model knows its training images' pixel size: an image with other pixels is rescaled to it"
@@ -207,8 +215,10 @@ class PredictWidget(QWidget):
         """Show only the options that act on this output with this model."""
         kind = OUTPUTS[value]
         name = self.model_choice.value
-        separable = model_store.get(name).encoding.separable if name else True
-        self.link_slices.visible = kind.objects
+        model = model_store.get(name) if name else None
+        separable = model.encoding.separable if model is not None else True
+        # A 3D model finds its objects in 3D: there are no slices to link.
+        self.link_slices.visible = kind.objects and (model is None or model.config.dims == 2)
         self.separate.visible = kind.layer_type == "labels" and separable
 
     def _model_changed(self, name: str | None) -> None:
