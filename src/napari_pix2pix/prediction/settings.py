@@ -21,7 +21,7 @@ AUTO_SIZE = "auto"
 #: Images are predicted at their own scale by default; 'auto' (estimate the objects' size and rescale to
 #: the model's) is an option. Measured on images the model has not seen (docs/benchmarks.md, Quality on
 #: images the model has not seen): on the three nuclei-dev images it lowered the mean object F1 of a
-#: model trained 5 minutes (0.72 against 0.77) and of the starting model (0.73 against 0.77), at 2.4×
+#: model trained 5 minutes (0.72 against 0.75) and of the starting model (0.73 against 0.77), at 2.4×
 #: the prediction time; on held-out EM slices it fired on slices of the training stack itself.
 DEFAULT_OBJECT_SIZE: float | str | None = None
 #: Test-time augmentation is off by default: on 2 CPU cores it costs 8× the time for a small gain
