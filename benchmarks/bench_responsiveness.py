@@ -4,7 +4,8 @@ being ready, on the nuclei sample, measured with a 20 ms Qt timer (run under Xvf
 
 A stall is the gap between two timer ticks beyond the 20 ms period. Prints the longest gaps with
 their time after Start, with the live preview on and off; ``--stop-after S`` presses *Stop* S seconds
-after Start (with ``--minutes 1``, say), to include stopping.
+after Start (with ``--minutes 1``, say), to include stopping; ``--predict`` then presses *Predict*.
+The window is the one ``napari-pix2pix gui`` opens (most of the screen given to Xvfb).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from qtpy.QtTest import QTest
 from napari_pix2pix._launch import open_viewer
 
 
-def longest_gaps(preview: bool, minutes: float, stop_after: float | None = None, count: int = 5):
+def longest_gaps(
+    preview: bool, minutes: float, stop_after: float | None = None, count: int = 5, then_predict: bool = False
+):
     """The ``count`` longest gaps (seconds, and when they ended after Start); with ``stop_after``,
-    *Stop* is pressed that many seconds after Start."""
-    viewer, train, _ = open_viewer("nuclei")
+    *Stop* is pressed that many seconds after Start; with ``then_predict``, *Predict* is pressed
+    once training has ended (the new model on the sample) and timed to its end."""
+    viewer, train, predict = open_viewer("nuclei")
     QTest.qWait(1000)
     train.max_minutes.value = minutes
     train.live_preview.value = preview
@@ -37,6 +41,11 @@ def longest_gaps(preview: bool, minutes: float, stop_after: float | None = None,
         if stop_after is not None and time.perf_counter() - start > stop_after:
             train.stop()
             stop_after = None
+    if then_predict:
+        QTest.qWait(500)
+        predict.run()
+        while predict.running:
+            QTest.qWait(20)
     QTest.qWait(500)
     timer.stop()
     viewer.close()
@@ -49,9 +58,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=0.2, help="training time budget (default 0.2)")
     parser.add_argument("--stop-after", type=float, help="press Stop this many seconds after Start")
+    parser.add_argument("--predict", action="store_true", help="then press Predict and time it too")
     args = parser.parse_args()
     for preview in (False, True):
-        found = longest_gaps(preview, args.minutes, args.stop_after)
+        found = longest_gaps(preview, args.minutes, args.stop_after, then_predict=args.predict)
         gaps = ", ".join(f"{gap * 1000:.0f} ms at {at:.1f} s" for gap, at in found)
         print(f"live preview {'on ' if preview else 'off'}: longest gaps {gaps}")
 
