@@ -1,5 +1,8 @@
 """Shared fixtures: small deterministic data and tiny models, so the suite stays fast on 2 cores."""
 
+import contextlib
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +101,19 @@ def files(tmp_path):
     tifffile.imwrite(tmp_path / "image.tif", image, photometric="minisblack")
     tifffile.imwrite(tmp_path / "labels.tif", membranes.astype(np.uint8) * 255, photometric="minisblack")
     return tmp_path
+
+
+@contextlib.contextmanager
+def local_cluster():
+    """A local Dask cluster of 2 single-threaded worker processes and a client to it, both ready."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": "1"},
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,  # later tests' dask arrays keep their scheduler
+    ):  # fmt: skip
+        client.wait_for_workers(2)
+        yield cluster, client

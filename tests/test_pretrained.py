@@ -90,9 +90,13 @@ def test_start_from_refuses_another_network_and_resume_together(tmp_path, sample
     assert exit_.value.code == 2
 
 
-def test_an_unknown_name_says_what_ships():
+def test_an_unknown_name_says_what_ships(tmp_path, capsys):
     with pytest.raises(InputError, match="no pretrained model called 'cells'.*ships nuclei"):
         load_pretrained("cells")
+    assert main(["predict", "nucleii", str(tmp_path / "x.tif"), "--out", str(tmp_path / "o.tif"), "--quiet"]) == 2
+    assert "model file nucleii does not exist (a file written by 'train', or a shipped model: nuclei)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_help_names_the_shipped_model(capsys):

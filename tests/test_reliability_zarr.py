@@ -6,7 +6,6 @@ The Dask tests share one local 2-worker cluster (``scheduler``), given to the co
 ``--scheduler``; its workers run in another folder than the tests, so relative paths are tested too.
 """
 
-import logging
 import os
 import shutil
 from dataclasses import replace
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from conftest import local_cluster
 
 from napari_pix2pix.cli import main
 from napari_pix2pix.io import read_image, save_model
@@ -27,16 +27,7 @@ CPU = ["--device", "cpu", "--quiet"]
 @pytest.fixture(scope="module")
 def scheduler():
     """The address of a local cluster of 2 worker processes, started in this (the repository's) folder."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": "1"},
-        ) as cluster,
-        Client(cluster) as client,
-    ):  # fmt: skip
-        client.wait_for_workers(2)
+    with local_cluster() as (cluster, client):
         yield cluster.scheduler_address, set(client.run(os.getcwd).values())
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from napari_pix2pix import _napari_samples
 from napari_pix2pix.samples import loaders as samples
-from napari_pix2pix.samples.synthetic import membrane_volume, nuclei_volume
+from napari_pix2pix.samples.confocal import nuclei_volume
+from napari_pix2pix.samples.synthetic import membrane_volume
 
 
 def test_sample_data_dir_holds_the_nuclei_files():

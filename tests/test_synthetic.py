@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_pix2pix.samples.synthetic import membrane_volume, nuclei_volume
+from napari_pix2pix.samples.confocal import nuclei_volume
+from napari_pix2pix.samples.synthetic import membrane_volume
 
 
 @pytest.fixture(scope="module")

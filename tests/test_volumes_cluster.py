@@ -4,13 +4,13 @@ in the volume and objects merged across the slab borders."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import local_cluster
 
 from napari_pix2pix import load_model, predict, save_model
 from napari_pix2pix.cli import main
@@ -98,17 +98,8 @@ def borders(n_workers: int = 2) -> list[int]:
 @pytest.fixture(scope="module")
 def scheduler():
     """The address of a local cluster of 2 worker processes, for the runs given ``--scheduler``."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": "1"},
-        ) as local,
-        Client(local) as client,
-    ):  # fmt: skip
-        client.wait_for_workers(2)
-        yield local.scheduler_address
+    with local_cluster() as (cluster, _):
+        yield cluster.scheduler_address
 
 
 def test_a_range_of_slices_is_predicted_as_the_whole_volume_pass_predicts_it():

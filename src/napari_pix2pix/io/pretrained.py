@@ -72,7 +72,14 @@ def load_model_or_pretrained(argument: str | os.PathLike, device: str = "cpu") -
     from .modelfile import load_model
 
     source = model_source(argument)
-    return load_pretrained(source, device) if isinstance(source, str) else load_model(source, device)
+    if isinstance(source, str):
+        return load_pretrained(source, device)
+    if not source.exists():
+        raise InputError(
+            f"model file {argument} does not exist (a file written by 'train', or a shipped model: "
+            f"{', '.join(PRETRAINED)})"
+        )
+    return load_model(source, device)
 
 
 def model_help(what: str = "model file written by 'train'") -> str:

@@ -3,7 +3,7 @@
 The nuclei come from the 2018 Data Science Bowl (see ``napari_pix2pix/sample_data/README.md``
 for the attribution); the EM-like membrane stack and the 3D nuclei stack are generated on the fly
 by :func:`napari_pix2pix.synthetic.membrane_volume` and
-:func:`napari_pix2pix.synthetic.nuclei_volume` rather than shipped.
+:func:`napari_pix2pix.samples.confocal.nuclei_volume` rather than shipped.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .synthetic import membrane_volume, nuclei_volume
+from .confocal import nuclei_volume
+from .synthetic import membrane_volume
 
 NUCLEI_IMAGE_FILE = "nuclei_image.tif"
 NUCLEI_LABELS_FILE = "nuclei_labels.tif"
@@ -93,6 +94,6 @@ def nuclei_3d_sample() -> tuple[np.ndarray, np.ndarray]:
 
     See Also
     --------
-    napari_pix2pix.synthetic.nuclei_volume : the generator, with options.
+    napari_pix2pix.samples.confocal.nuclei_volume : the generator, with options.
     """
     return nuclei_volume(shape=(48, 128, 128), voxel_size=NUCLEI_3D_VOXEL_SIZE, seed=0)

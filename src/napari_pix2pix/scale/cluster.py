@@ -32,7 +32,7 @@ from ..checks import check_finite, check_numeric
 from ..errors import InputError
 from ..labels.postprocess import renumber_instances
 from ..prediction.settings import PredictionSettings
-from .tasks import SlabOutcome, SlabPlan, collect, halted, relabel, slabs
+from .tasks import SlabOutcome, SlabPlan, collect, halted, relabel, slabs, task_inputs
 from .volumes import object_halo, predict_volume_on_cluster
 
 WORKER_WAIT_S = 30.0  # how long a scheduler given by address may take to have a worker
@@ -62,19 +62,14 @@ def predict_slab(
     """One task: predict slices ``start:stop`` of ``source`` into the Zarr array ``out_path`` as
     ``plan`` says; its outcome holds the largest id written (0 for outputs that are not objects), or
     the one line of an ``InputError``. It stops before its next write once the event ``halt`` is set."""
-    from ..io import read_image
     from ..io.omezarr import open_for_writing
-    from ..io.pretrained import load_model_or_pretrained
     from ..prediction.pipeline import predict_slices
     from ..prediction.reading import volume_geometry
 
     if halted(halt):
         return SlabOutcome(stopped=True)
     try:
-        model = load_model_or_pretrained(model_path)
-        if plan.normalisation is not None:
-            model = replace(model, normalisation=plan.normalisation)
-        image, _ = read_image(source, check_chunks=False)  # the caller checked the store
+        model, image = task_inputs(model_path, source, plan)
         slab = SlabView(image, start, stop)
         out = open_for_writing(out_path)
         largest = 0

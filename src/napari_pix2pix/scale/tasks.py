@@ -34,6 +34,21 @@ class SlabPlan:
     object_halo: int = 0
 
 
+def task_inputs(model_path: str, source: str, plan: SlabPlan) -> tuple[Any, Any]:
+    """What a slab task reads first: the model (a file or a shipped model's name), with the volume's
+    normalisation the plan settled, and the image (lazily; the caller checked the store's chunks)."""
+    from dataclasses import replace
+
+    from ..io import read_image
+    from ..io.pretrained import load_model_or_pretrained
+
+    model = load_model_or_pretrained(model_path)
+    if plan.normalisation is not None:
+        model = replace(model, normalisation=plan.normalisation)
+    image, _ = read_image(source, check_chunks=False)
+    return model, image
+
+
 @dataclass(frozen=True)
 class SlabOutcome:
     """What a task returns: the largest id it wrote, or the engine's one line when its input was

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import InputError
 from ..labels.postprocess import matching_ids, smallest_uint_dtype
 from ..models.trained import TrainedModel
-from .tasks import SlabOutcome, SlabPlan, collect, halted, relabel
+from .tasks import SlabOutcome, SlabPlan, collect, halted, relabel, task_inputs
 
 OBJECT_HALO = 16  # slices read past each end of a slab to find its objects, when the model does not say
 OBJECT_HALO_RANGE = (8, 64)  # at least, at most, from the model's object size
@@ -59,9 +59,7 @@ def predict_volume_slab(
     """One task: predict slices ``start:stop`` of ``source`` with a 3D model into the Zarr array
     ``out_path``; the outcome holds the one line of an ``InputError`` when the input is bad. It stops
     before its next write once the event ``halt`` is set."""
-    from ..io import read_image
     from ..io.omezarr import open_for_writing
-    from ..io.pretrained import load_model_or_pretrained
     from ..labels.outputs import get_output
     from ..prediction.reading import volume_geometry
     from ..prediction.volume import iter_volume_probabilities
@@ -69,10 +67,7 @@ def predict_volume_slab(
     if halted(halt):
         return SlabOutcome(stopped=True)
     try:
-        model = load_model_or_pretrained(model_path)
-        if plan.normalisation is not None:
-            model = replace(model, normalisation=plan.normalisation)
-        image, _ = read_image(source, check_chunks=False)  # the caller checked the store
+        model, image = task_inputs(model_path, source, plan)
         out, settings = open_for_writing(out_path), plan.settings
         assert settings.output is not None
         kind = get_output(settings.output)

@@ -26,7 +26,6 @@ from torch import nn
 
 from ..devices import check_batch_memory, describe, memory_format, resolve_device
 from ..errors import InputError
-from ..labels.outputs import get_output
 from ..models.networks import (
     ModelConfig,
     SizeContract,
@@ -34,8 +33,6 @@ from ..models.networks import (
 )
 from ..models.trained import TrainedModel
 from ..models.unet3d import UNet3D, plan_z_skip
-from ..prediction.pipeline import iter_probabilities, predict
-from ..prediction.settings import PredictionSettings
 from ..scale.distributed import Group, agree, join, wrapper
 from .augment import augment_batch
 from .config import TrainingConfig
@@ -44,6 +41,7 @@ from .evaluation import evaluate
 from .events import EventKind, TrainingEvent, loss_fields
 from .planning import training_dims, training_patch_size, volume_patch
 from .preparation import as_pairs, prepare_data
+from .preview import PREVIEW_SHARE, preview_labels
 from .steps import BestWeights, LearningRateSchedule, Pix2PixStep, Precision, SegmentationStep
 from .volumes import VolumePatchSampler, augment_volumes, evaluate_volumes, prepare_volumes
 
@@ -359,41 +357,13 @@ class Trainer:
         return max(0.0, remaining) if math.isfinite(remaining) else None
 
     def _preview(self) -> np.ndarray | None:
-        """The current network's output for the image ``preview_source()`` returns (None to skip), in
-        the output its annotation kind is predicted as by default: for a 2D network the slice in view;
-        for a 3D network ``preview_source(depth=PREVIEW_DEPTH)``, a block of slices around it, whose
-        labels (Z, Y, X) come back whole."""
+        """The current network's labels for what the viewer shows (see ``preview.preview_labels``)."""
         assert self.preview_source is not None
         started = time.monotonic()
         try:
-            image = self.preview_source() if self.dims == 2 else self._preview_block()
-            if image is None:
-                return None
-            encoding = self.model.encoding
-            if self.dims == 3:
-                settings = PredictionSettings(device=str(self.device), object_size=None)
-                return predict(self.model, np.asarray(image), encoding.default_output, settings=settings)
-            ((_, probabilities),) = iter_probabilities(
-                self.model, np.asarray(image), settings=PredictionSettings(device=str(self.device))
-            )
-            return get_output(encoding.default_output).on_host(encoding, None)(probabilities)
-        except InputError:
-            return None  # an image the model cannot take (e.g. wrong channels): no preview, training goes on
+            return preview_labels(self.model, self.preview_source, self.dims, str(self.device))
         finally:
             self.preview_seconds, self.trained_since_preview = time.monotonic() - started, 0.0
-
-    def _preview_block(self) -> np.ndarray | None:
-        """A (Z, Y, X[, C]) block around the slice in view, or None (a source that gives no blocks)."""
-        assert self.preview_source is not None
-        try:
-            block = cast(Callable[..., Any], self.preview_source)(depth=PREVIEW_DEPTH)
-        except TypeError:  # a source written for 2D networks only
-            return None
-        return None if block is None or np.ndim(block) < 3 else block
-
-
-PREVIEW_DEPTH = 16  # slices of the block a 3D network previews on, around the slice in view
-PREVIEW_SHARE = 4  # a 3D preview waits for 4× its own time of training (≤ 20 % of the run)
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
