@@ -84,3 +84,29 @@ def test_loss_weights_move_with_the_targets():
     _, new_targets, new_weights = augment_batch(images, targets, torch.Generator().manual_seed(1), weights=weights)
     assert new_weights is not None and new_weights.shape == new_targets.shape
     assert torch.equal(new_weights, new_targets.float() * 3 + 1)
+
+
+def test_volume_augmentation_moves_every_slice_of_a_sample_with_its_labels():
+    from napari_pix2pix.training.volumes import augment_volumes
+
+    images2d, targets2d = blocky_batch(seed=2, batch=3, size=32)
+    depth = 6
+    targets = targets2d[:, None].repeat(1, depth, 1, 1)  # (B, Z, Y, X): every slice alike
+    targets[:, 0] = targets2d.flip(-1)  # but the first, so a flip along z shows
+    images = targets[:, None].float().clamp_min(0)  # (B, 1, Z, Y, X) equal to the labels
+    plain = augment_volumes(images, targets, torch.Generator().manual_seed(5), intensity=0, noise=0)
+    for original, image, target in zip(targets, plain[0][:, 0], plain[1]):
+        first_or_last = [target[0], target[-1]]
+        moved = [torch.rot90(f, k, dims=(0, 1)) for f in (original[0], original[0].flip(1)) for k in range(4)]
+        assert any(torch.equal(t, c) for t in first_or_last for c in moved)  # one symmetry, z maybe flipped
+        assert torch.allclose(image, target.clamp_min(0).float(), atol=1e-5)
+    warped_images, warped = augment_volumes(
+        images, targets, torch.Generator().manual_seed(6), intensity=0, noise=0, elastic_strength=0.06, zoom=1.25
+    )
+    assert not torch.equal(warped, plain[1])
+    assert set(warped.unique().tolist()) <= {IGNORE, 0, 1}
+    # One in-plane transform per sample: the slices that were alike stay alike.
+    middle = warped[:, 1:-1]
+    assert all(torch.equal(s[1], s[i]) for s in middle for i in range(len(s)))
+    agreement = ((warped_images[:, 0] > 0.5).long() == warped.clamp_min(0)).float().mean()
+    assert agreement > 0.97

@@ -210,6 +210,9 @@ def test_train_widget_runs_until_the_time_budget_by_default(viewer):
     assert config.boundary_weight is None and "auto" in train.boundary_weight.native.text()  # by annotation kind
     train.boundary_weight.value = 5
     assert train.config().boundary_weight == 5
+    assert config.batch_size is None and "0 = automatic" in train.batch_size.label  # fits the free memory
+    train.batch_size.value = 3
+    assert train.config().batch_size == 3
 
 
 def test_dask_layer_is_predicted(viewer, qtbot, tiny_model):

@@ -27,7 +27,7 @@ from ..io import save_model
 from ..labels.encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
 from ..models.networks import ARCHITECTURES, get_architecture
 from ..models.trained import TrainedModel
-from ..training.config import NORMALISATIONS, TrainingConfig
+from ..training.config import DEFAULT_BATCH, NORMALISATIONS, TrainingConfig
 from ..training.events import EventKind, TrainingEvent
 from ..training.loop import Trainer
 from ._autosave import autosave
@@ -200,7 +200,11 @@ class TrainWidget(QWidget):
 
     def _make_advanced_settings(self, defaults: TrainingConfig) -> None:
         """The settings shown under "Advanced"."""
-        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=256)
+        self.batch_size = SpinBox(label="Batch size (0 = automatic)", value=defaults.batch_size or 0, min=0, max=256)
+        self.batch_size.tooltip = (
+            f"Training patches per step; 0: {DEFAULT_BATCH}, or fewer when the device's free memory asks for it. "
+            "A number given is kept, or refused when it cannot fit"
+        )
         self.patch_size = SpinBox(label="Patch size", value=defaults.patch, min=16, max=2048, step=16)
         self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-6, max=0.5, step=1e-4)
         self.learning_rate.native.setDecimals(6)
@@ -276,7 +280,7 @@ class TrainWidget(QWidget):
             annotation=self.annotation_choice.value,
             epochs=self.epochs.value or None,
             max_minutes=self.max_minutes.value,
-            batch_size=self.batch_size.value,
+            batch_size=self.batch_size.value or None,  # 0: automatic
             patch_size=self.patch_size.value,
             learning_rate=self.learning_rate.value,
             val_fraction=self.val_fraction.value,

@@ -11,7 +11,7 @@ from ..labels.encodings import ANNOTATION_CHOICES, AUTO
 from ..labels.outputs import OUTPUTS
 from ..models.networks import ARCHITECTURES
 from ..prediction.settings import AUTO_SIZE, DEFAULT_OBJECT_SIZE, DEFAULT_TTA
-from ..training.config import DATASET, DIMS, MAX_3D_ANISOTROPY, MIN_3D_SLICES, NORMALISATIONS
+from ..training.config import DATASET, DEFAULT_BATCH, DIMS, MAX_3D_ANISOTROPY, MIN_3D_SLICES, NORMALISATIONS
 
 
 def _object_size(text: str) -> float | str | None:
@@ -97,7 +97,12 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
         help="optional extra limit: stop after N epochs (default: until the time budget)",
     )
     train.add_argument("--steps-per-epoch", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"samples per step (default: {DEFAULT_BATCH}, fewer when the device's free memory asks for it)",
+    )
     train.add_argument("--patch-size", type=int, default=None, help="training patch side (default: the network's)")
     train.add_argument("--lr", type=float, default=None, help="learning rate (default: the network's)")
     train.add_argument("--val-fraction", type=float, default=0.2)

@@ -75,7 +75,7 @@ def read_slab(image: Any, geometry: VolumeGeometry, model: TrainedModel, start: 
         check_finite(plane, f"slice {low + offset}")
     if geometry.channels == 1:
         planes = planes[..., None]
-    normalised = model.normalisation.apply(planes)[indices - low]
+    normalised = model.normalisation.apply(planes[indices - low])  # mirrored in the raw type, then one float32 copy
     return np.ascontiguousarray(np.moveaxis(normalised, -1, 0))
 
 
@@ -110,9 +110,14 @@ def predict_slab(
     batch_size = max(1, settings.batch_size or 2)
     for first in range(0, len(tiles), batch_size):
         chosen = tiles[first : first + batch_size]
-        windows = [
-            slab[:, :, mirrored_indices(y - plan.halo, y - plan.halo + plan.block, height)][
-                :, :, :, mirrored_indices(x - plan.halo, x - plan.halo + plan.block, width)
+        windows = [  # one gather of the block (not a whole-width strip first)
+            slab[
+                np.ix_(
+                    np.arange(slab.shape[0]),
+                    np.arange(slab.shape[1]),
+                    mirrored_indices(y - plan.halo, y - plan.halo + plan.block, height),
+                    mirrored_indices(x - plan.halo, x - plan.halo + plan.block, width),
+                )
             ]
             for y, x in chosen
         ]
@@ -216,8 +221,10 @@ def iter_slab_probabilities(
             raise Cancelled("prediction cancelled")
         slab = read(start - plan.z_halo, start - plan.z_halo + plan.slab)
         probabilities = predict_slab(model, slab, plan, settings, device)
+        del slab  # not kept while the next slab is read
         for offset in range(min(plan.z_keep, wanted.stop - start)):
             yield start + offset, probabilities[:, offset]
+        del probabilities
 
 
 def mirrored_slab(volume: np.ndarray, start: int, stop: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .data import IGNORE
 
 # The eight symmetries of a square (flips and 90° rotations) as 2×2 matrices acting on (x, y).
-_SYMMETRIES = torch.tensor(
+SYMMETRIES = torch.tensor(
     [
         [[1, 0], [0, 1]],
         [[0, -1], [1, 0]],
@@ -64,7 +64,7 @@ def augment_batch(
     """
     batch, _, height, width = images.shape
     device = images.device
-    symmetry = _SYMMETRIES[torch.randint(0, len(_SYMMETRIES), (batch,), generator=generator)]
+    symmetry = SYMMETRIES[torch.randint(0, len(SYMMETRIES), (batch,), generator=generator)]
     if zoom > 1:
         factors = torch.exp((2 * torch.rand(batch, generator=generator) - 1) * torch.log(torch.tensor(zoom)))
         symmetry = symmetry * factors.view(batch, 1, 1)
@@ -80,7 +80,7 @@ def augment_batch(
     symmetry, coarse = params[:, :4].view(batch, 2, 2), params[:, 4:22].view(batch, 2, 3, 3)
     gain, offset, gamma = params[:, 22:25].T.reshape(3, batch, 1, 1, 1)
 
-    grid = _sampling_grid(symmetry, coarse, height, width, elastic_strength > 0)
+    grid = sampling_grid(symmetry, coarse, height, width, elastic_strength > 0)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
     labels = F.grid_sample(
         targets.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border", align_corners=True
@@ -93,11 +93,11 @@ def augment_batch(
     if intensity > 0:
         images = images.clamp_min(0).pow(torch.exp(gamma)) * (1 + gain) + offset
     if noise > 0:
-        images = images + params[:, 25].view(batch, 1, 1, 1) * _gaussian_field(images, generator)
+        images = images + params[:, 25].view(batch, 1, 1, 1) * gaussian_field(images, generator)
     return images, targets, weights
 
 
-def _gaussian_field(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def gaussian_field(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Standard normal noise shaped like ``images``: drawn on the CPU there; on a GPU drawn on the
     device by a generator seeded from ``generator`` (no host work or copy the size of the batch)."""
     if images.device.type == "cpu":
@@ -107,9 +107,7 @@ def _gaussian_field(images: torch.Tensor, generator: torch.Generator) -> torch.T
     return torch.randn(images.shape, generator=device_generator, device=images.device)
 
 
-def _sampling_grid(
-    matrices: torch.Tensor, coarse: torch.Tensor, height: int, width: int, elastic: bool
-) -> torch.Tensor:
+def sampling_grid(matrices: torch.Tensor, coarse: torch.Tensor, height: int, width: int, elastic: bool) -> torch.Tensor:
     """(B, H, W, 2) grid: each output pixel's (x, y) in the input, symmetry then elastic warp.
 
     The symmetry maps pixel centres onto pixel centres, so without the warp labels stay exact.

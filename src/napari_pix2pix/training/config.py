@@ -24,6 +24,10 @@ NORMALISATIONS = {
 }
 
 
+#: Samples per training step when none is chosen; fewer when the device's free memory asks for it
+#: (``planning.fit_in_memory``).
+DEFAULT_BATCH = 4
+
 DIMS = (AUTO, "2d", "3d")
 MIN_3D_SLICES = 8  # a stack with fewer slices gains little from 3D context
 MAX_3D_ANISOTROPY = 4.0  # slices further apart than this many pixels are better seen one by one
@@ -58,7 +62,9 @@ class TrainingConfig:
     Training runs until the time budget ``max_minutes``; ``epochs`` is an optional extra limit
     (None: until the time budget). The learning rate warms up, then decays to the end of the run,
     whichever limit ends it. ``patch_size`` and ``learning_rate`` left as None take the
-    architecture's defaults (see ``models.ARCHITECTURES``).
+    architecture's defaults (see ``models.ARCHITECTURES``), ``batch_size`` left as None
+    ``DEFAULT_BATCH``; the batch, then the patch, left as None shrink when the device's free memory
+    asks for it (``planning.fit_in_memory``), while values given are kept (or refused).
     """
 
     model: str = "unet"
@@ -66,7 +72,7 @@ class TrainingConfig:
     epochs: int | None = None
     max_minutes: float | None = 10.0
     steps_per_epoch: int = 20
-    batch_size: int = 4
+    batch_size: int | None = None  # None: DEFAULT_BATCH, or fewer to fit the memory
     patch_size: int | None = None
     learning_rate: float | None = None
     val_fraction: float = 0.2
@@ -91,8 +97,10 @@ class TrainingConfig:
         get_architecture(self.model)
         if self.epochs is None and self.max_minutes is None:
             raise InputError("set a time budget (minutes), a number of epochs, or both")
-        for name in ("steps_per_epoch", "batch_size", "preview_every"):
+        for name in ("steps_per_epoch", "preview_every"):
             check_at_least(name, getattr(self, name))
+        if self.batch_size is not None:
+            check_at_least("batch_size", self.batch_size)
         # The model file's limits (models.MODEL_LIMITS), so that what training saves can be loaded
         check_limit("width", self.width)
         check_limit("depth", self.depth)

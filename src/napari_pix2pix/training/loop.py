@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import check_batch_memory, describe, memory_format, resolve_device
+from ..devices import available_memory, batch_bytes, describe, memory_format, resolve_device
 from ..errors import InputError
 from ..models.networks import (
     ModelConfig,
@@ -32,18 +32,18 @@ from ..models.networks import (
     build_model,
 )
 from ..models.trained import TrainedModel
-from ..models.unet3d import UNet3D, plan_z_skip
+from ..models.unet3d import plan_z_skip
 from ..scale.distributed import Group, agree, join, wrapper
 from .augment import augment_batch
 from .config import TrainingConfig
 from .data import PatchSampler, VolumeSet
 from .evaluation import evaluate
 from .events import EventKind, TrainingEvent, loss_fields
-from .planning import training_dims, training_patch_size, volume_patch
+from .planning import fit_in_memory, patch_plan, training_dims
 from .preparation import as_pairs, prepare_data
 from .preview import PREVIEW_SHARE, preview_labels
 from .steps import BestWeights, LearningRateSchedule, Pix2PixStep, Precision, SegmentationStep
-from .volumes import VolumePatchSampler, augment_volumes, evaluate_volumes, prepare_volumes
+from .volumes import VOLUME_ELASTIC, VOLUME_ZOOM, VolumePatchSampler, augment_volumes, evaluate_volumes, prepare_volumes
 
 # ----------------------------------------------------------------------------- the loop
 
@@ -142,23 +142,32 @@ class Trainer:
     def _make_sampler(
         self, network: nn.Module, rng: np.random.Generator
     ) -> tuple[PatchSampler | VolumePatchSampler, int]:
-        """The patch sampler of the training data, and the patch side, once the batch is known to fit."""
+        """The patch sampler of the training data, and the patch side, for the batch and patch that
+        fit the device's memory (``self.batch_size``; ``self.memory_note`` says what was shrunk)."""
         config, data = self.config, self.data
-        sampler: PatchSampler | VolumePatchSampler
-        if isinstance(data.train, VolumeSet):
-            patch = volume_patch(cast(UNet3D, network), config, data.train)
-            patch_size, voxels = patch[1], int(np.prod(patch))
-            sampler = VolumePatchSampler(data.train, patch, rng, self.device)
-        else:
-            sizes = cast(SizeContract, network)
-            patch_size = training_patch_size(sizes, config.patch, data.train.images.shape[2:], config.model)
-            voxels = patch_size**2
-            sampler = PatchSampler(data.train, patch_size, sizes.output_size(patch_size), rng, self.device)
-        check_batch_memory(
-            f"training patches of {voxels} pixels", config.batch_size, voxels * data.in_channels,
-            config.width, self.device, training=True, option="batch size",
+        start, steps = patch_plan(network, config, data.train)
+
+        def per_sample(patch: tuple[int, ...]) -> int:
+            return batch_bytes(int(np.prod(patch)) * data.in_channels, config.width, training=True)
+
+        self.batch_size, patch, self.memory_note = fit_in_memory(
+            per_sample, self._free_memory(), config.batch_size, start, config.patch_size is not None, steps,
+            self.device.type,
         )  # fmt: skip
-        return sampler, patch_size
+        if isinstance(data.train, VolumeSet):
+            volume = cast(tuple[int, int, int], patch)
+            return VolumePatchSampler(data.train, volume, rng, self.device), volume[1]
+        side = patch[0]
+        return PatchSampler(data.train, side, cast(SizeContract, network).output_size(side), rng, self.device), side
+
+    def _free_memory(self) -> int | None:
+        """The bytes free on the device; in a group the fewest of any rank, so that every rank trains
+        the same batch and patch."""
+        free = available_memory(self.device)
+        if self.group is None:
+            return free
+        fewest = -agree([-math.inf if free is None else -float(free)], self.device)[0]
+        return None if math.isinf(fewest) else int(fewest)
 
     def _make_step(
         self, network: nn.Module, model_config: ModelConfig, resume: TrainedModel | None
@@ -179,7 +188,8 @@ class Trainer:
         yield self._event(
             EventKind.START,
             message=f"training {config.model} on {self.device_name}, {len(data.train)} annotated slice(s), "
-            f"{data.encoding.n_classes} classes ({data.encoding.kind}); {self.dims_reason}",
+            f"{data.encoding.n_classes} classes ({data.encoding.kind}); {self.dims_reason}"
+            + (f"; {self.memory_note}" if self.memory_note else ""),
         )
         epoch_losses: list[dict] = []
         # On a GPU the step is only queued; its loss is read once the next step is queued too, so
@@ -272,12 +282,14 @@ class Trainer:
     def _train_one_step(self) -> Mapping[str, torch.Tensor | float]:
         started = time.monotonic()
         self.model.network.train()
-        images, targets, weights = self.sampler.sample(self.config.batch_size)
+        images, targets, weights = self.sampler.sample(self.batch_size)
         if images.device.type == "cpu" and self.device.type != "cpu":
             images, targets = _to_device(images, self.device), _to_device(targets, self.device)
             weights = None if weights is None else _to_device(weights, self.device)
         if self.config.augment and self.dims == 3:
-            images, targets = augment_volumes(images, targets, self.augment_generator)
+            images, targets = augment_volumes(
+                images, targets, self.augment_generator, elastic_strength=VOLUME_ELASTIC, zoom=VOLUME_ZOOM
+            )
         elif self.config.augment:
             images, targets, weights = augment_batch(images, targets, self.augment_generator, weights=weights)
         images = images.contiguous(memory_format=self.memory_format)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..labels.encodings import IGNORE, InstanceEncoding, LabelEncoding
 from ..labels.postprocess import typical_object_size
@@ -25,11 +26,16 @@ from ..prediction.reading import VolumeGeometry
 from ..prediction.settings import PredictionSettings
 from ..prediction.tiling import mirrored_indices
 from ..prediction.volume import iter_slab_probabilities, mirrored_slab
+from .augment import SYMMETRIES, gaussian_field, sampling_grid
 from .config import PER_IMAGE, TrainingConfig
 from .data import Volume, VolumeSet, annotated_slices
 from .evaluation import ValidationScore
 from .preparation import PreparedData, as_pairs, checked_pair, encoding_for, pooled_normalisation
 
+# In-plane elastic warp (coarse-grid displacement, fraction of the patch side) and zoom range of the
+# 3D augmentation: see docs/benchmarks.md, Quality in 3D.
+VOLUME_ELASTIC = 0.0
+VOLUME_ZOOM = 1.0
 MAX_CENTRES = 200_000  # annotated voxels kept per volume to centre patches on (a random subset)
 
 
@@ -122,8 +128,8 @@ class VolumePatchSampler:
         starts = centre + jitter - np.array(self.patch) // 2
         shape = volume.targets.shape
         index = [mirrored_indices(int(s), int(s) + p, n) for s, p, n in zip(starts, self.patch, shape)]
-        image = volume.image[:, index[0]][:, :, index[1]][:, :, :, index[2]]
-        targets = volume.targets[np.ix_(*index)].copy()
+        image = volume.image[np.ix_(np.arange(volume.image.shape[0]), *index)]  # one gather of the patch
+        targets = volume.targets[np.ix_(*index)]  # a copy already (advanced indexing)
         outside = [(np.arange(s, s + p) < 0) | (np.arange(s, s + p) >= n) for s, p, n in zip(starts, self.patch, shape)]
         targets[outside[0]] = IGNORE
         targets[:, outside[1]] = IGNORE
@@ -140,31 +146,44 @@ class VolumePatchSampler:
 
 
 def augment_volumes(
-    images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator, intensity: float = 0.1, noise: float = 0.02
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    generator: torch.Generator,
+    intensity: float = 0.1,
+    noise: float = 0.02,
+    elastic_strength: float = 0.0,
+    zoom: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips along z, y and x, in-plane 90° turns (square patches), then brightness, contrast,
-    gamma and noise of the images, each sample its own; the targets follow the geometry."""
-    out_images, out_targets = [], []
-    for image, target in zip(images, targets):
-        flips = [axis for axis in (1, 2, 3) if torch.rand(1, generator=generator).item() < 0.5]
-        if flips:
-            image, target = image.flip(flips), target.flip([a - 1 for a in flips])
-        turns = int(torch.randint(0, 4, (1,), generator=generator))
-        if turns and image.shape[-1] == image.shape[-2]:
-            image, target = image.rot90(turns, (2, 3)), target.rot90(turns, (1, 2))
-        out_images.append(image)
-        out_targets.append(target)
-    images, targets = torch.stack(out_images), torch.stack(out_targets)
-    count = images.shape[0]
-    random = torch.rand((count, 4), generator=generator).to(images.device)
+    """Random flips along z, then one in-plane transform per sample applied to all its slices (a flip
+    or 90° turn of the square, and, when asked, a zoom between 1/``zoom`` and ``zoom`` and the elastic
+    warp of ``augment_batch``), then brightness, contrast, gamma and noise of the images, each sample
+    its own; the targets follow the geometry (nearest neighbour)."""
+    batch, channels, depth, height, width = images.shape
+    flip_z = torch.rand(batch, generator=generator) < 0.5
+    images = torch.where(flip_z.view(-1, 1, 1, 1, 1).to(images.device), images.flip(2), images)
+    targets = torch.where(flip_z.view(-1, 1, 1, 1).to(targets.device), targets.flip(1), targets)
+    # The eight symmetries of the square; only the flips (0, 2, 4, 6) for a patch that is not square.
+    choices = torch.arange(len(SYMMETRIES)) if height == width else torch.tensor([0, 2, 4, 6])
+    symmetry = SYMMETRIES[choices[torch.randint(0, len(choices), (batch,), generator=generator)]]
+    if zoom > 1:
+        factors = torch.exp((2 * torch.rand(batch, generator=generator) - 1) * math.log(zoom))
+        symmetry = symmetry * factors.view(batch, 1, 1)
+    coarse = torch.randn(batch, 2, 3, 3, generator=generator) * (2 * elastic_strength)
+    grid = sampling_grid(symmetry.to(images.device), coarse.to(images.device), height, width, elastic_strength > 0)
+    grid = grid.repeat_interleave(depth, dim=0)  # (B·Z, Y, X, 2): one transform for all slices of a sample
+    planes = images.transpose(1, 2).reshape(batch * depth, channels, height, width)
+    planes = F.grid_sample(planes, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+    images = planes.reshape(batch, depth, channels, height, width).transpose(1, 2)
+    labels = targets.reshape(batch * depth, 1, height, width).float()
+    labels = F.grid_sample(labels, grid, mode="nearest", padding_mode="border", align_corners=True)
+    targets = labels.reshape(batch, depth, height, width).round().long().clamp_min(IGNORE)
+    random = torch.rand((batch, 4), generator=generator).to(images.device)
     gain = 1 + intensity * (2 * random[:, 0] - 1)
     offset = intensity * (2 * random[:, 1] - 1)
     gamma = torch.exp(intensity * (2 * random[:, 2] - 1))
     view = (-1,) + (1,) * (images.dim() - 1)
     images = images.clamp_min(0) ** gamma.view(view) * gain.view(view) + offset.view(view)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    device_generator = torch.Generator(images.device).manual_seed(seed)
-    images = images + noise * torch.randn(images.shape, generator=device_generator, device=images.device)
+    images = images + noise * random[:, 3].view(view) * gaussian_field(images, generator)
     return images.contiguous(), targets.contiguous()
 
 
