@@ -10,6 +10,7 @@ from napari_pix2pix.errors import InputError
 from napari_pix2pix.labels.postprocess import (
     Cleanup,
     fill_small_holes,
+    instances_from_probabilities,
     remove_small_regions,
     separating_lines,
     typical_object_size,
@@ -42,6 +43,38 @@ def test_noise_inside_a_cell_does_not_split_it():
     objectness[5:35, 5:35] = 0.9 + rng.uniform(-0.02, 0.02, (30, 30))
     probabilities = np.stack([1 - objectness, objectness])
     assert not separating_lines(probabilities, objectness > 0.5).any()
+
+
+def touching_nuclei_probabilities(bridge: float, noise: float = 0.0, depth: int | None = None) -> np.ndarray:
+    """(background, interior, boundary) of two touching nuclei whose interiors are joined by a
+    bridge of interior probability ``bridge``, with ``noise`` inside; (3, Z, Y, X) given ``depth``."""
+    rng = np.random.default_rng(1)
+    interior = np.full((40, 70), 0.02)
+    for centre in ((20, 20), (20, 48)):
+        interior[disk(centre, 14, shape=interior.shape)] = 0.97
+    interior[disk((20, 20), 14)] -= rng.uniform(0, noise, interior[disk((20, 20), 14)].shape)
+    interior[16:25, 32:37] = bridge  # the narrow neck where they touch
+    boundary = np.zeros_like(interior)
+    background = 1 - interior - boundary
+    probabilities = np.stack([background, interior, boundary]).astype(np.float32)
+    return probabilities if depth is None else np.repeat(probabilities[:, None], depth, axis=1)
+
+
+def test_touching_nuclei_joined_by_likely_interior_are_seeded_apart():
+    """The merge seen on real nuclei: a neck the network calls interior (0.8) joins two nuclei;
+    seeds from the peaks of the interior probability still count two."""
+    probabilities = touching_nuclei_probabilities(bridge=0.8)
+    assert instances_from_probabilities(probabilities, dynamic=0).max() == 1  # connected interiors: one
+    instances = instances_from_probabilities(probabilities)
+    assert instances.max() == 2
+    assert instances[20, 20] != instances[20, 48] and 0 not in (instances[20, 20], instances[20, 48])
+    volume = touching_nuclei_probabilities(bridge=0.8, depth=5)  # volumes keep connected interiors
+    assert instances_from_probabilities(volume).max() == 1
+
+
+def test_noise_inside_a_nucleus_does_not_seed_it_twice():
+    probabilities = touching_nuclei_probabilities(bridge=0.02, noise=0.08)
+    assert instances_from_probabilities(probabilities).max() == 2
 
 
 def test_small_objects_are_removed_and_small_holes_filled():
