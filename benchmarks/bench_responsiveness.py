@@ -4,7 +4,9 @@ being ready, on the nuclei sample, measured with a 20 ms Qt timer (run under Xvf
 
 A stall is the gap between two timer ticks beyond the 20 ms period. Prints the longest gaps with
 their time after Start, with the live preview on and off; ``--stop-after S`` presses *Stop* S seconds
-after Start (with ``--minutes 1``, say), to include stopping; ``--predict`` then presses *Predict*.
+after Start (with ``--minutes 1``, say), to include stopping; ``--predict`` then presses *Predict*,
+and, as a baseline in the same viewer, adds a copy of its result as a Labels layer with napari's own
+``viewer.add_labels`` (no plugin code): the stall napari itself takes to add such a layer.
 The window is the one ``napari-pix2pix gui`` opens (most of the screen given to Xvfb).
 """
 
@@ -47,11 +49,24 @@ def longest_gaps(
         while predict.running:
             QTest.qWait(20)
     QTest.qWait(500)
-    timer.stop()
-    viewer.close()
     ticks = np.array(stamps)
     gaps = np.diff(ticks)
-    return [(float(gaps[i]), float(ticks[i] - start)) for i in np.argsort(gaps)[::-1][:count]]
+    found = [(float(gaps[i]), float(ticks[i] - start)) for i in np.argsort(gaps)[::-1][:count]]
+    baseline = bare_add_stall(viewer, stamps) if then_predict else None
+    timer.stop()
+    viewer.close()
+    return found, baseline
+
+
+def bare_add_stall(viewer, stamps: list[float]) -> float:
+    """The longest gap (seconds) while napari adds a copy of the last layer (the prediction) with its
+    own ``add_labels``, the timer still ticking: what adding such a layer costs without the plugin."""
+    result = np.array(viewer.layers[-1].data)
+    QTest.qWait(500)
+    first = len(stamps)
+    viewer.add_labels(result, name="baseline: the same labels added by napari")
+    QTest.qWait(500)
+    return float(np.diff(np.array(stamps[first - 1 :])).max())
 
 
 def main() -> None:
@@ -61,9 +76,11 @@ def main() -> None:
     parser.add_argument("--predict", action="store_true", help="then press Predict and time it too")
     args = parser.parse_args()
     for preview in (False, True):
-        found = longest_gaps(preview, args.minutes, args.stop_after, then_predict=args.predict)
+        found, baseline = longest_gaps(preview, args.minutes, args.stop_after, then_predict=args.predict)
         gaps = ", ".join(f"{gap * 1000:.0f} ms at {at:.1f} s" for gap, at in found)
         print(f"live preview {'on ' if preview else 'off'}: longest gaps {gaps}")
+        if baseline is not None:
+            print(f"  baseline, napari's own add_labels of the same result: {baseline * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
