@@ -94,13 +94,13 @@ def test_volume_augmentation_moves_every_slice_of_a_sample_with_its_labels():
     targets = targets2d[:, None].repeat(1, depth, 1, 1)  # (B, Z, Y, X): every slice alike
     targets[:, 0] = targets2d.flip(-1)  # but the first, so a flip along z shows
     images = targets[:, None].float().clamp_min(0)  # (B, 1, Z, Y, X) equal to the labels
-    plain = augment_volumes(images, targets, torch.Generator().manual_seed(5), intensity=0, noise=0)
+    plain = augment_volumes(images, targets, torch.Generator().manual_seed(5), intensity=0, noise=0)[:2]
     for original, image, target in zip(targets, plain[0][:, 0], plain[1]):
         first_or_last = [target[0], target[-1]]
         moved = [torch.rot90(f, k, dims=(0, 1)) for f in (original[0], original[0].flip(1)) for k in range(4)]
         assert any(torch.equal(t, c) for t in first_or_last for c in moved)  # one symmetry, z maybe flipped
         assert torch.allclose(image, target.clamp_min(0).float(), atol=1e-5)
-    warped_images, warped = augment_volumes(
+    warped_images, warped, _ = augment_volumes(
         images, targets, torch.Generator().manual_seed(6), intensity=0, noise=0, elastic_strength=0.06, zoom=1.25
     )
     assert not torch.equal(warped, plain[1])
@@ -110,3 +110,17 @@ def test_volume_augmentation_moves_every_slice_of_a_sample_with_its_labels():
     assert all(torch.equal(s[1], s[i]) for s in middle for i in range(len(s)))
     agreement = ((warped_images[:, 0] > 0.5).long() == warped.clamp_min(0)).float().mean()
     assert agreement > 0.97
+
+
+def test_volume_weights_follow_the_labels():
+    from napari_pix2pix.training.volumes import augment_volumes
+
+    _, targets2d = blocky_batch(seed=3, batch=2, size=32)
+    targets = targets2d[:, None].repeat(1, 4, 1, 1)
+    images = targets[:, None].float().clamp_min(0)
+    weights = 1 + 9 * (targets == 1).float()  # heavy where the class is 1
+    _, moved, moved_weights = augment_volumes(
+        images, targets, torch.Generator().manual_seed(2), elastic_strength=0.06, zoom=1.25, weights=weights
+    )
+    assert moved_weights is not None and moved_weights.shape == moved.shape
+    assert torch.equal(moved_weights == 10, moved == 1)

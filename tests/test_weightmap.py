@@ -82,3 +82,35 @@ def test_the_weight_map_is_on_by_default_for_instances_only(membranes):
     weights = Trainer(cells, instances, tiny_config(annotation="instances")).sampler.weights
     assert weights is not None and weights.max() > 5  # between touching objects
     assert Trainer(cells, instances, tiny_config(annotation="instances", boundary_weight=0)).sampler.weights is None
+
+
+def test_in_a_volume_the_gap_is_measured_in_physical_units():
+    from napari_pix2pix.training.weightmap import volume_boundary_weights
+
+    targets = np.zeros((12, 20, 40), np.int64)
+    targets[:, 5:15, 5:18] = 1  # two objects side by side in the plane, 2 px apart…
+    targets[:, 5:15, 20:33] = 1
+    stacked = np.zeros((12, 20, 20), np.int64)
+    stacked[1:5, 5:15, 5:15] = 1  # …and two stacked along z, 2 slices apart
+    stacked[7:11, 5:15, 5:15] = 1
+    in_plane = volume_boundary_weights(targets, (1,), 10.0, (1.0, 1.0, 1.0))
+    assert in_plane[6, 10, 18] == pytest.approx(1 + 10 * np.exp(-(3**2) / 50), rel=1e-4)
+    isotropic = volume_boundary_weights(stacked, (1,), 10.0, None)[5, 10, 10]
+    anisotropic = volume_boundary_weights(stacked, (1,), 10.0, (3.0, 1.0, 1.0))[5, 10, 10]
+    assert isotropic == pytest.approx(1 + 10 * np.exp(-(3**2) / 50), rel=1e-4)
+    assert anisotropic == pytest.approx(1 + 10 * np.exp(-(9**2) / 50), rel=1e-4)  # slices 3 px apart
+
+
+def test_3d_training_of_instances_uses_the_weight_map():
+    from conftest import tiny_config
+
+    from napari_pix2pix.samples.synthetic import membrane_volume
+    from napari_pix2pix.training import Trainer
+
+    cells, _, instances = membrane_volume((8, 32, 32), cell_size=12, seed=1)
+    config = tiny_config(annotation="instances", dims="3d", voxel_size=(2.0, 1.0, 1.0))
+    trainer = Trainer(cells, instances, config)
+    _, _, weights = trainer.sampler.sample(2)
+    assert weights is not None and weights.shape == (2, *trainer.sampler.patch) and weights.max() > 5
+    unweighted = Trainer(cells, instances, tiny_config(annotation="instances", dims="3d", boundary_weight=0))
+    assert unweighted.sampler.sample(1)[2] is None

@@ -180,11 +180,13 @@ class PatchSampler:
 @dataclass
 class Volume:
     """One training volume: normalised image (C, Z, Y, X) float32, class targets (Z, Y, X) int64
-    (``IGNORE`` where not annotated), and the annotated voxels patches are centred on (N, 3)."""
+    (``IGNORE`` where not annotated), the annotated voxels patches are centred on (N, 3), and the
+    loss's weight map when there is one."""
 
     image: np.ndarray
     targets: np.ndarray
     centres: np.ndarray
+    weights: np.ndarray | None = None  # (Z, Y, X) float32 boundary weight map of the loss, if any
 
 
 @dataclass

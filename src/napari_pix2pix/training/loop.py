@@ -287,9 +287,10 @@ class Trainer:
             images, targets = _to_device(images, self.device), _to_device(targets, self.device)
             weights = None if weights is None else _to_device(weights, self.device)
         if self.config.augment and self.dims == 3:
-            images, targets = augment_volumes(
-                images, targets, self.augment_generator, elastic_strength=VOLUME_ELASTIC, zoom=VOLUME_ZOOM
-            )
+            images, targets, weights = augment_volumes(
+                images, targets, self.augment_generator, elastic_strength=VOLUME_ELASTIC, zoom=VOLUME_ZOOM,
+                weights=weights,
+            )  # fmt: skip
         elif self.config.augment:
             images, targets, weights = augment_batch(images, targets, self.augment_generator, weights=weights)
         images = images.contiguous(memory_format=self.memory_format)

@@ -31,6 +31,7 @@ from .config import PER_IMAGE, TrainingConfig
 from .data import Volume, VolumeSet, annotated_slices
 from .evaluation import ValidationScore
 from .preparation import PreparedData, as_pairs, checked_pair, encoding_for, pooled_normalisation
+from .weightmap import volume_boundary_weights
 
 # In-plane elastic warp (coarse-grid displacement, fraction of the patch side) and zoom range of the
 # 3D augmentation: see docs/benchmarks.md, Quality in 3D.
@@ -93,10 +94,14 @@ def prepare_volumes(
         resume.normalisation if resume is not None else pooled_normalisation(pairs, config.normalisation == PER_IMAGE)
     )
     train, validation = [], []
+    weight = encoding.default_boundary_weight if config.boundary_weight is None else config.boundary_weight
     for volume, lab in pairs:
         normalised = np.ascontiguousarray(np.moveaxis(normalisation.for_image(volume).apply(volume), -1, 0))
         targets, held = _split_slices(encode_volume(encoding, lab), config.val_fraction)
-        train.append(Volume(normalised, targets, _centres(targets, rng)))
+        weights = (  # the loss's boundary weight map (weightmap.py), in 3D with physical distances
+            volume_boundary_weights(targets, encoding.object_classes, weight, config.voxel_size) if weight > 0 else None
+        )
+        train.append(Volume(normalised, targets, _centres(targets, rng), weights))
         if held is not None:
             validation.append(Volume(normalised, held, np.zeros((0, 3), np.int64)))
     objects = [encoding.objects(lab[s]) for _, lab in pairs for s in annotated_slices(lab)]
@@ -122,7 +127,7 @@ class VolumePatchSampler:
         self.choice = weights / weights.sum()
         self.patch, self.rng, self.device = patch, rng, device
 
-    def _cut(self, volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+    def _cut(self, volume: Volume) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         centre = volume.centres[self.rng.integers(len(volume.centres))]
         jitter = self.rng.integers(-(np.array(self.patch) // 4), np.array(self.patch) // 4 + 1)
         starts = centre + jitter - np.array(self.patch) // 2
@@ -134,15 +139,20 @@ class VolumePatchSampler:
         targets[outside[0]] = IGNORE
         targets[:, outside[1]] = IGNORE
         targets[:, :, outside[2]] = IGNORE
-        return image, targets
+        weights = volume.weights[np.ix_(*index)] if volume.weights is not None else None
+        return image, targets, weights
 
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, None]:
-        """A batch: images (B, C, Z, Y, X) float32, targets (B, Z, Y, X) int64, no weights."""
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A batch: images (B, C, Z, Y, X) float32, targets (B, Z, Y, X) int64, and the loss's
+        weights (B, Z, Y, X) float32 when the volumes have a weight map (else None)."""
         picks = self.rng.choice(len(self.volumes), size=batch_size, p=self.choice)
         cut = [self._cut(self.volumes[i]) for i in picks]
         images = torch.from_numpy(np.stack([c[0] for c in cut])).to(self.device)
         targets = torch.from_numpy(np.stack([c[1] for c in cut])).to(self.device)
-        return images, targets, None
+        maps = [c[2] for c in cut if c[2] is not None]
+        if len(maps) < len(cut):
+            return images, targets, None
+        return images, targets, torch.from_numpy(np.stack(maps)).to(self.device)
 
 
 def augment_volumes(
@@ -153,15 +163,19 @@ def augment_volumes(
     noise: float = 0.02,
     elastic_strength: float = 0.0,
     zoom: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Random flips along z, then one in-plane transform per sample applied to all its slices (a flip
     or 90° turn of the square, and, when asked, a zoom between 1/``zoom`` and ``zoom`` and the elastic
     warp of ``augment_batch``), then brightness, contrast, gamma and noise of the images, each sample
-    its own; the targets follow the geometry (nearest neighbour)."""
+    its own; the targets and the loss's ``weights`` (B, Z, Y, X), if given, follow the geometry
+    (nearest neighbour)."""
     batch, channels, depth, height, width = images.shape
     flip_z = torch.rand(batch, generator=generator) < 0.5
     images = torch.where(flip_z.view(-1, 1, 1, 1, 1).to(images.device), images.flip(2), images)
     targets = torch.where(flip_z.view(-1, 1, 1, 1).to(targets.device), targets.flip(1), targets)
+    if weights is not None:
+        weights = torch.where(flip_z.view(-1, 1, 1, 1).to(weights.device), weights.flip(1), weights)
     # The eight symmetries of the square; only the flips (0, 2, 4, 6) for a patch that is not square.
     choices = torch.arange(len(SYMMETRIES)) if height == width else torch.tensor([0, 2, 4, 6])
     symmetry = SYMMETRIES[choices[torch.randint(0, len(choices), (batch,), generator=generator)]]
@@ -177,6 +191,10 @@ def augment_volumes(
     labels = targets.reshape(batch * depth, 1, height, width).float()
     labels = F.grid_sample(labels, grid, mode="nearest", padding_mode="border", align_corners=True)
     targets = labels.reshape(batch, depth, height, width).round().long().clamp_min(IGNORE)
+    if weights is not None:
+        moved = weights.reshape(batch * depth, 1, height, width)
+        moved = F.grid_sample(moved, grid, mode="nearest", padding_mode="border", align_corners=True)
+        weights = moved.reshape(batch, depth, height, width).contiguous()
     random = torch.rand((batch, 4), generator=generator).to(images.device)
     gain = 1 + intensity * (2 * random[:, 0] - 1)
     offset = intensity * (2 * random[:, 1] - 1)
@@ -184,7 +202,7 @@ def augment_volumes(
     view = (-1,) + (1,) * (images.dim() - 1)
     images = images.clamp_min(0) ** gamma.view(view) * gain.view(view) + offset.view(view)
     images = images + noise * random[:, 3].view(view) * gaussian_field(images, generator)
-    return images.contiguous(), targets.contiguous()
+    return images.contiguous(), targets.contiguous(), weights
 
 
 def evaluate_volumes(
