@@ -78,8 +78,10 @@ def main() -> None:
         for h, values in scores.items():
             how = "connected interiors" if h == 0 else f"h-maxima, h = {h:g}"
             dev = [v for (n, _, _), v in zip(images, values) if not n.startswith("sample")]
+            tiles = [v for (n, _, _), v in zip(images, values) if n.startswith("sample")]
             each = " / ".join(f"{v:.3f}" for v in values)
-            print(f"  {how:24s} {each}   mean of the non-sample images {np.mean(dev):.3f}")
+            means = f"mean of the others {np.mean(dev):.3f}" + (f", of the sample {np.mean(tiles):.3f}" if tiles else "")
+            print(f"  {how:24s} {each}   {means}")
 
 
 if __name__ == "__main__":
