@@ -223,7 +223,9 @@ def iter_slab_probabilities(
         probabilities = predict_slab(model, slab, plan, settings, device)
         del slab  # not kept while the next slab is read
         for offset in range(min(plan.z_keep, wanted.stop - start)):
-            yield start + offset, probabilities[:, offset]
+            # A copy, not a view: a caller holding the last slice would keep the whole slab's
+            # probabilities alive while the next slab is read and predicted (twice the memory).
+            yield start + offset, probabilities[:, offset].copy()
         del probabilities
 
 
