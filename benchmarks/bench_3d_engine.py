@@ -38,8 +38,9 @@ and the share of voxels whose labels agree with the bare pass's (a check that bo
 
 **memory**: a uint8 volume of ``--gigabytes`` (default 1.0; slices of ``--side`` × ``--side``,
 default 2048, tiled from the 3D nuclei sample) is written slice by slice with tifffile to a
-temporary folder, uncompressed and contiguous, so the command line memory-maps it
-(``io.tiff.read_tiff(lazy=True)``; the row's "memory_mapped" confirms it).
+temporary folder, uncompressed and contiguous; the command line reads it a slab at a time
+(``io.tiff.read_tiff(lazy=True)``: a Zarr array over its pages; the row's "memory_mapped", true when
+the file is not read whole, confirms it).
 A fresh process imports the command line, loads the model (a 3D U-Net of ``--width`` 4, depth 4,
 random weights, saved with ``save_model``; small so the run stays short, memory being dominated by the
 slabs rather than the network), notes its resident memory (the baseline), then runs
@@ -412,7 +413,8 @@ def measure_child(model_path: str, source: str, target: str, output: str) -> dic
     from napari_pix2pix.io import load_model, read_tiff
 
     load_model(model_path)
-    lazy = isinstance(read_tiff(source, lazy=True), np.memmap)
+    opened = read_tiff(source, lazy=True)
+    lazy = isinstance(opened, np.memmap) or not isinstance(opened, np.ndarray)  # memory-mapped, or a Zarr array
     baseline = status_mib()
     sampler = PeakSampler()
     sampler.start()

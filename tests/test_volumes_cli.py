@@ -133,6 +133,28 @@ def test_predicting_with_a_3d_model_writes_a_volume_of_instances(trained_3d: tup
     assert "wrote instances (16, 48, 48)" in stdout
 
 
+def test_a_big_tiff_streams_from_disk_and_predicts_the_same(
+    trained_3d: tuple[Path, str], volumes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TIFF over ``LAZY_TIFF_BYTES`` is read a slab at a time (a Zarr array over its pages, plain
+    file reads, so the pages do not stay in the process's memory), also when compressed."""
+    import zarr
+
+    from napari_pix2pix.io import tiff
+
+    model, _ = trained_3d
+    image = tifffile.imread(volumes / "vol.tif")
+    tifffile.imwrite(volumes / "packed.tif", image, compression="zlib", **IMAGEJ)
+    assert run("predict", str(model), str(volumes / "vol.tif"), "--out", str(volumes / "whole.tif"), "--quiet")[0] == 0
+    monkeypatch.setattr(tiff, "LAZY_TIFF_BYTES", 0)
+    for name in ("vol.tif", "packed.tif"):
+        lazy, voxel_size = read_image(volumes / name)
+        assert isinstance(lazy, zarr.Array) and np.array_equal(lazy[3:5], image[3:5]) and voxel_size == (0.5, 0.2, 0.2)
+        out = volumes / f"streamed-{name}"
+        assert run("predict", str(model), str(volumes / name), "--out", str(out), "--quiet")[0] == 0
+        np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(volumes / "whole.tif"))
+
+
 def test_a_voxel_size_other_than_the_models_is_rescaled_and_said(
     trained_3d: tuple[Path, str], volumes: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,8 +29,16 @@ MICROMETRES = {
 TIFF_CENTIMETER = 3  # the ResolutionUnit of a plain TIFF whose resolution is a physical size
 
 
-def read_tiff(path: str | os.PathLike, lazy: bool = False) -> np.ndarray:
-    """Read a TIFF file; ``lazy`` memory-maps it when possible so big volumes stream from disk."""
+#: A TIFF larger than this is read lazily (``read_tiff(lazy=True)``); a smaller one is read whole.
+LAZY_TIFF_BYTES = 2**28
+
+
+def read_tiff(path: str | os.PathLike, lazy: bool = False) -> Any:
+    """Read a TIFF file; ``lazy``: a file larger than ``LAZY_TIFF_BYTES`` is opened as a Zarr array
+    over its pages (tifffile's Zarr store), so a big volume streams from disk a slab at a time, in
+    ordinary file reads: the pages read are not kept in the process's memory, as a memory map's
+    would be (they counted in its resident memory up to the file's size). Compressed and tiled
+    files stream too; a file the store cannot open is memory-mapped, or read whole."""
     import tifffile
 
     if Path(path).is_dir():
@@ -38,14 +46,28 @@ def read_tiff(path: str | os.PathLike, lazy: bool = False) -> np.ndarray:
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
     try:
-        if lazy:
+        if lazy and Path(path).stat().st_size > LAZY_TIFF_BYTES:
             try:
-                return tifffile.memmap(path, mode="r")
-            except (ValueError, tifffile.TiffFileError, OSError):
-                pass  # compressed or tiled: read it whole instead
+                return _zarr_of_tiff(path)
+            except Exception:  # noqa: BLE001 - any store failure: fall back to a memory map
+                try:
+                    return tifffile.memmap(path, mode="r")
+                except (ValueError, tifffile.TiffFileError, OSError):
+                    pass  # compressed or tiled: read it whole instead
         return tifffile.imread(path)
     except Exception as error:  # tifffile raises several types for broken files
         raise InputError(f"{path}: not a readable TIFF image ({type(error).__name__}: {error})") from None
+
+
+def _zarr_of_tiff(path: str | os.PathLike) -> Any:
+    """The first image series of a TIFF as a read-only Zarr array, one chunk per page."""
+    import tifffile
+    import zarr
+
+    array = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    if not isinstance(array, zarr.Array):  # a multiscale series opens as a group: its full resolution
+        array = array["0"]
+    return array
 
 
 def write_tiff(
