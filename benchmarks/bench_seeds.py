@@ -80,7 +80,9 @@ def main() -> None:
             dev = [v for (n, _, _), v in zip(images, values) if not n.startswith("sample")]
             tiles = [v for (n, _, _), v in zip(images, values) if n.startswith("sample")]
             each = " / ".join(f"{v:.3f}" for v in values)
-            means = f"mean of the others {np.mean(dev):.3f}" + (f", of the sample {np.mean(tiles):.3f}" if tiles else "")
+            means = f"mean of the others {np.mean(dev):.3f}"
+            if tiles:
+                means += f", of the sample {np.mean(tiles):.3f}"
             print(f"  {how:24s} {each}   {means}")
 
 
