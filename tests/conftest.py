@@ -91,6 +91,17 @@ def autosave_folder(tmp_path_factory, monkeypatch):
     return folder
 
 
+@pytest.fixture(autouse=True)
+def dask_scheduler_setting():
+    """Each test starts and ends with dask's scheduler setting as it was: distributed's
+    ``Client.close`` leaves ``scheduler="dask.distributed"`` set while any other default client is
+    alive, and a later test's dask array would then ask for a client that is gone."""
+    import dask
+
+    with dask.config.set(scheduler=dask.config.get("scheduler", None)):
+        yield
+
+
 @pytest.fixture
 def files(tmp_path):
     """A folder with image.tif (a 3×48×48 EM-like stack) and labels.tif (membranes 255, cells 0), for

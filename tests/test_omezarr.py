@@ -83,8 +83,13 @@ def test_cluster_options_are_checked(folder, monkeypatch, capsys):
     monkeypatch.chdir(folder)
     assert main(["predict", "m.pt", "in.tif", "--out", "x.tif", "--workers", "2", "--quiet"]) == 2
     assert "--out NAME.zarr" in capsys.readouterr().err
+    import dask
+
+    before = dask.config.get("scheduler", None)
     assert main(["predict", "m.pt", "in.tif", "--out", "x.zarr", "--scheduler", "tcp://127.0.0.1:1", "--quiet"]) == 2
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+    # a client that failed to connect leaves dask's scheduler as it was (later dask arrays compute)
+    assert dask.config.get("scheduler", None) == before
 
 
 def test_class_probabilities_are_written_with_a_channel_axis(folder, monkeypatch):

@@ -169,11 +169,15 @@ def test_what_cannot_work_on_the_cluster_is_one_line(tmp_path, monkeypatch, sche
     volume[13, 5, 5] = np.nan
     tifffile.imwrite(tmp_path / "nan.tif", volume, photometric="minisblack")
     tifffile.imwrite(tmp_path / "flat.tif", volume[0], photometric="minisblack")
+    import dask
+
+    before = dask.config.get("scheduler", None)
     for name, words in (("nan.tif", "slice 13"), ("flat.tif", "--workers predicts stacks")):
         assert main(["predict", "t.pt", name, "--out", "o.zarr", "--scheduler", scheduler, *CPU]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err and "Traceback" not in err, err
         assert not (tmp_path / "o.zarr").exists()
+        assert dask.config.get("scheduler", None) == before  # later dask arrays compute without the client
 
 
 def test_objects_are_linked_across_a_border_by_their_views_of_it():

@@ -118,7 +118,18 @@ def _with_file_scale(settings: PredictionSettings, scale: Sequence[float] | None
 @contextlib.contextmanager
 def _dask_client(args: argparse.Namespace) -> Iterator[Client]:
     """A client of the scheduler at ``--scheduler`` once it has a worker (waiting at most
-    ``scale.cluster.WORKER_WAIT_S``), or of a local cluster of ``--workers`` processes."""
+    ``scale.cluster.WORKER_WAIT_S``), or of a local cluster of ``--workers`` processes. Dask's
+    scheduler setting is what it was afterwards, also when the client failed to start: a client
+    that fails to connect can leave ``scheduler="dask.distributed"`` set, and every later dask
+    computation in the process (a napari layer's, say) would ask for a client that is gone."""
+    import dask
+
+    with dask.config.set(scheduler=dask.config.get("scheduler", None)):
+        yield from _clients(args)
+
+
+def _clients(args: argparse.Namespace) -> Iterator[Client]:
+    """``_dask_client``'s body: the client, and its cluster when local."""
     import logging
     import os
 
