@@ -11,7 +11,7 @@ from .tiff import read_tiff, tiff_scale, tiff_voxel_size, write_tiff
 
 
 def read_image(source: str | os.PathLike, check_chunks: bool = True) -> tuple[Any, Any]:
-    """A TIFF (memory-mapped when possible) or an OME-Zarr image (lazily, as ``omezarr.ZarrImage``:
+    """A TIFF (read lazily when big: ``tiff.read_tiff``) or an OME-Zarr image (lazily, as ``omezarr.ZarrImage``:
     (Z,) Y, X with the channels last), and its voxel size: one number per spatial axis, (y, x) or
     (z, y, x), None when the file gives none (a TIFF's from its ImageJ or OME metadata, in µm: see
     ``tiff.tiff_scale``); ``check_chunks``: refuse a Zarr store with missing chunks before anything is read."""

@@ -3,7 +3,7 @@
 A slab of ``step`` slices is predicted from the slices around it (``halo`` more on each side, the
 volume mirrored at its ends), cut in-plane into overlapping blocks whose halo is dropped, so every
 voxel comes from the centre of a block and the result matches a whole-volume pass (tested). Only
-the slab being predicted is held: slices are read from a lazy volume (TIFF memory map, dask,
+the slab being predicted is held: slices are read from a lazy volume (a big TIFF's pages, dask,
 OME-Zarr) as the slab needs them, and each finished slice is handed on in order.
 """
 
