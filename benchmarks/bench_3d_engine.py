@@ -165,7 +165,7 @@ def bare_training_step(trainer: Trainer, device: torch.device):
     torch.manual_seed(0)
     network = build_model(trainer.model.config).to(device).train()
     optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=config.architecture.betas)
-    batch, patch = engine_batch(trainer), tuple(trainer.sampler.patch)
+    batch, patch = trainer.batch_size, tuple(trainer.sampler.patch)
     images = torch.rand(batch, 1, *patch, device=device)
     targets = torch.randint(0, trainer.model.config.out_channels, (batch, *patch), device=device)
     precision = Precision(device, config.mixed_precision)
@@ -180,21 +180,6 @@ def bare_training_step(trainer: Trainer, device: torch.device):
         precision.scaler.update()
 
     return step
-
-
-def engine_batch(trainer: Trainer) -> int:
-    """The batch the engine trains with (it may shrink an automatic one to fit the memory)."""
-    return getattr(trainer, "batch_size", None) or trainer.config.batch_size
-
-
-def time_bare(step, steps: int, device: torch.device) -> float:
-    """Seconds for ``steps`` back-to-back bare steps."""
-    common.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    common.synchronize(device)
-    return time.perf_counter() - start
 
 
 def next_epoch(events) -> float:
@@ -215,14 +200,14 @@ def benchmark_training(args) -> None:
     step = bare_training_step(trainer, device)
     events = trainer.run()
     next_epoch(events)  # warm-up: the first epoch (first batches, allocator)
-    time_bare(step, 2, device)
+    common.time_steps(step, 2, device)
     engine, bare = [], []
     for round_ in range(args.rounds):  # which goes first alternates, so neither always follows the other
         if round_ % 2:
-            bare.append(time_bare(step, args.steps, device))
+            bare.append(common.time_steps(step, args.steps, device) * args.steps)
         engine.append(next_epoch(events))
         if not round_ % 2:
-            bare.append(time_bare(step, args.steps, device))
+            bare.append(common.time_steps(step, args.steps, device) * args.steps)
     for _ in events:  # let the engine finish cleanly
         pass
     planned = trainer.model.config
@@ -232,7 +217,7 @@ def benchmark_training(args) -> None:
         "network": f"UNet3D width {planned.width}, depth {planned.depth}, z_skip {planned.z_skip}",
         "z_skip_of_voxel_size": plan_z_skip(VOXEL, planned.depth),
         "patch_zyx": "×".join(map(str, trainer.sampler.patch)),
-        "batch": engine_batch(trainer),
+        "batch": trainer.batch_size,
         "memory_note": getattr(trainer, "memory_note", ""),
         "steps_per_round": args.steps,
         "rounds": args.rounds,

@@ -21,6 +21,7 @@ images of other experiments) and on the shipped sample's two tiles; any model fi
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 
 import common
@@ -30,11 +31,17 @@ import tifffile
 SCORER = common.REPO.parent / "shared" / "tools" / "score_segmentation.py"
 
 
-def instance_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
+@functools.cache
+def scorer():
+    """The shared scoring script, loaded once."""
     spec = importlib.util.spec_from_file_location("score_segmentation", SCORER)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return float(module.instance_f1(predicted, truth))
+    return module
+
+
+def instance_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
+    return float(scorer().instance_f1(predicted, truth))
 
 
 def images_2d() -> list[tuple[str, np.ndarray, np.ndarray]]:

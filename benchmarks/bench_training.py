@@ -83,16 +83,6 @@ def bare_step_function(
     return step
 
 
-def time_bare(step, steps: int, device: torch.device) -> float:
-    """Seconds per step of ``steps`` back-to-back bare steps."""
-    common.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    common.synchronize(device)
-    return (time.perf_counter() - start) / steps
-
-
 def time_engine(events, steps: int) -> list[float]:
     """Seconds between ``steps`` consecutive 'step' events of the running ``train`` generator."""
     times = []
@@ -146,13 +136,13 @@ def benchmark(
     epoch_cost(events)
     time_engine(events, 2)
     for bare in bares.values():
-        time_bare(bare, 2, device)
+        common.time_steps(bare, 2, device)
     engine_times: list[float] = []
     bare_times: dict[bool, list[float]] = {channels_last: [] for channels_last in bares}
     for _ in range(rounds):
         engine_times += time_engine(events, steps)
         for channels_last, bare in bares.items():
-            bare_times[channels_last].append(time_bare(bare, steps, device))
+            bare_times[channels_last].append(common.time_steps(bare, steps, device))
     validation = epoch_cost(events)
     for _ in events:  # let the engine finish cleanly
         pass

@@ -60,6 +60,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_steps(step, steps: int, device: torch.device) -> float:
+    """Seconds per step of ``steps`` back-to-back calls of ``step`` (a bare training step, say)."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
 def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
     """Measured matrix-multiply rate in GFLOP/s (best of ``repeats``): the ceiling a convolutional
     network can approach."""

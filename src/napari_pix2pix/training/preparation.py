@@ -146,7 +146,7 @@ def prepare_data(
     height, width = max(p[0].shape[2] for p in parts), max(p[0].shape[3] for p in parts)
     padded = [_padded(images, targets, height, width) for images, targets, _ in parts]
     train_set, validation = _split(padded, config.val_fraction, rng)
-    weight = encoding.default_boundary_weight if config.boundary_weight is None else config.boundary_weight
+    weight = boundary_weight(encoding, config)
     if weight > 0:  # the loss's weight map (weightmap.py), for the training slices
         train_set.weights = boundary_weights(train_set.targets, encoding.object_classes, weight)
     objects = [o for _, _, planes in parts for o in (encoding.objects(plane) for plane in planes) if o is not None]
@@ -154,6 +154,11 @@ def prepare_data(
     if resume is not None:  # a continued or fine-tuned model keeps the scale it has (or its having none)
         object_size = resume.object_size
     return PreparedData(encoding, normalisation, train_set, validation, in_channels, object_size)
+
+
+def boundary_weight(encoding: LabelEncoding, config: TrainingConfig) -> float:
+    """w₀ of the loss's boundary weight map (weightmap.py): the user's, else the annotation kind's."""
+    return encoding.default_boundary_weight if config.boundary_weight is None else config.boundary_weight
 
 
 def _split(

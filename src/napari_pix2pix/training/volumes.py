@@ -30,7 +30,7 @@ from .augment import SYMMETRIES, gaussian_field, sampling_grid
 from .config import PER_IMAGE, TrainingConfig
 from .data import Volume, VolumeSet, annotated_slices
 from .evaluation import ValidationScore
-from .preparation import PreparedData, as_pairs, checked_pair, encoding_for, pooled_normalisation
+from .preparation import PreparedData, as_pairs, boundary_weight, checked_pair, encoding_for, pooled_normalisation
 from .weightmap import volume_boundary_weights
 
 # In-plane elastic warp (coarse-grid displacement, fraction of the patch side) and zoom range of the
@@ -94,7 +94,7 @@ def prepare_volumes(
         resume.normalisation if resume is not None else pooled_normalisation(pairs, config.normalisation == PER_IMAGE)
     )
     train, validation = [], []
-    weight = encoding.default_boundary_weight if config.boundary_weight is None else config.boundary_weight
+    weight = boundary_weight(encoding, config)
     for volume, lab in pairs:
         normalised = np.ascontiguousarray(np.moveaxis(normalisation.for_image(volume).apply(volume), -1, 0))
         targets, held = _split_slices(encode_volume(encoding, lab), config.val_fraction)
