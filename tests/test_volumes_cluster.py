@@ -17,7 +17,7 @@ from napari_pix2pix.cli import main
 from napari_pix2pix.io.omezarr import read_zarr
 from napari_pix2pix.labels.encodings import InstanceEncoding, make_encoding
 from napari_pix2pix.models import ModelConfig, Normalisation, TrainedModel, build_model
-from napari_pix2pix.prediction import PredictionSettings, volume_geometry
+from napari_pix2pix.prediction import PredictionSettings, objects3d, volume_geometry
 from napari_pix2pix.prediction.volume import iter_volume_probabilities, z_grid
 from napari_pix2pix.scale import cluster
 from napari_pix2pix.scale.volumes import SlabLinks, VolumeSlabOutcome
@@ -160,6 +160,31 @@ def test_instances_agree_with_one_process_and_are_merged_across_slabs(tmp_path, 
             above, below = (found[z][truth[z] == object_id] for z in (border - 1, border))
             if object_id and above.size > 20 and below.size > 20:
                 assert np.bincount(above).argmax() == np.bincount(below).argmax()
+
+
+@pytest.mark.parametrize("planes", [10, 20])
+def test_one_process_finds_a_large_volumes_objects_slab_by_slab(monkeypatch, planes):
+    """A volume of more than SLAB_VOXELS voxels has its objects found a slab at a time (memory: one
+    slab and its halos, whatever the depth), with the whole volume's objects and unique ids. The
+    halos are 2 and 5 slices here; the objects are 9 deep, and matched across the borders."""
+    model, volume = threshold_3d_model(), domes()
+    whole = predict(model, volume, "instances", device="cpu")
+    monkeypatch.setattr(objects3d, "SLAB_VOXELS", planes * SHAPE[1] * SHAPE[2])
+    depth, halo = objects3d.slab_plan(model, volume_geometry(volume.shape, model))
+    assert depth + 2 * halo == planes and halo == planes // 4
+    blocks = []
+    found_in_3d = objects3d.objects_in_3d
+    monkeypatch.setattr(objects3d, "objects_in_3d", lambda m, p, c: blocks.append(len(p)) or found_in_3d(m, p, c))
+    found = predict(model, volume, "instances", device="cpu")
+    assert len(blocks) == -(-SHAPE[0] // depth) > 1 and max(blocks) <= planes < SHAPE[0]  # never the whole volume
+    n_found, n_whole = len(np.unique(found)) - 1, len(np.unique(whole)) - 1
+    assert found.dtype == np.uint32 and n_whole >= 8
+    assert abs(n_found - n_whole) <= max(1, n_whole // 10) and matched_f1(found, whole) >= 0.9
+    assert np.array_equal(np.unique(found), np.arange(n_found + 1))  # ids 1…N, no gaps
+    from skimage.measure import label
+
+    for object_id in range(1, n_found + 1):  # one id, one object
+        assert label(found == object_id, connectivity=1).max() == 1
 
 
 def test_what_cannot_work_on_the_cluster_is_one_line(tmp_path, monkeypatch, scheduler, capsys):

@@ -24,6 +24,7 @@ import numpy as np
 from ..labels.outputs import CLASS_PROBABILITIES, HostConverter, get_output
 from ..labels.postprocess import Cleanup, renumber_instances
 from ..models.trained import TrainedModel
+from .objects3d import objects_in_3d, volume_objects
 from .reading import VolumeGeometry, for_this_image, read_slices, volume_geometry
 from .rescale import VoxelSizeNote, rescaling, resize, scaled_shape, voxel_factors, warn_voxel_size
 from .settings import PredictionSettings, make_settings
@@ -139,8 +140,9 @@ def predict_volume_slices(
     stop: threading.Event | None = None,
 ) -> Iterator[SliceResult]:
     """``iter_predict`` for a 3D network: the volume in blocks, each slice's output as it is ready.
-    Instances are found in 3D (one seeded watershed over the volume's class probabilities, kept as
-    float16 until every slice is in), so their ids are unique in the volume without linking slices.
+    Instances are found in 3D (a seeded watershed over the class probabilities, kept as float16: of
+    the whole volume, or slab by slab for a large one, ``objects3d``), so their ids are unique in the
+    volume without linking slices.
     A stack whose voxel size (``settings.voxel_size``) is not the model's is rescaled per axis to the
     model's and its probabilities scaled back (a ``VoxelSizeNote`` says so), when it fits in memory
     (``MAX_RESCALED_VOXELS``); a larger one is predicted as it is, with a ``VoxelSizeWarning``."""
@@ -159,12 +161,9 @@ def predict_volume_slices(
         for done, (index, probabilities) in enumerate(slices, start=1):
             yield SliceResult(index, convert(probabilities), done, total)
         return
-    kept = np.empty((total, model.encoding.n_classes, geometry.height, geometry.width), np.float16)
-    for index, probabilities in slices:
-        kept[index] = probabilities
-    instances = convert_probabilities(model, kept, kind.name, settings.cleanup)
-    for index in range(total):
-        yield SliceResult(index, instances[index].astype(np.uint32), index + 1, total)
+    objects = volume_objects(model, slices, geometry, settings.cleanup)  # whole, or slab by slab
+    for done, (index, labels) in enumerate(objects, start=1):
+        yield SliceResult(index, labels, done, total)
 
 
 def predict_slices(
@@ -340,8 +339,7 @@ def convert_probabilities(
     kind = get_output(output)
     stack = probabilities.ndim == 4
     if stack and kind.objects and model.config.dims == 3:  # found in 3D, as predict_volume_slices does
-        volume = np.moveaxis(np.asarray(probabilities, np.float32), 1, 0)
-        return model.encoding.instances(volume, cleanup).astype(np.uint32)
+        return objects_in_3d(model, probabilities, cleanup)
     planes = probabilities if stack else probabilities[None]
     convert = kind.on_host(model.encoding, cleanup)
     slices = ordered_map(lambda p: convert(np.asarray(p, np.float32)), planes, host_workers())

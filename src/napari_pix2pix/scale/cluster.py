@@ -31,9 +31,10 @@ import numpy as np
 from ..checks import check_finite, check_numeric
 from ..errors import InputError
 from ..labels.postprocess import renumber_instances
+from ..prediction.objects3d import object_halo
 from ..prediction.settings import PredictionSettings
 from .tasks import SlabOutcome, SlabPlan, collect, halted, relabel, slabs, task_inputs
-from .volumes import object_halo, predict_volume_on_cluster
+from .volumes import predict_volume_on_cluster
 
 WORKER_WAIT_S = 30.0  # how long a scheduler given by address may take to have a worker
 

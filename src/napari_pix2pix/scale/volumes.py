@@ -13,7 +13,6 @@ gives every object one id, unique in the volume. Memory per task: its slab and h
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +23,6 @@ from ..errors import InputError
 from ..labels.postprocess import matching_ids, smallest_uint_dtype
 from ..models.trained import TrainedModel
 from .tasks import SlabOutcome, SlabPlan, collect, halted, relabel, task_inputs
-
-OBJECT_HALO = 16  # slices read past each end of a slab to find its objects, when the model does not say
-OBJECT_HALO_RANGE = (8, 64)  # at least, at most, from the model's object size
 
 Node = tuple[int, int]  # (slab, the slab's own id of an object)
 
@@ -40,17 +36,6 @@ class VolumeSlabOutcome(SlabOutcome):
     ids: np.ndarray | None = None
     low: np.ndarray | None = None
     high: np.ndarray | None = None
-
-
-def object_halo(model: TrainedModel) -> int:
-    """Slices read past each end of a slab to find its objects: one object's depth (the model's
-    object size, in slices by its voxel size), within ``OBJECT_HALO_RANGE``; ``OBJECT_HALO`` when the
-    model does not know its objects' size or voxel size."""
-    if model.object_size is None or model.voxel_size is None:
-        return OBJECT_HALO
-    z, y, _ = model.voxel_size
-    low, high = OBJECT_HALO_RANGE
-    return int(min(high, max(low, math.ceil(model.object_size * y / z))))
 
 
 def predict_volume_slab(
