@@ -72,6 +72,15 @@ def test_touching_nuclei_joined_by_likely_interior_are_seeded_apart():
     assert instances_from_probabilities(volume).max() == 1
 
 
+def test_in_a_volume_a_neck_below_the_seed_level_joins_no_seeds():
+    """Volumes seed connected interiors above VOLUME_SEED_LEVEL (0.7): a neck of 0.6 interior
+    probability no longer joins two nuclei, and its voxels still go to one of them."""
+    volume = touching_nuclei_probabilities(bridge=0.6, depth=5)
+    instances = instances_from_probabilities(volume)
+    assert instances.max() == 2 and instances[2, 20, 20] != instances[2, 20, 48]
+    assert (instances[:, 16:25, 32:37] > 0).all()  # the neck is foreground, split between the two
+
+
 def test_noise_inside_a_nucleus_does_not_seed_it_twice():
     probabilities = touching_nuclei_probabilities(bridge=0.02, noise=0.08)
     assert instances_from_probabilities(probabilities).max() == 2
