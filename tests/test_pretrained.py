@@ -5,6 +5,7 @@ what it learned (its classes, intensity scaling and object size)."""
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from napari_pix2pix import InputError, load_pretrained
 from napari_pix2pix.cli import main
@@ -75,6 +76,10 @@ def test_start_from_fine_tunes_and_keeps_what_the_model_learned(tmp_path, sample
     assert len(tuned.history) == 1  # a new run: its own history, not the starting model's
     assert tuned.config == nuclei.config and tuned.object_size == nuclei.object_size
     assert tuned.encoding.kind == nuclei.encoding.kind and tuned.normalisation.per_image
+    statistics = [k for k in nuclei.network.state_dict() if k.endswith(("running_mean", "running_var"))]
+    assert statistics and all(  # fine-tuning keeps the statistics of the images the model learned from
+        torch.equal(tuned.network.state_dict()[k], nuclei.network.state_dict()[k]) for k in statistics
+    )
 
 
 def test_start_from_refuses_another_network_and_resume_together(tmp_path, sample, capsys):

@@ -194,6 +194,34 @@ def test_resume_continues_from_a_model(membranes, tiny_model):
         fit(membranes[0], labels, tiny_config(epochs=1), resume=tiny_model)
 
 
+def test_fine_tuning_starts_afresh_gently_and_keeps_the_normalisation_statistics(membranes, tiny_model):
+    """``start_from`` (the CLI's --start-from, the widget's Fine-tune): a new history, the weights
+    train, the batch-norm statistics stay the starting model's, the rate is FINE_TUNE_RATE of the
+    architecture's unless one is given."""
+    from napari_pix2pix.training.config import FINE_TUNE_RATE
+    from napari_pix2pix.training.loop import Trainer
+
+    def norms(model):
+        return [m for m in model.network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    before = [m.running_mean.clone() for m in norms(tiny_model)]
+    model = fit(*membranes, tiny_config(epochs=1), start_from=tiny_model)
+    assert len(model.history) == 1  # a new run, not a continued one
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms(model)))
+    weights = [p for n, p in model.network.named_parameters() if "weight" in n and p.ndim == 4]
+    start = [p for n, p in tiny_model.network.named_parameters() if "weight" in n and p.ndim == 4]
+    assert any(not torch.equal(a, b) for a, b in zip(weights, start))  # but it learned
+    trainer = Trainer(*membranes, tiny_config(epochs=1, learning_rate=None), start_from=tiny_model)
+    assert trainer.config.lr == pytest.approx(trainer.config.architecture.learning_rate * FINE_TUNE_RATE)
+    first = next(trainer.run())
+    assert "fine-tuning at learning rate" in first.message
+    assert Trainer(*membranes, tiny_config(epochs=1), start_from=tiny_model).config.lr == 1e-3  # given: kept
+    continued = fit(*membranes, tiny_config(epochs=1), resume=tiny_model)  # continuing updates them
+    assert any(not torch.equal(a, m.running_mean) for a, m in zip(before, norms(continued)))
+    with pytest.raises(InputError, match="not both"):
+        fit(*membranes, tiny_config(epochs=1), resume=tiny_model, start_from=tiny_model)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -14,8 +14,10 @@ from qtpy.QtWidgets import QFileDialog
 
 from napari_pix2pix._widgets import model_store
 from napari_pix2pix.io import save_model
+from napari_pix2pix.models.networks import ARCHITECTURES
 from napari_pix2pix.prediction import predict as predict_array
 from napari_pix2pix.samples.synthetic import membrane_volume
+from napari_pix2pix.training.config import FINE_TUNE_RATE
 
 PLUGIN = "napari-pix2pix"
 
@@ -696,6 +698,12 @@ def test_the_shipped_nuclei_model_is_offered_to_predict_and_to_fine_tune(viewer,
     train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
     assert label in predict.model_choice.choices
     assert label in train.start_from.choices  # shown as "Fine-tune 'Nuclei (pretrained)'"
+    train.start_from.value = label
+    assert train.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate * FINE_TUNE_RATE)
+    assert not train.model_choice.enabled  # a fine-tuned model keeps its network
+    train.start_from.native.setCurrentIndex(0)  # back to "A new model": its network and rate are offered again
+    assert train.model_choice.enabled and train.network_width.enabled
+    assert train.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate)
     viewer.open_sample(PLUGIN, "nuclei")
     predict.image_picker.value = viewer.layers["nuclei"]
     predict.model_choice.value = label

@@ -27,7 +27,7 @@ from ..io import save_model
 from ..labels.encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
 from ..models.networks import ARCHITECTURES, get_architecture
 from ..models.trained import TrainedModel
-from ..training.config import DEFAULT_BATCH, NORMALISATIONS, TrainingConfig
+from ..training.config import DEFAULT_BATCH, FINE_TUNE_RATE, NORMALISATIONS, TrainingConfig
 from ..training.events import EventKind, TrainingEvent
 from ..training.loop import Trainer
 from ._autosave import autosave
@@ -51,9 +51,12 @@ def _annotation_label(choice: str) -> str:
     return ENCODINGS[choice].label if choice in ENCODINGS else "Automatic"
 
 
-def _start_choices(_widget: CategoricalWidget | None = None) -> list[tuple[str, str | None]]:
+NEW_MODEL = ""  # the Start from choice of a new model (not None: a ComboBox does not report a change to None)
+
+
+def _start_choices(_widget: CategoricalWidget | None = None) -> list[tuple[str, str]]:
     return [
-        ("A new model", None),
+        ("A new model", NEW_MODEL),
         *((f"Continue '{name}'", name) for name in model_store.names()),
         *((f"Fine-tune '{name}'", name) for name in model_store.shipped()),
     ]
@@ -322,9 +325,13 @@ class TrainWidget(QWidget):
         self._step_offset = int(resume.history[-1].get("step", 0)) if resume is not None and resume.history else 0
         stop = self._guard.new_stop_event()
         preview_source = self.live.source if self.live_preview.value else None
+        fine_tune = resume is not None and model_store.is_shipped(self.start_from.value)
 
         def training() -> Generator[TrainingEvent, None, TrainedModel]:  # in the worker: preparing the data is work too
-            self._trainer = Trainer(pairs, config, stop=stop, preview_source=preview_source, resume=resume)
+            self._trainer = Trainer(
+                pairs, config, stop=stop, preview_source=preview_source,
+                resume=None if fine_tune else resume, start_from=resume if fine_tune else None,
+            )  # fmt: skip
             return (yield from self._trainer.run())
 
         worker = create_worker(run_reporting_failures, training, _start_thread=False, _ignore_errors=True)
@@ -438,19 +445,22 @@ class TrainWidget(QWidget):
     def _base_model(self) -> TrainedModel | None:
         """The model a run continues, or fine-tunes (a shipped model: a new run from its weights)."""
         name = self.start_from.value
-        if name is None:
+        if name == NEW_MODEL:
             return None
         model = model_store.get(name)
         return dataclasses.replace(model, history=[]) if model_store.is_shipped(name) else model
 
-    def _start_from_changed(self, name: str | None) -> None:
+    def _start_from_changed(self, name: str) -> None:
         """A continued model keeps its network: its settings are not offered."""
         for widget in (self.model_choice, self.network_width, self.network_depth):
-            widget.enabled = name is None
-        if name is not None:
+            widget.enabled = name == NEW_MODEL
+        if name != NEW_MODEL:
             model = model_store.get(name)
             self.model_choice.value = model.architecture
             self.network_width.value, self.network_depth.value = model.config.width, model.config.depth
+        # Fine-tuning a shipped model trains at a gentler rate (training.config.FINE_TUNE_RATE)
+        rate = get_architecture(self.model_choice.value).learning_rate
+        self.learning_rate.value = rate * FINE_TUNE_RATE if model_store.is_shipped(name) else rate
 
     def _keep_unsaved_model(self) -> None:
         """napari is closing (or the process exiting): keep a model trained here and not saved,

@@ -46,7 +46,11 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         with _stop_on_signals(stop) as received, Progress(args.quiet or not main_rank, "training") as bar:
             bar.silent = not main_rank
-            trainer = Trainer(arrays, config, stop=stop, resume=resume, group=group)
+            fine_tune = bool(getattr(args, "start_from", None))  # a new run from the model's weights
+            trainer = Trainer(
+                arrays, config, stop=stop, group=group,
+                resume=None if fine_tune else resume, start_from=resume if fine_tune else None,
+            )  # fmt: skip
             with checkpoint:
                 for event in trainer.run():
                     bar.training_event(event)

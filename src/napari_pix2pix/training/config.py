@@ -28,6 +28,12 @@ NORMALISATIONS = {
 #: (``planning.fit_in_memory``).
 DEFAULT_BATCH = 4
 
+# Fine-tuning a model (``start_from``) trains at this fraction of the architecture's learning rate
+# (unless one is given) and keeps the starting model's batch-norm statistics: on one new image, both
+# the statistics and the full rate made the shipped nuclei model forget the images it learned from
+# (docs/benchmarks.md, Fine-tuning the starting model).
+FINE_TUNE_RATE = 1 / 3
+
 DIMS = (AUTO, "2d", "3d")
 MIN_3D_SLICES = 8  # a stack with fewer slices gains little from 3D context
 MAX_3D_ANISOTROPY = 4.0  # slices further apart than this many pixels are better seen one by one

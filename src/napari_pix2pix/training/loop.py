@@ -35,14 +35,21 @@ from ..models.trained import TrainedModel
 from ..models.unet3d import plan_z_skip
 from ..scale.distributed import Group, agree, join, wrapper
 from .augment import augment_batch
-from .config import TrainingConfig
+from .config import FINE_TUNE_RATE, TrainingConfig
 from .data import PatchSampler, VolumeSet
 from .evaluation import evaluate
 from .events import EventKind, TrainingEvent, loss_fields
 from .planning import fit_in_memory, patch_plan, training_dims
 from .preparation import as_pairs, prepare_data
 from .preview import PREVIEW_SHARE, preview_labels
-from .steps import BestWeights, LearningRateSchedule, Pix2PixStep, Precision, SegmentationStep
+from .steps import (
+    BestWeights,
+    LearningRateSchedule,
+    Pix2PixStep,
+    Precision,
+    SegmentationStep,
+    keep_batch_norm_statistics,
+)
 from .volumes import VOLUME_ELASTIC, VOLUME_ZOOM, VolumePatchSampler, augment_volumes, evaluate_volumes, prepare_volumes
 
 # ----------------------------------------------------------------------------- the loop
@@ -67,14 +74,13 @@ class Trainer:
         stop: threading.Event | None = None,
         preview_source: Callable[[], np.ndarray | None] | None = None,
         resume: TrainedModel | None = None,
+        start_from: TrainedModel | None = None,
         group: Group | None = None,
     ) -> None:
         if isinstance(labels, TrainingConfig):  # Trainer(pairs, config)
             labels, config = None, labels
-        config = copy.copy(config or TrainingConfig())
-        if resume is not None:
-            config.model, config.width, config.depth = resume.architecture, resume.config.width, resume.config.depth
-        config.check()
+        config, base = _settled(config, resume, start_from)
+        self.fine_tuning = start_from is not None  # (keeping the starting model's batch-norm statistics)
         self.config, self.stop, self.preview_source, self.group = config, stop, preview_source, group
         self.device = resolve_device(config.device)
         if group is not None:
@@ -83,9 +89,9 @@ class Trainer:
         rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.augment_generator = torch.Generator().manual_seed(config.seed + rank)
-        self.dims, self.dims_reason = training_dims(config, as_pairs(image, labels), resume)
+        self.dims, self.dims_reason = training_dims(config, as_pairs(image, labels), base)
         prepare = prepare_volumes if self.dims == 3 else prepare_data
-        self.data = data = prepare(image, labels, config, resume, rng)  # the same split on every rank
+        self.data = data = prepare(image, labels, config, base, rng)  # the same split on every rank
         if rank:
             rng = np.random.default_rng([config.seed, rank])  # each rank samples its own patches
 
@@ -96,11 +102,11 @@ class Trainer:
             data.encoding.n_classes,
             config.width,
             config.depth,
-            resume.config.z_skip if resume is not None else z_skip,
+            base.config.z_skip if base is not None else z_skip,
         )
         network = build_model(model_config)
-        if resume is not None:
-            network.load_state_dict(resume.network.state_dict())
+        if base is not None:
+            network.load_state_dict(base.network.state_dict())
         self.memory_format = memory_format(self.device) if self.dims == 2 else torch.contiguous_format
         network.to(self.device).to(memory_format=self.memory_format)
         self.sampler, patch_size = self._make_sampler(network, rng)
@@ -116,12 +122,12 @@ class Trainer:
             history,
             device=str(self.device),
             object_size=data.object_size,
-            pixel_size=config.pixel_size or (resume.pixel_size if resume is not None else None),
-            voxel_size=(config.voxel_size or (resume.voxel_size if resume is not None else None))
+            pixel_size=config.pixel_size or (base.pixel_size if base is not None else None),
+            voxel_size=(config.voxel_size or (base.voxel_size if base is not None else None))
             if self.dims == 3
             else None,
         )
-        step = self._make_step(network, model_config, resume)
+        step = self._make_step(network, model_config, base)
         self.step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], Mapping[str, torch.Tensor | float]] = (
             step
         )
@@ -189,7 +195,12 @@ class Trainer:
             EventKind.START,
             message=f"training {config.model} on {self.device_name}, {len(data.train)} annotated slice(s), "
             f"{data.encoding.n_classes} classes ({data.encoding.kind}); {self.dims_reason}"
-            + (f"; {self.memory_note}" if self.memory_note else ""),
+            + (f"; {self.memory_note}" if self.memory_note else "")
+            + (
+                f"; fine-tuning at learning rate {config.lr:.2g}, keeping the starting model's normalisation statistics"
+                if self.fine_tuning
+                else ""
+            ),
         )
         epoch_losses: list[dict] = []
         # On a GPU the step is only queued; its loss is read once the next step is queued too, so
@@ -282,6 +293,8 @@ class Trainer:
     def _train_one_step(self) -> Mapping[str, torch.Tensor | float]:
         started = time.monotonic()
         self.model.network.train()
+        if self.fine_tuning:
+            keep_batch_norm_statistics(self.model.network)
         images, targets, weights = self.sampler.sample(self.batch_size)
         if images.device.type == "cpu" and self.device.type != "cpu":
             images, targets = _to_device(images, self.device), _to_device(targets, self.device)
@@ -386,6 +399,23 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device, non_blocking=True)
 
 
+def _settled(
+    config: TrainingConfig | None, resume: TrainedModel | None, start_from: TrainedModel | None
+) -> tuple[TrainingConfig, TrainedModel | None]:
+    """A checked copy of the settings, with what the model a run builds on fixes (its network, and
+    for fine-tuning the gentler rate ``FINE_TUNE_RATE`` unless a rate is given), and that model."""
+    config = copy.copy(config or TrainingConfig())
+    if resume is not None and start_from is not None:
+        raise InputError("give a model to continue or a model to start from, not both")
+    base = resume if resume is not None else start_from  # the model whose network, classes and scaling go on
+    if base is not None:
+        config.model, config.width, config.depth = base.architecture, base.config.width, base.config.depth
+    if start_from is not None and config.learning_rate is None:
+        config.learning_rate = config.architecture.learning_rate * FINE_TUNE_RATE
+    config.check()
+    return config, base
+
+
 def train(
     image: Any,
     labels: Any = None,
@@ -394,6 +424,7 @@ def train(
     stop: threading.Event | None = None,
     preview_source: Callable[[], np.ndarray | None] | None = None,
     resume: TrainedModel | None = None,
+    start_from: TrainedModel | None = None,
 ) -> Generator[TrainingEvent, None, TrainedModel]:
     """Train on ``image`` with ``labels`` (or on a list of (image, labels) pairs given as
     ``image``); yields ``TrainingEvent``s and returns the ``TrainedModel``.
@@ -416,7 +447,11 @@ def train(
         ``depth=N`` for a block (Z, Y, X[, C]) of up to N slices around the slice to show, and yields
         the block's labels (previews of a 3D network take at most a fifth of the run).
     resume : TrainedModel, optional
-        Continue training this model (same architecture, channels and classes).
+        Continue training this model (same architecture, channels and classes; its history goes on).
+    start_from : TrainedModel, optional
+        Fine-tune this model on the annotations: a new run from its weights that keeps its network,
+        classes, normalisation rule and object size, trains at ``FINE_TUNE_RATE`` of the usual
+        learning rate (unless ``config.learning_rate`` is given) and keeps its batch-norm statistics.
 
     Returns
     -------
@@ -434,7 +469,9 @@ def train(
     >>> model = fit(image, labels, TrainingConfig(epochs=5))  # doctest: +SKIP
     >>> model = fit([(image_a, labels_a), (image_b, labels_b)], TrainingConfig())  # doctest: +SKIP
     """
-    trainer = Trainer(image, labels, config, stop=stop, preview_source=preview_source, resume=resume)
+    trainer = Trainer(
+        image, labels, config, stop=stop, preview_source=preview_source, resume=resume, start_from=start_from
+    )
     return (yield from trainer.run())
 
 
@@ -447,6 +484,7 @@ def fit(
     stop: threading.Event | None = None,
     preview_source: Callable[[], np.ndarray | None] | None = None,
     resume: TrainedModel | None = None,
+    start_from: TrainedModel | None = None,
 ) -> TrainedModel:
     """Train a model to the end of its time budget (or epochs) and return it.
 
@@ -460,7 +498,7 @@ def fit(
         Every training setting (default: ``TrainingConfig()``, a U-Net for 10 minutes).
     callback : callable, optional
         Called with every ``TrainingEvent`` (progress, losses, validation).
-    stop, preview_source, resume
+    stop, preview_source, resume, start_from
         As for ``train``.
 
     Returns
@@ -479,7 +517,9 @@ def fit(
     >>> model = fit(image, labels, TrainingConfig(max_minutes=5))  # doctest: +SKIP
     >>> model = fit([(image_a, labels_a), (image_b, labels_b)], TrainingConfig())  # doctest: +SKIP
     """
-    generator = train(image, labels, config, stop=stop, preview_source=preview_source, resume=resume)
+    generator = train(
+        image, labels, config, stop=stop, preview_source=preview_source, resume=resume, start_from=start_from
+    )
     while True:
         try:
             event = next(generator)

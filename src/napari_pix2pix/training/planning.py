@@ -51,7 +51,7 @@ def training_dims(config: TrainingConfig, pairs: list[Any], resume: TrainedModel
     ``choose_dims``. A 3D run trains the 3D U-Net (``config.model`` is set to it)."""
     shapes = [tuple(np.shape(labels)) for _, labels in pairs]
     if resume is not None:
-        dims, reason = resume.config.dims, f"{resume.config.dims}D: the model to continue is"
+        dims, reason = resume.config.dims, f"{resume.config.dims}D, as the model it builds on"
     elif config.dims == "2d":
         dims, reason = 2, "2D: chosen"
     elif config.dims == "3d":

@@ -174,6 +174,14 @@ class LearningRateSchedule:
                 group["lr"] = rate * factor
 
 
+def keep_batch_norm_statistics(network: nn.Module) -> None:
+    """Put ``network``'s batch-norm layers in evaluation mode (after ``network.train()``): they
+    normalise with, and keep, the running statistics the model brought, while the rest trains."""
+    for module in network.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 class BestWeights:
     """A copy of the best weights seen so far (by score), to restore at the end or after a failure."""
 
