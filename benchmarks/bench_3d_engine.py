@@ -53,10 +53,11 @@ baseline and at their peaks: the growth of anonymous memory is what the engine's
 Children run with ``MALLOC_MMAP_THRESHOLD_=131072`` as in ``bench_memory.py`` (``--default-malloc``
 turns it off). The peak grows with the slice's area (a slab of slices is held), not the depth.
 The issue's target: peak ≤ 2 GB for a 1 GB volume. ``--output instances`` measures what 3D instances
-cost: they are found in one watershed over the whole volume's class probabilities, kept as float16
-(Z, 3, Y, X) and copied to float32 for it, with the watershed's markers, masks and output besides:
-about ``INSTANCE_BYTES`` (40) bytes per voxel, 40 GB for 1 GB. The part is skipped with a message
-when that estimate exceeds 80 % of the memory available (use ``--gigabytes 0.1``).
+cost: they are found by a watershed over class probabilities kept as float16 (Z, 3, Y, X) and copied
+to float32 for it, with the watershed's markers, masks and output besides: about ``INSTANCE_BYTES``
+(40) bytes per voxel. A volume of up to ``objects3d.SLAB_VOXELS`` voxels is done whole, a larger one
+a slab and its halos at a time (``prediction/objects3d.py``), so the estimate stops growing there.
+The part is skipped with a message when the estimate exceeds 80 % of the memory available.
 
 Commands (from the repository root). On 2 CPU cores the full run takes about 35–70 minutes: training
 3–5, prediction 3–5, and the 1 GB memory run 30–60 (the width-4 network predicts 0.3–0.6 million
@@ -101,6 +102,7 @@ from napari_pix2pix.devices import autocast
 from napari_pix2pix.labels.encodings import InstanceEncoding
 from napari_pix2pix.models import ModelConfig, Normalisation, TrainedModel, build_model, plan_z_skip
 from napari_pix2pix.prediction import PredictionSettings, volume_geometry
+from napari_pix2pix.prediction.objects3d import SLAB_VOXELS
 from napari_pix2pix.prediction.tiling import mirrored_indices
 from napari_pix2pix.prediction.volume import block_plan
 from napari_pix2pix.samples.confocal import nuclei_volume
@@ -441,11 +443,12 @@ def available_mib() -> float:
 def benchmark_memory(args) -> None:
     depth = max(1, round(args.gigabytes * 1e9 / args.side**2))
     voxels = depth * args.side**2
-    if args.output == "instances" and voxels * INSTANCE_BYTES / MiB > 0.8 * available_mib():
+    held = min(voxels, max(SLAB_VOXELS, 3 * args.side**2))  # the voxels one watershed holds (objects3d.slab_plan)
+    if args.output == "instances" and held * INSTANCE_BYTES / MiB > 0.8 * available_mib():
         print(
-            f"memory: skipped; 3D instances of {voxels / 1e9:.2f} G voxels need about "
-            f"{voxels * INSTANCE_BYTES / 2**30:.0f} GiB (the volume's class probabilities as float16 and float32, "
-            f"the watershed's arrays), {available_mib() / 1024:.0f} GiB are available; use a smaller --gigabytes",
+            f"memory: skipped; 3D instances of {held / 1e9:.2f} G voxels at once need about "
+            f"{held * INSTANCE_BYTES / 2**30:.0f} GiB (class probabilities as float16 and float32, "
+            f"the watershed's arrays), {available_mib() / 1024:.0f} GiB are available; use a smaller --side",
             flush=True,
         )
         return

@@ -104,7 +104,9 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
         help=f"samples per step (default: {DEFAULT_BATCH}, fewer when the device's free memory asks for it)",
     )
     train.add_argument("--patch-size", type=int, default=None, help="training patch side (default: the network's)")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default: the network's)")
+    train.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: the network's; a third of it with --start-from)"
+    )
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
     train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4)")
@@ -145,7 +147,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help=model_help(
             "fine-tune this model on the given pairs (a new run from its weights, keeping its network, "
-            "classes, intensity scaling and object size): a model file"
+            "classes, intensity scaling, object size and batch-norm statistics, at a third of the network's "
+            "learning rate unless --lr is given): a model file"
         ),
     )
     train.add_argument(
