@@ -1,15 +1,15 @@
 """Objects of a 3D model, found in 3D: the whole volume at once or, when that would not fit in
 memory, slab by slab as the probabilities stream in.
 
-One seeded watershed over a volume's class probabilities (``objects_in_3d``) holds
-them as float32 beside the watershed's own arrays: about 40 bytes a voxel, 40 GB for a volume of
-1,000 slices of 1024². A volume of more than ``SLAB_VOXELS`` voxels is therefore cut into slabs of
-slices, and each slab's objects are found on it and a halo of slices past each end (``slab_plan``:
-up to one object's depth), so that an object crossing a border is seen by both slabs (as a Dask
-cluster's tasks do, ``scale/volumes.py``). Only a slab's own slices are kept. Slabs are done in order, so an object of
-a slab takes the id of the object of the slab before it that it matches (IoU ≥ 0.5) on either
-slice of their border, and a new id otherwise: ids are final as each slice is yielded, unique in
-the volume, and memory is one slab and its halos whatever the depth.
+One seeded watershed over a volume's class probabilities (``objects_in_3d``) holds them as float32
+beside the watershed's own arrays: about 42 bytes a voxel, 40 GB for 1,000 slices of 1024². A volume
+of more than ``SLAB_VOXELS`` voxels is therefore cut into slabs of slices, and each slab's objects
+are found on it and a halo of slices past each end (``slab_plan``: up to one object's depth), so
+that an object crossing a border is seen by both slabs (as a Dask cluster's tasks do,
+``scale/volumes.py``). Only a slab's own slices are kept. Slabs are done in order, so an object of
+a slab takes the id of the object of the slab before it that it matches (IoU ≥ 0.5) on either slice
+of their border, and a new id otherwise: ids are final as each slice is yielded, unique in the
+volume, and memory is one slab and its halos whatever the depth.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def object_halo(model: TrainedModel) -> int:
 def slab_plan(model: TrainedModel, geometry: VolumeGeometry) -> tuple[int, int]:
     """(slices a slab of ``volume_objects`` holds, slices read past each of its ends): the whole
     volume and none when it has at most ``SLAB_VOXELS`` voxels; else a slab and its halos within
-    ``SLAB_VOXELS`` (at least 3 slices), the halo one object's depth (``object_halo``) or a quarter
-    of that when less, the slab the rest."""
+    ``SLAB_VOXELS`` (at least 3 slices): the halo one object's depth (``object_halo``), or a quarter
+    of the block when that is less, and the slab the rest."""
     plane = geometry.height * geometry.width
     if geometry.n_slices * plane <= SLAB_VOXELS:
         return geometry.n_slices, 0
@@ -76,14 +76,14 @@ def volume_objects(
             stop = min(start + depth, total)
             low, high = max(0, start - halo), min(total, stop + halo)
             block = np.stack([kept[i] for i in range(low, high)])
+            for i in [i for i in kept if i < stop - halo]:  # only the next slab's halo is kept
+                del kept[i]
             found = objects_in_3d(model, block, cleanup)
             del block
             lookup = border.volume_ids(found, start - low, stop - low)
             for i in range(start, stop):
                 yield i, lookup[found[i - low]]
             border.remember(lookup, found, stop - low)
-            for i in [i for i in kept if i < stop - halo]:
-                del kept[i]
             start = stop
 
 
