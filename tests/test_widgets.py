@@ -700,9 +700,10 @@ def test_the_shipped_nuclei_model_is_offered_to_predict_and_to_fine_tune(viewer,
     assert label in train.start_from.choices  # shown as "Fine-tune 'Nuclei (pretrained)'"
     train.start_from.value = label
     assert train.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate * FINE_TUNE_RATE)
-    assert not train.model_choice.enabled  # a fine-tuned model keeps its network
+    assert not train.model_choice.enabled  # a fine-tuned model keeps its network and intensity scaling
+    assert train.normalisation.value == "per-image" and not train.normalisation.enabled
     train.start_from.native.setCurrentIndex(0)  # back to "A new model": its network and rate are offered again
-    assert train.model_choice.enabled and train.network_width.enabled
+    assert train.model_choice.enabled and train.network_width.enabled and train.normalisation.enabled
     assert train.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate)
     viewer.open_sample(PLUGIN, "nuclei")
     predict.image_picker.value = viewer.layers["nuclei"]

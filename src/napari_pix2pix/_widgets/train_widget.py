@@ -27,7 +27,7 @@ from ..io import save_model
 from ..labels.encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
 from ..models.networks import ARCHITECTURES, get_architecture
 from ..models.trained import TrainedModel
-from ..training.config import DEFAULT_BATCH, FINE_TUNE_RATE, NORMALISATIONS, TrainingConfig
+from ..training.config import DATASET, DEFAULT_BATCH, FINE_TUNE_RATE, NORMALISATIONS, PER_IMAGE, TrainingConfig
 from ..training.events import EventKind, TrainingEvent
 from ..training.loop import Trainer
 from ._autosave import autosave
@@ -451,13 +451,14 @@ class TrainWidget(QWidget):
         return dataclasses.replace(model, history=[]) if model_store.is_shipped(name) else model
 
     def _start_from_changed(self, name: str) -> None:
-        """A continued model keeps its network: its settings are not offered."""
-        for widget in (self.model_choice, self.network_width, self.network_depth):
+        """A continued or fine-tuned model keeps its network and intensity scaling: they are shown, not offered."""
+        for widget in (self.model_choice, self.network_width, self.network_depth, self.normalisation):
             widget.enabled = name == NEW_MODEL
         if name != NEW_MODEL:
             model = model_store.get(name)
             self.model_choice.value = model.architecture
             self.network_width.value, self.network_depth.value = model.config.width, model.config.depth
+            self.normalisation.value = PER_IMAGE if model.normalisation.per_image else DATASET
         # Fine-tuning a shipped model trains at a gentler rate (training.config.FINE_TUNE_RATE)
         rate = get_architecture(self.model_choice.value).learning_rate
         self.learning_rate.value = rate * FINE_TUNE_RATE if model_store.is_shipped(name) else rate
