@@ -31,7 +31,7 @@ DEFAULT_BATCH = 4
 # Fine-tuning a model (``start_from``) trains at this fraction of the architecture's learning rate
 # (unless one is given) and keeps the starting model's batch-norm statistics: on one new image, both
 # the statistics and the full rate made the shipped nuclei model forget the images it learned from
-# (docs/benchmarks.md, Fine-tuning the starting model).
+# (docs/benchmarks.md, Nuclei on images the model has not seen).
 FINE_TUNE_RATE = 1 / 3
 
 DIMS = (AUTO, "2d", "3d")

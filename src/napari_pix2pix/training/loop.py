@@ -197,7 +197,7 @@ class Trainer:
             f"{data.encoding.n_classes} classes ({data.encoding.kind}); {self.dims_reason}"
             + (f"; {self.memory_note}" if self.memory_note else "")
             + (
-                f"; fine-tuning at learning rate {config.lr:.2g}, keeping the starting model's normalisation statistics"
+                f"; fine-tuning at learning rate {config.lr:.2g}, keeping the starting model's batch-norm statistics"
                 if self.fine_tuning
                 else ""
             ),
