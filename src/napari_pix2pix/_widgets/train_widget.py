@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Generator
 
 import napari
@@ -309,7 +308,7 @@ class TrainWidget(QWidget):
             notify("Train: add a Labels layer and paint some annotations (Layers > New Labels Layer).", warning=True)
             return
         try:
-            resume = self._base_model()
+            base, fine_tune = self._base_model()
             config = self.config()
             config.check()
             # Copies of the labels: the user may keep painting while the worker reads them.
@@ -322,15 +321,15 @@ class TrainWidget(QWidget):
             return
         self._training_layer = chosen[0][0]
         self.live.start(self._training_layer)
+        resume = None if fine_tune else base  # a continued model's history goes on; a fine-tuned one's starts afresh
         self._step_offset = int(resume.history[-1].get("step", 0)) if resume is not None and resume.history else 0
         stop = self._guard.new_stop_event()
         preview_source = self.live.source if self.live_preview.value else None
-        fine_tune = resume is not None and model_store.is_shipped(self.start_from.value)
 
         def training() -> Generator[TrainingEvent, None, TrainedModel]:  # in the worker: preparing the data is work too
             self._trainer = Trainer(
                 pairs, config, stop=stop, preview_source=preview_source,
-                resume=None if fine_tune else resume, start_from=resume if fine_tune else None,
+                resume=resume, start_from=base if fine_tune else None,
             )  # fmt: skip
             return (yield from self._trainer.run())
 
@@ -442,13 +441,13 @@ class TrainWidget(QWidget):
         except InputError as error:
             report_error(error, "Train")
 
-    def _base_model(self) -> TrainedModel | None:
-        """The model a run continues, or fine-tunes (a shipped model: a new run from its weights)."""
+    def _base_model(self) -> tuple[TrainedModel | None, bool]:
+        """The model a run builds on, and whether it fine-tunes it (a shipped model: a new run from its
+        weights) rather than continues it."""
         name = self.start_from.value
         if name == NEW_MODEL:
-            return None
-        model = model_store.get(name)
-        return dataclasses.replace(model, history=[]) if model_store.is_shipped(name) else model
+            return None, False
+        return model_store.get(name), model_store.is_shipped(name)
 
     def _start_from_changed(self, name: str) -> None:
         """A continued or fine-tuned model keeps its network and intensity scaling: they are shown, not offered."""

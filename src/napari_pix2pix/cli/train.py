@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import math
 import signal
 import sys
@@ -113,14 +112,14 @@ def _checked_inputs(
 
 def _base_model(args: argparse.Namespace) -> TrainedModel | None:
     """The model a run continues (``--resume``) or fine-tunes (``--start-from``: a new run from its
-    weights, so its history starts afresh), or None for a new model."""
+    weights, its history afresh: ``Trainer(start_from=…)``), or None for a new model."""
     from ..io import load_model
     from ..io.pretrained import load_model_or_pretrained
 
     if args.resume:
         return load_model(args.resume)
     if getattr(args, "start_from", None):
-        return dataclasses.replace(load_model_or_pretrained(args.start_from), history=[])
+        return load_model_or_pretrained(args.start_from)
     return None
 
 

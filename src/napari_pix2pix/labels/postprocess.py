@@ -39,7 +39,11 @@ VOLUME_SEED_LEVEL = 0.7
 
 
 def instances_from_probabilities(
-    probabilities: np.ndarray, threshold: float = 0.5, dynamic: float = SEED_DYNAMIC, smoothing: float = SEED_SMOOTHING
+    probabilities: np.ndarray,
+    threshold: float = 0.5,
+    dynamic: float = SEED_DYNAMIC,
+    smoothing: float = SEED_SMOOTHING,
+    seed_level: float | None = None,
 ) -> np.ndarray:
     """Instance labels from (background, interior, boundary) probabilities, (3, Y, X) or (3, Z, Y, X).
 
@@ -48,8 +52,9 @@ def instances_from_probabilities(
     (> ``threshold``): two touching nuclei joined by a bridge of likely interior are still seeded
     apart when the bridge dips, while a nucleus's own noise does not split it. A watershed of
     boundary minus interior grows the seeds over the whole predicted foreground. ``dynamic`` 0 seeds
-    every connected interior region instead, as volumes (3D models) always are, with interiors above
-    ``VOLUME_SEED_LEVEL``: on the ovule nuclei the peaks gained as often as they lost, and the
+    every connected interior region instead, as volumes (3D models) always are. Seeds lie where the
+    interior exceeds ``seed_level``: by default ``threshold`` in a slice, ``VOLUME_SEED_LEVEL`` in a
+    volume. On the ovule nuclei the peaks gained as often as they lost, and the
     connected interiors of a slab are those of the whole volume, which keeps a cluster's slabs
     agreeing with one process (``scale/volumes.py``).
     """
@@ -60,7 +65,9 @@ def instances_from_probabilities(
 
     foreground = probabilities[0] < threshold
     interior = probabilities[1]
-    seeds = (interior > (threshold if interior.ndim == 2 else max(threshold, VOLUME_SEED_LEVEL))) & foreground
+    if seed_level is None:
+        seed_level = threshold if interior.ndim == 2 else VOLUME_SEED_LEVEL
+    seeds = (interior > seed_level) & foreground
     if dynamic > 0 and seeds.any() and interior.ndim == 2:
         smooth = ndimage.gaussian_filter(interior.astype(np.float32), smoothing) if smoothing else interior
         seeds &= h_maxima(smooth, dynamic).astype(bool)
