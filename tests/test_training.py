@@ -222,6 +222,29 @@ def test_fine_tuning_starts_afresh_gently_and_keeps_the_normalisation_statistics
         fit(*membranes, tiny_config(epochs=1), resume=tiny_model, start_from=tiny_model)
 
 
+def test_continuing_a_fine_tuned_model_goes_on_fine_tuning(membranes, tiny_model, tmp_path):
+    """A fine-tuning run stopped and continued (--resume, the widget's Continue, a checkpoint) keeps
+    the starting model's batch-norm statistics and the gentler rate: the model file says so."""
+    from napari_pix2pix.io import load_model, save_model
+    from napari_pix2pix.training.config import FINE_TUNE_RATE
+    from napari_pix2pix.training.loop import Trainer
+
+    def means(model):
+        return [m.running_mean.clone() for m in model.network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    assert not tiny_model.fine_tuned
+    tuned = fit(*membranes, tiny_config(epochs=1), start_from=tiny_model)
+    save_model(tuned, tmp_path / "tuned.pt")
+    tuned = load_model(tmp_path / "tuned.pt")
+    assert tuned.fine_tuned
+    continued = fit(*membranes, tiny_config(epochs=1), resume=tuned)
+    assert len(continued.history) == 2 and continued.fine_tuned
+    assert all(torch.equal(a, b) for a, b in zip(means(tiny_model), means(continued)))
+    trainer = Trainer(*membranes, tiny_config(epochs=1, learning_rate=None), resume=tuned)
+    assert trainer.config.lr == pytest.approx(trainer.config.architecture.learning_rate * FINE_TUNE_RATE)
+    assert "fine-tuning at learning rate" in next(trainer.run()).message
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -1,6 +1,7 @@
 """The napari face: widgets load through the plugin manifest, train in a worker, predict layers,
 and turn every bad input into a notification. Runs under Xvfb (pytest-xvfb)."""
 
+import dataclasses
 import time
 
 import numpy as np
@@ -692,7 +693,7 @@ def test_3d_sample_trains_a_3d_network_predicts_a_3d_layer_and_continues_from_co
 
 
 def test_the_shipped_nuclei_model_is_offered_to_predict_and_to_fine_tune(viewer, qtbot):
-    from napari_pix2pix.io.pretrained import PRETRAINED
+    from napari_pix2pix.io.pretrained import PRETRAINED, load_pretrained
 
     label = PRETRAINED["nuclei"].label
     train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
@@ -705,6 +706,9 @@ def test_the_shipped_nuclei_model_is_offered_to_predict_and_to_fine_tune(viewer,
     train.start_from.native.setCurrentIndex(0)  # back to "A new model": its network and rate are offered again
     assert train.model_choice.enabled and train.network_width.enabled and train.normalisation.enabled
     assert train.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate)
+    tuned = dataclasses.replace(load_pretrained("nuclei"), history=[{"loss": 1.0, "fine_tuning": True}])
+    train.start_from.value = model_store.add("tuned", tuned)  # continuing a fine-tuned model: the gentle rate
+    assert train.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate * FINE_TUNE_RATE)
     viewer.open_sample(PLUGIN, "nuclei")
     predict.image_picker.value = viewer.layers["nuclei"]
     predict.model_choice.value = label

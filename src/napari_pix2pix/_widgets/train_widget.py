@@ -459,8 +459,10 @@ class TrainWidget(QWidget):
             self.network_width.value, self.network_depth.value = model.config.width, model.config.depth
             self.normalisation.value = PER_IMAGE if model.normalisation.per_image else DATASET
         # Fine-tuning a shipped model trains at a gentler rate (training.config.FINE_TUNE_RATE)
+        # (continuing a fine-tuned model goes on at that rate)
         rate = get_architecture(self.model_choice.value).learning_rate
-        self.learning_rate.value = rate * FINE_TUNE_RATE if model_store.is_shipped(name) else rate
+        gentle = name != NEW_MODEL and (model_store.is_shipped(name) or model_store.get(name).fine_tuned)
+        self.learning_rate.value = rate * FINE_TUNE_RATE if gentle else rate
 
     def _keep_unsaved_model(self) -> None:
         """napari is closing (or the process exiting): keep a model trained here and not saved,

@@ -32,6 +32,12 @@ class TrainedModel:
     def architecture(self) -> str:
         return self.config.architecture
 
+    @property
+    def fine_tuned(self) -> bool:
+        """Its last run fine-tuned a starting model (the batch-norm statistics kept, at the gentler
+        rate): a run continuing it goes on the same way. Recorded in the history's epochs."""
+        return bool(self.history) and bool(self.history[-1].get("fine_tuning", False))
+
     def describe(self) -> str:
         """One line for people: architecture, classes and how well it validated."""
         metric = [h["val_dice"] for h in self.history if h.get("val_dice") is not None]

@@ -79,8 +79,7 @@ class Trainer:
     ) -> None:
         if isinstance(labels, TrainingConfig):  # Trainer(pairs, config)
             labels, config = None, labels
-        config, base = _settled(config, resume, start_from)
-        self.fine_tuning = start_from is not None  # (keeping the starting model's batch-norm statistics)
+        config, base, self.fine_tuning = _settled(config, resume, start_from)
         self.config, self.stop, self.preview_source, self.group = config, stop, preview_source, group
         self.device = resolve_device(config.device)
         if group is not None:
@@ -336,6 +335,8 @@ class Trainer:
             val_dice=val_dice,
             elapsed=time.monotonic() - self.start,
         )
+        if self.fine_tuning:  # so that a run continuing this model fine-tunes too (TrainedModel.fine_tuned)
+            record["fine_tuning"] = True
         self.model.history.append(record)
         return self._event(
             EventKind.EPOCH, epoch=self.epochs_done, val_loss=val_loss, val_dice=val_dice, **loss_fields(record)
@@ -401,19 +402,21 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _settled(
     config: TrainingConfig | None, resume: TrainedModel | None, start_from: TrainedModel | None
-) -> tuple[TrainingConfig, TrainedModel | None]:
+) -> tuple[TrainingConfig, TrainedModel | None, bool]:
     """A checked copy of the settings, with what the model a run builds on fixes (its network, and
-    for fine-tuning the gentler rate ``FINE_TUNE_RATE`` unless a rate is given), and that model."""
+    for fine-tuning the gentler rate ``FINE_TUNE_RATE`` unless a rate is given), that model, and
+    whether the run fine-tunes (it starts from a model, or continues a fine-tuning run)."""
     config = copy.copy(config or TrainingConfig())
     if resume is not None and start_from is not None:
         raise InputError("give a model to continue or a model to start from, not both")
     base = resume if resume is not None else start_from  # the model whose network, classes and scaling go on
     if base is not None:
         config.model, config.width, config.depth = base.architecture, base.config.width, base.config.depth
-    if start_from is not None and config.learning_rate is None:
+    fine_tuning = start_from is not None or (resume is not None and resume.fine_tuned)
+    if fine_tuning and config.learning_rate is None:
         config.learning_rate = config.architecture.learning_rate * FINE_TUNE_RATE
     config.check()
-    return config, base
+    return config, base, fine_tuning
 
 
 def train(
