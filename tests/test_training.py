@@ -363,3 +363,20 @@ def test_pairs_with_other_channels_or_not_pairs_are_explained(membranes):
         fit([(image, labels), (image, np.zeros_like(labels))], tiny_config())
     one_class = np.where(labels > 0, 1, 1).astype(np.uint8)  # dense: one pair may hold a single class
     assert fit([(image, labels), (image, one_class)], tiny_config()).encoding.n_classes == 2
+
+
+def test_batch_norm_statistics_can_be_recomputed_from_plain_batches():
+    """Precise batch norm: the running statistics become the plain mean over the batches given; the
+    layer's momentum and the network's mode come back as they were."""
+    from napari_pix2pix.training.steps import refresh_batch_norm_statistics
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    norm = network[1]
+    norm.running_mean.fill_(5.0)  # a moving average far from these batches
+    batches = [torch.full((2, 1, 4, 4), float(v)) + torch.randn(2, 1, 4, 4) for v in (1, 3)]
+    network.eval()
+    refresh_batch_norm_statistics(network, batches)
+    with torch.no_grad():
+        expected = torch.stack([network[0](b).mean(dim=(0, 2, 3)) for b in batches]).mean(0)
+    torch.testing.assert_close(norm.running_mean, expected)
+    assert norm.momentum == 0.1 and not network.training and int(norm.num_batches_tracked) == 2

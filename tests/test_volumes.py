@@ -14,7 +14,7 @@ from napari_pix2pix.models import ModelConfig, Normalisation, TrainedModel, UNet
 from napari_pix2pix.prediction import PredictionSettings, volume_geometry
 from napari_pix2pix.prediction.volume import iter_volume_probabilities
 from napari_pix2pix.training.config import choose_dims
-from napari_pix2pix.training.volumes import encode_volume
+from napari_pix2pix.training.volumes import VOLUME_STATISTICS_BATCHES, encode_volume
 
 
 def blobs(shape: tuple[int, int, int] = (16, 48, 48), count: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +100,9 @@ def test_a_stack_with_three_annotated_slices_trains_a_3d_model_that_segments_the
     )  # fmt: skip
     model = fit(image, sparse, config)
     assert model.config.architecture == "unet-3d" and model.config.z_skip == 1
+    # its batch-norm statistics are those of unaugmented training patches, not the moving average
+    norms = [m for m in model.network.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert norms and all(int(m.num_batches_tracked) == VOLUME_STATISTICS_BATCHES for m in norms)
     found, truth = predict(model, image, "labels", device="cpu") > 0, labels > 0
     assert 2 * (found & truth).sum() / (found.sum() + truth.sum()) > 0.7  # slices never painted included
     instances = predict(model, image, "instances", device="cpu")

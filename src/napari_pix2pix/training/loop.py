@@ -49,8 +49,17 @@ from .steps import (
     Precision,
     SegmentationStep,
     keep_batch_norm_statistics,
+    refresh_batch_norm_statistics,
 )
-from .volumes import VOLUME_ELASTIC, VOLUME_ZOOM, VolumePatchSampler, augment_volumes, evaluate_volumes, prepare_volumes
+from .volumes import (
+    VOLUME_ELASTIC,
+    VOLUME_STATISTICS_BATCHES,
+    VOLUME_ZOOM,
+    VolumePatchSampler,
+    augment_volumes,
+    evaluate_volumes,
+    prepare_volumes,
+)
 
 # ----------------------------------------------------------------------------- the loop
 
@@ -317,11 +326,12 @@ class Trainer:
         self.epochs_done += 1
         record: dict = {k: float(np.mean([losses[k] for losses in epoch_losses])) for k in epoch_losses[0]}
         val_loss = val_dice = None
-        if self.data.validation is not None and (final or self._validation_due()):
+        if final or (self.data.validation is not None and self._validation_due()):
             started = time.monotonic()
+            self._refresh_statistics()
             if isinstance(self.data.validation, VolumeSet):
                 val_loss, val_dice = evaluate_volumes(self.model, self.data.validation, self.device)
-            else:
+            elif self.data.validation is not None:
                 val_loss, val_dice = evaluate(self.model, self.data.validation, self.device)
             self.validation_seconds = time.monotonic() - started
             self.trained_since_validation = 0.0
@@ -341,6 +351,16 @@ class Trainer:
         return self._event(
             EventKind.EPOCH, epoch=self.epochs_done, val_loss=val_loss, val_dice=val_dice, **loss_fields(record)
         )
+
+    def _refresh_statistics(self) -> None:
+        """3D networks: batch-norm statistics from unaugmented training patches before each validation
+        (``VOLUME_STATISTICS_BATCHES``), so validation, the best weights and the model judge the
+        network as it will predict. Fine-tuning keeps the starting model's."""
+        if self.dims != 3 or self.fine_tuning:
+            return
+        batches = (self.sampler.sample(self.batch_size)[0] for _ in range(VOLUME_STATISTICS_BATCHES))
+        on_device = (_to_device(b, self.device) if b.device.type == "cpu" else b for b in batches)
+        refresh_batch_norm_statistics(self.model.network, on_device)
 
     def _validation_due(self) -> bool:
         """Validate at most about a tenth of the time: after the first epoch, then once the training

@@ -5,7 +5,7 @@ copy of the best weights. ``training.Trainer`` puts them together."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 
 import torch
@@ -180,6 +180,28 @@ def keep_batch_norm_statistics(network: nn.Module) -> None:
     for module in network.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+def refresh_batch_norm_statistics(network: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Set ``network``'s batch-norm running statistics to the plain mean over ``batches`` (forward
+    passes in training mode, no gradients): "precise batch norm" (Wu & Johnson 2021, *Rethinking
+    "Batch" in BatchNorm*), in place of the moving average of the augmented training batches."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training, momenta = network.training, [m.momentum for m in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # a cumulative average over the batches
+    network.train()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                network(batch)
+    finally:
+        for module, momentum in zip(norms, momenta):
+            module.momentum = momentum
+        network.train(was_training)
 
 
 class BestWeights:
