@@ -88,12 +88,14 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--log", type=Path, default=ROOT / "docs" / "quality_runs_3d.jsonl")
     parser.add_argument("--save", type=Path, default=None, help="folder to keep the trained models in")
+    parser.add_argument("--variant", default="", help="what this run changes, written into the log")
     args = parser.parse_args()
     image = tifffile.imread(DATA / "image.tif")
     labels = tifffile.imread(DATA / "labels.tif")
     for seed in args.seeds:
         for method in args.methods:
             result = run(method, seed, args.minutes, image, labels, args.save)
+            result.update(date=time.strftime("%Y-%m-%d"), **({"variant": args.variant} if args.variant else {}))
             print(json.dumps(result), flush=True)
             with args.log.open("a") as log:
                 log.write(json.dumps(result) + "\n")
