@@ -116,11 +116,19 @@ def engine(dataset: dict, minutes: float, seed: int, architecture: str = "unet")
     }
 
 
+#: The starting model the nuclei methods use: the shipped one, or a model file (``--starting-model``).
+STARTING_MODEL = "nuclei"
+
+
+def load_starting_model():
+    from napari_pix2pix.io.pretrained import load_model_or_pretrained
+
+    return load_model_or_pretrained(STARTING_MODEL)
+
+
 def starting_model(dataset: dict, minutes: float, seed: int) -> dict:
     """The shipped nuclei model as it is (no training; the seed changes nothing)."""
-    from napari_pix2pix.io.pretrained import load_pretrained
-
-    model = load_pretrained("nuclei")
+    model = load_starting_model()
     start = time.perf_counter()
     result = score_all(lambda x: predict(model, x, "instances", device="cpu"), dataset)
     return {"train s": 0.0, "predict s": time.perf_counter() - start, **result}
@@ -128,13 +136,9 @@ def starting_model(dataset: dict, minutes: float, seed: int) -> dict:
 
 def fine_tuned(dataset: dict, minutes: float, seed: int) -> dict:
     """The shipped nuclei model fine-tuned 2 minutes on the training pair (``--start-from nuclei``)."""
-    from napari_pix2pix.io.pretrained import load_pretrained
-
     image, labels = dataset["train"]
     start = time.perf_counter()
-    model = fit(
-        image, labels, TrainingConfig(max_minutes=2, seed=seed, device="cpu"), start_from=load_pretrained("nuclei")
-    )
+    model = fit(image, labels, TrainingConfig(max_minutes=2, seed=seed, device="cpu"), start_from=load_starting_model())
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     result = score_all(lambda x: predict(model, x, "instances", device="cpu"), dataset)
@@ -241,7 +245,12 @@ def main() -> None:
     # The starting model is for nuclei: it is not run on EM.
     p.add_argument("--log", default="quality_runs.jsonl", help="one JSON line per run, appended (default: %(default)s)")
     p.add_argument("--from-log", action="store_true", help="only summarise the runs already in --log")
+    p.add_argument(
+        "--starting-model", default="nuclei", help="model file for the starting-model methods (default: shipped)"
+    )
     args = p.parse_args()
+    global STARTING_MODEL
+    STARTING_MODEL = args.starting_model
     torch.set_num_threads(2)
     if args.from_log:
         with open(args.log) as log:
