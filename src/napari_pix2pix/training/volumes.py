@@ -40,8 +40,8 @@ VOLUME_ZOOM = 1.0
 #: Before each validation of a 3D network its batch-norm statistics are recomputed over this many
 #: batches of unaugmented training patches (``steps.refresh_batch_norm_statistics``). With the moving
 #: average of the augmented batches, the validation Dice of a 3D U-Net swung between 0.1 and 0.88 from
-#: one epoch to the next; recomputed on three saved ovule-nuclei models, their 3D object F1 rose
-#: 0.58 → 0.63, 0.49 → 0.57, 0.41 → 0.59 (docs/benchmarks.md, Quality in 3D).
+#: one epoch to the next, so the best weights were chance; with it the curve climbs steadily and the
+#: ovule nuclei's 3D object F1 rose on three seeds, 0.49 → 0.59 (docs/benchmarks.md, Quality in 3D).
 VOLUME_STATISTICS_BATCHES = 16
 MAX_CENTRES = 200_000  # annotated voxels kept per volume to centre patches on (a random subset)
 
