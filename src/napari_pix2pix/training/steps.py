@@ -174,19 +174,22 @@ class LearningRateSchedule:
                 group["lr"] = rate * factor
 
 
+def _batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def keep_batch_norm_statistics(network: nn.Module) -> None:
     """Put ``network``'s batch-norm layers in evaluation mode (after ``network.train()``): they
     normalise with, and keep, the running statistics the model brought, while the rest trains."""
-    for module in network.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    for module in _batch_norms(network):
+        module.eval()
 
 
 def refresh_batch_norm_statistics(network: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Set ``network``'s batch-norm running statistics to the plain mean over ``batches`` (forward
     passes in training mode, no gradients): "precise batch norm" (Wu & Johnson 2021, *Rethinking
     "Batch" in BatchNorm*), in place of the moving average of the augmented training batches."""
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = _batch_norms(network)
     if not norms:
         return
     was_training, momenta = network.training, [m.momentum for m in norms]
