@@ -19,6 +19,7 @@ and Dice of the foreground (``../shared/tools/score_segmentation.py``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import time
@@ -49,7 +50,15 @@ def partial(labels: np.ndarray, count: int) -> np.ndarray:
     return sparse
 
 
-def run(method: str, seed: int, minutes: float, image: np.ndarray, labels: np.ndarray, save: Path | None) -> dict:
+def run(
+    method: str,
+    seed: int,
+    minutes: float,
+    image: np.ndarray,
+    labels: np.ndarray,
+    save: Path | None,
+    batch: int | None = None,
+) -> dict:
     from napari_pix2pix import TrainingConfig, fit, predict, save_model
 
     train_image, train_labels = image[:50], labels[:50]
@@ -57,7 +66,13 @@ def run(method: str, seed: int, minutes: float, image: np.ndarray, labels: np.nd
         train_labels = partial(train_labels, 5)
     dims = "3d" if method.startswith("3d") else "2d"
     config = TrainingConfig(
-        dims=dims, max_minutes=minutes, seed=seed, annotation="instances", voxel_size=VOXEL, pixel_size=VOXEL[1:]
+        dims=dims,
+        max_minutes=minutes,
+        seed=seed,
+        annotation="instances",
+        voxel_size=VOXEL,
+        pixel_size=VOXEL[1:],
+        batch_size=batch,
     )
     started = time.monotonic()
     model = fit(train_image, train_labels, config)
@@ -89,12 +104,18 @@ def main() -> None:
     parser.add_argument("--log", type=Path, default=ROOT / "docs" / "quality_runs_3d.jsonl")
     parser.add_argument("--save", type=Path, default=None, help="folder to keep the trained models in")
     parser.add_argument("--variant", default="", help="what this run changes, written into the log")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: automatic)")
+    parser.add_argument("--z-patch", type=int, default=None, help="the 3D patch's depth in slices (default: 16)")
     args = parser.parse_args()
+    if args.z_patch is not None:  # a measurement of another depth than the architecture's
+        from napari_pix2pix.models.networks import ARCHITECTURES
+
+        ARCHITECTURES["unet-3d"] = dataclasses.replace(ARCHITECTURES["unet-3d"], z_patch_size=args.z_patch)
     image = tifffile.imread(DATA / "image.tif")
     labels = tifffile.imread(DATA / "labels.tif")
     for seed in args.seeds:
         for method in args.methods:
-            result = run(method, seed, args.minutes, image, labels, args.save)
+            result = run(method, seed, args.minutes, image, labels, args.save, args.batch)
             result.update(date=time.strftime("%Y-%m-%d"), **({"variant": args.variant} if args.variant else {}))
             print(json.dumps(result), flush=True)
             with args.log.open("a") as log:
