@@ -380,28 +380,3 @@ def test_batch_norm_statistics_can_be_recomputed_from_plain_batches():
         expected = torch.stack([network[0](b).mean(dim=(0, 2, 3)) for b in batches]).mean(0)
     torch.testing.assert_close(norm.running_mean, expected)
     assert norm.momentum == 0.1 and not network.training and int(norm.num_batches_tracked) == 2
-
-
-def test_a_weight_average_follows_the_steps_and_swaps_in_and_out():
-    """The exponential moving average: the first update copies the weights, the next ones move a
-    rate of min(decay, n / (9 + n)) towards them; a swap puts the average in the network and a
-    second swap puts the network's own weights back."""
-    from napari_pix2pix.training.steps import WeightAverage
-
-    network = torch.nn.Linear(1, 1, bias=False)
-    with torch.no_grad():
-        network.weight.fill_(1.0)
-    average = WeightAverage(network, decay=0.5)
-    average.update()  # copies 1
-    with torch.no_grad():
-        network.weight.fill_(3.0)
-    average.update()  # rate min(0.5, 2 / 11): 1 + (3 - 1) * (1 - 2 / 11)
-    expected = 1 + 2 * (9 / 11)
-    average.swap()
-    assert network.weight.item() == pytest.approx(expected)
-    average.swap()
-    assert network.weight.item() == 3.0
-    for _ in range(20):
-        average.update()  # the rate is capped at the decay: the average nears 3, halving the gap
-    average.swap()
-    assert network.weight.item() == pytest.approx(3 - (3 - expected) * 0.5**20)

@@ -48,14 +48,12 @@ from .steps import (
     Pix2PixStep,
     Precision,
     SegmentationStep,
-    WeightAverage,
     keep_batch_norm_statistics,
     refresh_batch_norm_statistics,
 )
 from .volumes import (
     VOLUME_ELASTIC,
     VOLUME_STATISTICS_BATCHES,
-    VOLUME_WEIGHT_AVERAGE,
     VOLUME_ZOOM,
     VolumePatchSampler,
     augment_volumes,
@@ -143,8 +141,6 @@ class Trainer:
         )
         self.schedule = LearningRateSchedule(step.optimisers)
         self.best = BestWeights(step.modules)  # the weights that make the model: kept, restored, saved
-        self.average = WeightAverage(network, VOLUME_WEIGHT_AVERAGE) if self.dims == 3 else None  # 3D: averaged
-        self.average_in_network = False
         self.total_steps = config.epochs * config.steps_per_epoch if config.epochs is not None else None
         self.budget = config.max_minutes * 60 if config.max_minutes else math.inf
         self.device_name = describe(self.device)
@@ -320,8 +316,6 @@ class Trainer:
             images, targets, weights = augment_batch(images, targets, self.augment_generator, weights=weights)
         images = images.contiguous(memory_format=self.memory_format)
         losses = self.step(images, targets, weights)
-        if self.average is not None:
-            self.average.update()
         self.steps_done += 1
         self.trained_since_validation += time.monotonic() - started
         self.trained_since_preview += time.monotonic() - started
@@ -334,16 +328,11 @@ class Trainer:
         val_loss = val_dice = None
         if final or (self.data.validation is not None and self._validation_due()):
             started = time.monotonic()
-            if self.average is not None:
-                self.average.swap()  # judged as averaged; at the end they stay (the model's weights)
             self._refresh_statistics()
             if isinstance(self.data.validation, VolumeSet):
                 val_loss, val_dice = evaluate_volumes(self.model, self.data.validation, self.device)
             elif self.data.validation is not None:
                 val_loss, val_dice = evaluate(self.model, self.data.validation, self.device)
-            if self.average is not None and not final:
-                self.average.swap()
-            self.average_in_network = final
             self.validation_seconds = time.monotonic() - started
             self.trained_since_validation = 0.0
             self.validated_at = self.steps_done
@@ -379,9 +368,6 @@ class Trainer:
         return self.validated_at == 0 or self.trained_since_validation >= 9 * self.validation_seconds
 
     def _finish(self, message: str) -> TrainingEvent:
-        if self.average is not None and not self.average_in_network and not self.failure:
-            self.average.swap()  # stopped between an epoch's end and the next step: the average is the model
-            self._refresh_statistics()
         if self.data.validation is None or self.best.score == -math.inf:
             self.best.keep_current()  # nothing to choose by: the weights at the end of the schedule
         self.best.restore()

@@ -207,40 +207,6 @@ def refresh_batch_norm_statistics(network: nn.Module, batches: Iterable[torch.Te
         network.train(was_training)
 
 
-class WeightAverage:
-    """An exponential moving average of a network's weights (Polyak averaging, torch's
-    ``AveragedModel``), updated after every step and put in the network while it is validated.
-
-    The rate of an update is min(``decay``, (1 + n) / (10 + n)) after n updates, so the first
-    validations are not held back by the initial weights. Buffers (batch-norm statistics) are not
-    averaged: they are recomputed for the averaged weights (``refresh_batch_norm_statistics``).
-    """
-
-    def __init__(self, network: nn.Module, decay: float):
-        from torch.optim.swa_utils import AveragedModel
-
-        def average(averaged: list[torch.Tensor], current: list[torch.Tensor], _: torch.Tensor) -> None:
-            # The count is kept here, on the host: reading torch's would wait for the device.
-            rate = min(decay, self.updates / (9 + self.updates))
-            torch._foreach_lerp_(averaged, current, 1 - rate)
-
-        self.network = network
-        self.updates = 0
-        self.averaged = AveragedModel(network, multi_avg_fn=average)
-
-    def update(self) -> None:
-        self.updates += 1
-        self.averaged.update_parameters(self.network)
-
-    def swap(self) -> None:
-        """Exchange the network's weights with the average (twice: as they were)."""
-        with torch.no_grad():
-            for mine, average in zip(self.network.parameters(), self.averaged.module.parameters()):
-                kept = mine.detach().clone()
-                mine.copy_(average)
-                average.copy_(kept)
-
-
 class BestWeights:
     """A copy of the best weights seen so far (by score), to restore at the end or after a failure."""
 

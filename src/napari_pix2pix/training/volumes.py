@@ -43,11 +43,6 @@ VOLUME_ZOOM = 1.0
 #: one epoch to the next, so the best weights were chance; with it the curve climbs steadily and the
 #: ovule nuclei's 3D object F1 rose on three seeds, 0.49 → 0.59 (docs/benchmarks.md, Quality in 3D).
 VOLUME_STATISTICS_BATCHES = 16
-#: A 3D network is validated, kept and saved with an exponential moving average of its weights
-#: (``steps.WeightAverage``, this decay per step). In 5-minute runs the weights of one step swing
-#: with the few patches it saw; averaged, the ovule nuclei's 3D object F1 rose 0.59 → 0.68 over
-#: three seeds and its spread narrowed (docs/benchmarks.md, Quality in 3D).
-VOLUME_WEIGHT_AVERAGE = 0.99
 MAX_CENTRES = 200_000  # annotated voxels kept per volume to centre patches on (a random subset)
 
 
