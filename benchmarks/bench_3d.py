@@ -105,12 +105,12 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="folder to keep the trained models in")
     parser.add_argument("--variant", default="", help="what this run changes, written into the log")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: automatic)")
-    parser.add_argument("--z-patch", type=int, default=None, help="the 3D patch's depth in slices (default: 16)")
+    parser.add_argument("--z-patch", type=int, default=None, help="the 3D patch's depth in slices (default: unet-3d's)")
     args = parser.parse_args()
     if args.z_patch is not None:  # a measurement of another depth than the architecture's
-        from napari_pix2pix.models.networks import ARCHITECTURES
+        from napari_pix2pix.models.networks import get_architecture, register_architecture
 
-        ARCHITECTURES["unet-3d"] = dataclasses.replace(ARCHITECTURES["unet-3d"], z_patch_size=args.z_patch)
+        register_architecture(dataclasses.replace(get_architecture("unet-3d"), z_patch_size=args.z_patch))
     image = tifffile.imread(DATA / "image.tif")
     labels = tifffile.imread(DATA / "labels.tif")
     for seed in args.seeds:
