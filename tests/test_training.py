@@ -222,6 +222,29 @@ def test_fine_tuning_starts_afresh_gently_and_keeps_the_normalisation_statistics
         fit(*membranes, tiny_config(epochs=1), resume=tiny_model, start_from=tiny_model)
 
 
+def test_fine_tuning_ends_partway_back_toward_the_starting_weights(membranes, tiny_model, monkeypatch):
+    """WiSE-FT: a fine-tuned network's weights end FINE_TUNE_MIX of the way from the starting model's
+    to those the run reached (the same run with the mix at 1), and the run says so."""
+    from napari_pix2pix.training import loop
+    from napari_pix2pix.training.config import FINE_TUNE_MIX
+
+    assert 0 < FINE_TUNE_MIX < 1
+    mixed = fit(*membranes, tiny_config(epochs=1, seed=3), start_from=tiny_model)
+    monkeypatch.setattr(loop, "FINE_TUNE_MIX", 1.0)  # the weights the run reached, unmixed
+    reached = fit(*membranes, tiny_config(epochs=1, seed=3), start_from=tiny_model)
+    start, end = tiny_model.network.state_dict(), reached.network.state_dict()
+    moved = [k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, end[k])]
+    assert moved  # the run learned
+    for name in moved:
+        expected = start[name] + FINE_TUNE_MIX * (end[name] - start[name])
+        torch.testing.assert_close(mixed.network.state_dict()[name], expected, rtol=1e-4, atol=1e-6)
+    monkeypatch.setattr(loop, "FINE_TUNE_MIX", FINE_TUNE_MIX)
+    *_, finished = list(loop.Trainer(*membranes, tiny_config(epochs=1), start_from=tiny_model).run())
+    assert "of the way from the starting model's to the fine-tuned ones" in finished.message
+    continued = loop.Trainer(*membranes, tiny_config(epochs=1), resume=tiny_model)
+    assert continued.start_weights is None  # continuing a model does not pull it back
+
+
 def test_continuing_a_fine_tuned_model_goes_on_fine_tuning(membranes, tiny_model, tmp_path):
     """A fine-tuning run stopped and continued (--resume, the widget's Continue, a checkpoint) keeps
     the starting model's batch-norm statistics and the gentler rate: the model file says so."""

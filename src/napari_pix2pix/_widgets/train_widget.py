@@ -150,7 +150,8 @@ class TrainWidget(QWidget):
         self.start_from.tooltip = (
             "Continue a trained or loaded model (same network and classes; its history goes on), "
             "e.g. after correcting a prediction; or fine-tune a model that ships with the plugin on your "
-            "annotations (it keeps its network, classes, intensity scaling and object size)"
+            "annotations (it keeps its network, classes, intensity scaling and object size, and its weights "
+            "end halfway between its own and the fine-tuned ones, so it forgets less of what it knew)"
         )
         self.model_choice = ComboBox(
             label="Model", choices=[(spec.label, name) for name, spec in ARCHITECTURES.items()], value=defaults.model

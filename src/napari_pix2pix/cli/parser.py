@@ -148,7 +148,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         help=model_help(
             "fine-tune this model on the given pairs (a new run from its weights, keeping its network, "
             "classes, intensity scaling, object size and batch-norm statistics, at a third of the network's "
-            "learning rate unless --lr is given): a model file"
+            "learning rate unless --lr is given, ending halfway between its weights and the fine-tuned ones): "
+            "a model file"
         ),
     )
     train.add_argument(

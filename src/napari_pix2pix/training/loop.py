@@ -35,7 +35,7 @@ from ..models.trained import TrainedModel
 from ..models.unet3d import plan_z_skip
 from ..scale.distributed import Group, agree, join, wrapper
 from .augment import augment_batch
-from .config import FINE_TUNE_RATE, TrainingConfig
+from .config import FINE_TUNE_MIX, FINE_TUNE_RATE, TrainingConfig
 from .data import PatchSampler, VolumeSet
 from .evaluation import evaluate
 from .events import EventKind, TrainingEvent, loss_fields
@@ -48,7 +48,9 @@ from .steps import (
     Pix2PixStep,
     Precision,
     SegmentationStep,
+    copy_weights,
     keep_batch_norm_statistics,
+    mix_weights,
     refresh_batch_norm_statistics,
 )
 from .volumes import (
@@ -117,6 +119,8 @@ class Trainer:
             network.load_state_dict(base.network.state_dict())
         self.memory_format = memory_format(self.device) if self.dims == 2 else torch.contiguous_format
         network.to(self.device).to(memory_format=self.memory_format)
+        # Fine-tuning from another model ends partway back toward its weights (``FINE_TUNE_MIX``).
+        self.start_weights = copy_weights(network) if start_from is not None else None
         self.sampler, patch_size = self._make_sampler(network, rng)
         history = list(resume.history) if resume is not None else []
         # A continued run numbers its steps on from the model's history (events count this run's).
@@ -371,6 +375,10 @@ class Trainer:
         if self.data.validation is None or self.best.score == -math.inf:
             self.best.keep_current()  # nothing to choose by: the weights at the end of the schedule
         self.best.restore()
+        if self.start_weights is not None:
+            mix_weights(self.model.network, self.start_weights, FINE_TUNE_MIX)
+            message += f"; the weights end {FINE_TUNE_MIX:.0%} of the way from the starting model's to the fine-tuned"
+            message += " ones"
         self.model.network.eval()
         self.finished = True
         discriminator = self.best.modules.get("discriminator")
@@ -474,7 +482,8 @@ def train(
     start_from : TrainedModel, optional
         Fine-tune this model on the annotations: a new run from its weights that keeps its network,
         classes, normalisation rule and object size, trains at ``FINE_TUNE_RATE`` of the usual
-        learning rate (unless ``config.learning_rate`` is given) and keeps its batch-norm statistics.
+        learning rate (unless ``config.learning_rate`` is given) and keeps its batch-norm statistics;
+        the weights end ``FINE_TUNE_MIX`` of the way from its weights to the fine-tuned ones.
 
     Returns
     -------

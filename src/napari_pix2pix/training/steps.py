@@ -207,6 +207,21 @@ def refresh_batch_norm_statistics(network: nn.Module, batches: Iterable[torch.Te
         network.train(was_training)
 
 
+def copy_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s weights and buffers, detached from it."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def mix_weights(network: nn.Module, start: dict[str, torch.Tensor], share: float) -> None:
+    """Set each floating-point tensor of ``network`` to ``start + share · (current − start)``: ``share``
+    of the way from the weights a run started from to those it reached (WiSE-FT, Wortsman et al. 2022)."""
+    with torch.no_grad():
+        for name, value in network.state_dict().items():  # the tensors themselves, changed in place
+            if value.is_floating_point():
+                origin = start[name].to(value.device)
+                value.copy_(origin + share * (value - origin))
+
+
 class BestWeights:
     """A copy of the best weights seen so far (by score), to restore at the end or after a failure."""
 
@@ -216,10 +231,7 @@ class BestWeights:
         self.state = self._snapshot()
 
     def _snapshot(self) -> dict:
-        return {
-            name: {k: v.detach().clone() for k, v in module.state_dict().items()}
-            for name, module in self.modules.items()
-        }
+        return {name: copy_weights(module) for name, module in self.modules.items()}
 
     def offer(self, score: float) -> None:
         if score > self.score:
