@@ -35,9 +35,10 @@ DEFAULT_BATCH = 4
 FINE_TUNE_RATE = 1 / 3
 # ... and ends this share of the way from the starting model's weights to the weights it reached
 # (the rest stays the starting model's: WiSE-FT, Wortsman et al. 2022). Fine-tuned 2 minutes from the
-# shipped nuclei model, six seeds: on the user's own kind of image (the sample's fourth tile, after
-# its other three) object F1 0.858 fully fine-tuned, 0.882 halfway; on images of other experiments
-# (nuclei-dev) 0.785 and 0.810 (docs/benchmarks.md). Continuing a fine-tuned model does not mix again.
+# nuclei model before its weights were averaged, six seeds: on the user's own kind of image (the
+# sample's fourth tile, after its other three) object F1 0.858 fully fine-tuned, 0.882 halfway; on
+# images of other experiments (nuclei-dev) 0.785 and 0.810. From the shipped (averaged) model, three
+# seeds: 0.882 and 0.881, 0.777 and 0.820 (docs/benchmarks.md). Continuing a model does not mix again.
 FINE_TUNE_MIX = 0.5
 
 DIMS = (AUTO, "2d", "3d")
