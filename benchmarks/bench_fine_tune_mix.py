@@ -20,7 +20,7 @@ import numpy as np
 import bench_quality as bq
 from napari_pix2pix.prediction import predict
 from napari_pix2pix.training import TrainingConfig, fit, loop
-from napari_pix2pix.training.steps import mix_weights
+from napari_pix2pix.training.steps import copy_weights, mix_weights
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -39,7 +39,7 @@ def main() -> None:
     own = bq.nuclei_dataset()
     own["tests"] = {"tile 4": own["tests"]["tile 4 at 1x"]}
     start = bq.load_starting_model()
-    start_weights = copy.deepcopy(start.network.state_dict())
+    start_weights = copy_weights(start.network)
     loop.FINE_TUNE_MIX = 1.0  # keep the weights each run reaches; the shares are mixed below
     rows = []
     for seed in args.seeds:

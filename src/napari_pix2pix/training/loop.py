@@ -377,8 +377,9 @@ class Trainer:
         self.best.restore()
         if self.start_weights is not None:
             mix_weights(self.model.network, self.start_weights, FINE_TUNE_MIX)
-            message += f"; the weights end {FINE_TUNE_MIX:.0%} of the way from the starting model's to the fine-tuned"
-            message += " ones"
+            message += (
+                f"; the weights end {FINE_TUNE_MIX:.0%} of the way from the starting model's to the fine-tuned ones"
+            )
         self.model.network.eval()
         self.finished = True
         discriminator = self.best.modules.get("discriminator")
