@@ -7,7 +7,9 @@ their time after Start, with the live preview on and off; ``--stop-after S`` pre
 after Start (with ``--minutes 1``, say), to include stopping; ``--predict`` then presses *Predict*,
 and, as a baseline in the same viewer, adds a copy of its result as a Labels layer with napari's own
 ``viewer.add_labels`` (no plugin code): the stall napari itself takes to add such a layer.
-The window is the one ``napari-pix2pix gui`` opens (most of the screen given to Xvfb).
+The window is the one ``napari-pix2pix gui`` opens (most of the screen given to Xvfb); with
+``--napari-window``, napari's own first window (about 800×650) with the two docks added as from the
+Plugins menu. The buttons are clicked by their text, as a user (or a GUI test robot) does.
 """
 
 from __future__ import annotations
@@ -16,19 +18,45 @@ import argparse
 import time
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtTest import QTest
+from qtpy.QtWidgets import QPushButton
 
-from napari_pix2pix._launch import open_viewer
+from napari_pix2pix._launch import PLUGIN, open_viewer
+
+
+def napari_window():
+    """napari's own first window, the nuclei sample and the two docks added as from the Plugins menu."""
+    import napari
+
+    viewer = napari.Viewer()
+    viewer.open_sample(PLUGIN, "nuclei")
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    _, predict = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict")
+    return viewer, train, predict
+
+
+def click(viewer, text: str) -> None:
+    """Click the visible button that reads ``text``."""
+    for button in viewer.window._qt_window.findChildren(QPushButton):
+        if button.text() == text and button.isVisible():
+            QTest.mouseClick(button, Qt.MouseButton.LeftButton)
+            return
+    raise SystemExit(f"no visible button {text!r}")
 
 
 def longest_gaps(
-    preview: bool, minutes: float, stop_after: float | None = None, count: int = 5, then_predict: bool = False
+    preview: bool,
+    minutes: float,
+    stop_after: float | None = None,
+    count: int = 5,
+    then_predict: bool = False,
+    small_window: bool = False,
 ):
     """The ``count`` longest gaps (seconds, and when they ended after Start); with ``stop_after``,
     *Stop* is pressed that many seconds after Start; with ``then_predict``, *Predict* is pressed
     once training has ended (the new model on the sample) and timed to its end."""
-    viewer, train, predict = open_viewer("nuclei")
+    viewer, train, predict = napari_window() if small_window else open_viewer("nuclei")
     QTest.qWait(1000)
     train.max_minutes.value = minutes
     train.live_preview.value = preview
@@ -37,15 +65,15 @@ def longest_gaps(
     timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
     timer.start(20)
     start = time.perf_counter()
-    train.start()
+    click(viewer, "Start training")
     while train.running:
         QTest.qWait(20)
         if stop_after is not None and time.perf_counter() - start > stop_after:
-            train.stop()
+            click(viewer, "Stop")
             stop_after = None
     if then_predict:
         QTest.qWait(500)
-        predict.run()
+        click(viewer, "Predict")
         while predict.running:
             QTest.qWait(20)
     QTest.qWait(500)
@@ -74,9 +102,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=0.2, help="training time budget (default 0.2)")
     parser.add_argument("--stop-after", type=float, help="press Stop this many seconds after Start")
     parser.add_argument("--predict", action="store_true", help="then press Predict and time it too")
+    parser.add_argument(
+        "--napari-window", action="store_true", help="napari's own small first window instead of the launcher's"
+    )
     args = parser.parse_args()
     for preview in (False, True):
-        found, baseline = longest_gaps(preview, args.minutes, args.stop_after, then_predict=args.predict)
+        found, baseline = longest_gaps(
+            preview, args.minutes, args.stop_after, then_predict=args.predict, small_window=args.napari_window
+        )
         gaps = ", ".join(f"{gap * 1000:.0f} ms at {at:.1f} s" for gap, at in found)
         print(f"live preview {'on ' if preview else 'off'}: longest gaps {gaps}")
         if baseline is not None:
