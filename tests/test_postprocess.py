@@ -182,3 +182,23 @@ def test_object_size_of_instances_with_huge_ids_needs_no_memory_for_the_ids():
     instances = label(discs(8)).astype(np.int64)
     huge = np.where(instances > 0, instances + 2**45, 0)
     assert typical_object_size(huge) == typical_object_size(instances)
+
+
+def test_instances_follow_the_probability_threshold():
+    """The threshold a user sets (or a model brings) decides which pixels are objects in instances
+    too, in a slice and in a volume, while the seeds stay where they were."""
+    from scipy import ndimage
+
+    from napari_pix2pix.labels.encodings import InstanceEncoding
+
+    probabilities = touching_nuclei_probabilities(bridge=0.02)
+    nuclei = probabilities[0] < 0.5
+    ring = ndimage.binary_dilation(nuclei, iterations=3) & ~nuclei  # object probability 0.4 around them
+    probabilities[0][ring], probabilities[2][ring] = 0.6, 0.4 - probabilities[1][ring]
+    encoding = InstanceEncoding()
+    for planes, depth in ((probabilities, 1), (np.repeat(probabilities[:, None], 5, axis=1), 5)):
+        as_is = encoding.instances(planes, Cleanup())
+        lower = encoding.instances(planes, Cleanup(threshold=0.35))
+        assert (as_is > 0).sum() == nuclei.sum() * depth
+        assert (lower > 0).sum() == (nuclei | ring).sum() * depth
+        assert lower.max() == as_is.max() == 2  # the same two nuclei, grown

@@ -247,7 +247,8 @@ class InstanceEncoding(LabelEncoding):
         return (probabilities[0] < 0.5).to(torch.uint8)
 
     def instances(self, probabilities: np.ndarray, cleanup: Cleanup | None = None) -> np.ndarray:
-        instances = instances_from_probabilities(probabilities)
+        level = cleanup.threshold if cleanup is not None else 0.5
+        instances = instances_from_probabilities(probabilities, threshold=1.0 - level)
         if cleanup is not None and cleanup.min_size > 1:
             small = np.bincount(instances.ravel()) < cleanup.min_size
             small[0] = False

@@ -45,18 +45,18 @@ def instances_from_probabilities(
     smoothing: float = SEED_SMOOTHING,
     seed_level: float | None = None,
 ) -> np.ndarray:
-    """Instance labels from (background, interior, boundary) probabilities, (3, Y, X) or (3, Z, Y, X).
+    """Instance labels from (background, interior, boundary) probabilities, (3, Y, X) or (3, Z, Y, X);
+    the objects are where the background's probability is below ``threshold``.
 
     In a slice, each object's seed is a peak of the (lightly smoothed) interior probability that
     stands at least ``dynamic`` above the saddle joining it to a higher one, within the interiors
-    (> ``threshold``): two touching nuclei joined by a bridge of likely interior are still seeded
+    (> 0.5): two touching nuclei joined by a bridge of likely interior are still seeded
     apart when the bridge dips, while a nucleus's own noise does not split it. A watershed of
     boundary minus interior grows the seeds over the whole predicted foreground. ``dynamic`` 0 seeds
     every connected interior region instead, as volumes (3D models) always are. Seeds lie where the
-    interior exceeds ``seed_level``: by default ``threshold`` in a slice, ``VOLUME_SEED_LEVEL`` in a
-    volume. On the ovule nuclei the peaks gained as often as they lost, and the
-    connected interiors of a slab are those of the whole volume, which keeps a cluster's slabs
-    agreeing with one process (``scale/volumes.py``).
+    interior exceeds ``seed_level``: by default 0.5 in a slice, ``VOLUME_SEED_LEVEL`` in a volume.
+    On the ovule nuclei the peaks gained as often as they lost, and the connected interiors of a
+    slab are those of the whole volume, which keeps a cluster's slabs agreeing with one process (``scale/volumes.py``).
     """
     from scipy import ndimage
     from skimage.measure import label
@@ -66,7 +66,7 @@ def instances_from_probabilities(
     foreground = probabilities[0] < threshold
     interior = probabilities[1]
     if seed_level is None:
-        seed_level = threshold if interior.ndim == 2 else VOLUME_SEED_LEVEL
+        seed_level = 0.5 if interior.ndim == 2 else VOLUME_SEED_LEVEL
     seeds = (interior > seed_level) & foreground
     if dynamic > 0 and seeds.any() and interior.ndim == 2:
         smooth = ndimage.gaussian_filter(interior.astype(np.float32), smoothing) if smoothing else interior
