@@ -58,6 +58,7 @@ def run(
     labels: np.ndarray,
     save: Path | None,
     batch: int | None = None,
+    learning_rate: float | None = None,
 ) -> dict:
     from napari_pix2pix import TrainingConfig, fit, predict, save_model
 
@@ -73,6 +74,7 @@ def run(
         voxel_size=VOXEL,
         pixel_size=VOXEL[1:],
         batch_size=batch,
+        learning_rate=learning_rate,
     )
     started = time.monotonic()
     model = fit(train_image, train_labels, config)
@@ -105,6 +107,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="folder to keep the trained models in")
     parser.add_argument("--variant", default="", help="what this run changes, written into the log")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: automatic)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the architecture's)")
     parser.add_argument("--z-patch", type=int, default=None, help="the 3D patch's depth in slices (default: unet-3d's)")
     args = parser.parse_args()
     if args.z_patch is not None:  # a measurement of another depth than the architecture's
@@ -115,7 +118,7 @@ def main() -> None:
     labels = tifffile.imread(DATA / "labels.tif")
     for seed in args.seeds:
         for method in args.methods:
-            result = run(method, seed, args.minutes, image, labels, args.save, args.batch)
+            result = run(method, seed, args.minutes, image, labels, args.save, args.batch, args.lr)
             result.update(date=time.strftime("%Y-%m-%d"), **({"variant": args.variant} if args.variant else {}))
             print(json.dumps(result), flush=True)
             with args.log.open("a") as log:
