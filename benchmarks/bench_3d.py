@@ -59,6 +59,7 @@ def run(
     save: Path | None,
     batch: int | None = None,
     learning_rate: float | None = None,
+    depth: int | None = None,
 ) -> dict:
     from napari_pix2pix import TrainingConfig, fit, predict, save_model
 
@@ -75,6 +76,7 @@ def run(
         pixel_size=VOXEL[1:],
         batch_size=batch,
         learning_rate=learning_rate,
+        **({"depth": depth} if depth is not None else {}),
     )
     started = time.monotonic()
     model = fit(train_image, train_labels, config)
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--variant", default="", help="what this run changes, written into the log")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: automatic)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the architecture's)")
+    parser.add_argument("--depth", type=int, default=None, help="U-Net levels (default: TrainingConfig's)")
     parser.add_argument("--z-patch", type=int, default=None, help="the 3D patch's depth in slices (default: unet-3d's)")
     args = parser.parse_args()
     if args.z_patch is not None:  # a measurement of another depth than the architecture's
@@ -118,7 +121,7 @@ def main() -> None:
     labels = tifffile.imread(DATA / "labels.tif")
     for seed in args.seeds:
         for method in args.methods:
-            result = run(method, seed, args.minutes, image, labels, args.save, args.batch, args.lr)
+            result = run(method, seed, args.minutes, image, labels, args.save, args.batch, args.lr, args.depth)
             result.update(date=time.strftime("%Y-%m-%d"), **({"variant": args.variant} if args.variant else {}))
             print(json.dumps(result), flush=True)
             with args.log.open("a") as log:

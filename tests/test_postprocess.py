@@ -185,8 +185,8 @@ def test_object_size_of_instances_with_huge_ids_needs_no_memory_for_the_ids():
 
 
 def test_instances_follow_the_probability_threshold():
-    """The threshold a user sets (or a model brings) decides which pixels are objects in instances
-    too, in a slice and in a volume, while the seeds stay where they were."""
+    """The threshold a user sets decides which pixels are objects in instances too, in a slice and
+    in a volume, while the seeds stay where they were."""
     from scipy import ndimage
 
     from napari_pix2pix.labels.encodings import InstanceEncoding
