@@ -34,7 +34,7 @@ def bare_step_function(
     architecture: str, config: training.TrainingConfig, device: torch.device, channels_last: bool = False
 ):
     """A hand-written training step with the engine's network, optimiser and loss on fixed tensors."""
-    model_config = ModelConfig(architecture, 1, 2, config.width, config.depth)
+    model_config = ModelConfig(architecture, 1, 2, config.width, config.levels)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     network = build_model(model_config).to(device, memory_format=layout).train()
     betas = config.architecture.betas

@@ -53,6 +53,10 @@ def test_dims_follow_the_data():
     dims, reason = training_dims(TrainingConfig(model="seed-unet", voxel_size=(0.5, 0.2, 0.2)), stack, None)
     assert (dims, reason) == (2, "2D: seed-unet trains slice by slice")  # auto never refuses a 2D network
     assert training_dims(TrainingConfig(model="unet-3d"), stack, None) == (3, "3D: the 3D U-Net was chosen")
+    # levels left open follow the network: 4 for the 2D U-Net, 3 for the 3D one; given ones are kept
+    config = TrainingConfig(voxel_size=(0.5, 0.2, 0.2))
+    assert config.levels == 4 and training_dims(config, stack, None)[0] == 3 and config.levels == 3
+    assert TrainingConfig(model="unet-3d", depth=2).levels == 2
 
 
 def random_3d_model(depth: int = 2, z_skip: int = 1) -> TrainedModel:

@@ -324,6 +324,7 @@ class Architecture:
     build_discriminator: Callable[[ModelConfig], nn.Module] | None = None
     dims: int = 2  # 3: the network takes (N, C, Z, Y, X) volumes
     z_patch_size: int = 0  # 3D: the training patch's depth (slices)
+    depth: int = 4  # pooling levels when the training settings leave them open
 
     @property
     def adversarial(self) -> bool:

@@ -93,7 +93,7 @@ class TrainingConfig:
     device: str = "auto"
     seed: int = 0
     width: int = 16
-    depth: int = 4
+    depth: int | None = None  # pooling levels; None: the architecture's (4, the 3D U-Net 3)
     l1_weight: float = 100.0
     mixed_precision: bool = True
     preview_every: int = 10
@@ -116,7 +116,7 @@ class TrainingConfig:
             check_at_least("batch_size", self.batch_size)
         # The model file's limits (models.MODEL_LIMITS), so that what training saves can be loaded
         check_limit("width", self.width)
-        check_limit("depth", self.depth)
+        check_limit("depth", self.levels)
         check_limit("patch_size", self.patch)
         if self.epochs is not None:
             check_at_least("epochs", self.epochs)
@@ -141,6 +141,11 @@ class TrainingConfig:
     @property
     def architecture(self) -> Architecture:
         return get_architecture(self.model)
+
+    @property
+    def levels(self) -> int:
+        """The network's pooling levels: ``depth``, or the architecture's when it is None."""
+        return self.depth if self.depth is not None else self.architecture.depth
 
     @property
     def patch(self) -> int:

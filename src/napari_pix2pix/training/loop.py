@@ -105,13 +105,13 @@ class Trainer:
         if rank:
             rng = np.random.default_rng([config.seed, rank])  # each rank samples its own patches
 
-        z_skip = plan_z_skip(config.voxel_size, config.depth) if self.dims == 3 else 0
+        z_skip = plan_z_skip(config.voxel_size, config.levels) if self.dims == 3 else 0
         model_config = ModelConfig(
             config.model,
             data.in_channels,
             data.encoding.n_classes,
             config.width,
-            config.depth,
+            config.levels,
             base.config.z_skip if base is not None else z_skip,
         )
         network = build_model(model_config)

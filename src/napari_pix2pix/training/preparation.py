@@ -52,7 +52,7 @@ def checked_pair(image: Any, labels: Any, config: TrainingConfig, where: str) ->
         raise InputError(f"{where.replace(' of ', '').strip()}: {error}" if where else str(error)) from None
     check_finite(image, f"the image{where}")
     labels = labels[None] if labels.ndim == 2 else labels
-    min_side = 2**config.depth
+    min_side = 2**config.levels
     if min(labels.shape[1:]) < min_side:
         raise InputError(
             f"the image{where} is {labels.shape[1]}×{labels.shape[2]} pixels; this model needs at least "
