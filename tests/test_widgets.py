@@ -72,6 +72,10 @@ def test_widgets_and_samples_load_through_the_manifest(viewer):
     viewer.open_sample(PLUGIN, "membranes")
     assert viewer.layers["membranes EM"].data.shape == viewer.layers["membranes EM labels"].data.shape
     assert predict.image_picker.choices[-1] is viewer.layers["membranes EM"]
+    # Depth starts at "auto": the network's own (4, the 3D U-Net 3); a number is passed on
+    assert train.network_depth.native.text().startswith("auto") and train.config().depth is None
+    train.network_depth.value = 5
+    assert train.config().depth == 5
 
 
 def test_pickers_follow_renames_and_removals(viewer, stack):

@@ -237,7 +237,9 @@ class TrainWidget(QWidget):
         self.device = ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
         self.seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
         self.network_width = SpinBox(label="Width (first-layer channels)", value=defaults.width, min=1, max=256)
-        self.network_depth = SpinBox(label="Depth (pooling levels)", value=0, min=0, max=6)
+        # A float box shows its minimum (0) as "auto", which the integer box cannot.
+        self.network_depth = FloatSpinBox(label="Depth (pooling levels)", value=0, min=0, max=6, step=1)
+        self.network_depth.native.setDecimals(0)
         self.network_depth.native.setSpecialValueText("auto (4; the 3D U-Net 3)")
         self.network_depth.tooltip = (
             "How many times the network halves the image: more levels see more context, fewer train faster. "
@@ -298,7 +300,7 @@ class TrainWidget(QWidget):
             device=self.device.value,
             seed=self.seed.value,
             width=self.network_width.value,
-            depth=self.network_depth.value or None,
+            depth=int(self.network_depth.value) or None,
             dims=self.dims_choice.value,
         )
 
