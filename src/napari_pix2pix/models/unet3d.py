@@ -106,7 +106,7 @@ register_architecture(
         dims=3,
         z_patch_size=16,
         # Three levels: in 5-minute runs on the ovule nuclei, object F1 0.57 against 0.54 (six seeds)
-        # fully annotated and 0.57 against 0.42 with 5 annotated slices (docs/benchmarks.md, Quality in 3D).
+        # fully annotated and 0.59 against 0.42 with 5 annotated slices (docs/benchmarks.md, Quality in 3D).
         depth=3,
     )
 )
