@@ -100,6 +100,10 @@ def main() -> None:
         help="with --resume: the model's weights keep this share of the resumed model's (default: 0)",
     )
     args = parser.parse_args()
+    if args.keep_from_resumed and args.resume is None:
+        parser.error("--keep-from-resumed mixes in the weights of the model given with --resume; give --resume too")
+    if not 0 <= args.keep_from_resumed <= 1:
+        parser.error(f"--keep-from-resumed is a share between 0 and 1, got {args.keep_from_resumed:g}")
 
     start = time.monotonic()
     pairs = load(args.diameter, args.tile)
