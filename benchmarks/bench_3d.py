@@ -11,7 +11,9 @@ Methods, each with the same time budget on the same machine:
 - ``2d-5``: the 2D defaults with the same 5 slices.
 
 Scores are the issue's: 3D object F1 at IoU 0.5 (objects matched in the whole volume), voxel accuracy
-and Dice of the foreground (``../shared/tools/score_segmentation.py``).
+and Dice of the foreground (``../shared/tools/score_segmentation.py``). ``--contrast 0.8 1.25`` also
+scores the held-out slices with their contrast scaled around the background level, as another crop
+of the same kind may come (``instance_f1_contrast_0.8``, ...).
 
     .venv/bin/python benchmarks/bench_3d.py --minutes 5 --seeds 0 1 2
 """
@@ -50,6 +52,13 @@ def partial(labels: np.ndarray, count: int) -> np.ndarray:
     return sparse
 
 
+def with_contrast(volume: np.ndarray, factor: float) -> np.ndarray:
+    """The volume with its contrast scaled by ``factor`` around its background level (its median:
+    most voxels are background), as another crop, stage or laser power would give it."""
+    background = float(np.median(volume))
+    return (background + (volume.astype(np.float32) - background) * factor).clip(0, None)
+
+
 def run(
     method: str,
     seed: int,
@@ -60,6 +69,7 @@ def run(
     batch: int | None = None,
     learning_rate: float | None = None,
     depth: int | None = None,
+    contrasts: tuple[float, ...] = (),
 ) -> dict:
     from napari_pix2pix import TrainingConfig, fit, predict, save_model
 
@@ -89,6 +99,9 @@ def run(
     score = scorer()
     result = score.scores(predicted > 0, labels[50:] > 0)
     result["instance_f1"] = score.instance_f1(predicted, labels[50:])
+    for factor in contrasts:  # the same held-out slices, as if imaged brighter or dimmer
+        other = predict(model, with_contrast(image[50:], factor), "instances")
+        result[f"instance_f1_contrast_{factor:g}"] = score.instance_f1(other, labels[50:])
     return {
         "method": method,
         "seed": seed,
@@ -112,16 +125,27 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the architecture's)")
     parser.add_argument("--depth", type=int, default=None, help="U-Net levels (default: TrainingConfig's)")
     parser.add_argument("--z-patch", type=int, default=None, help="the 3D patch's depth in slices (default: unet-3d's)")
+    parser.add_argument(
+        "--contrast",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="FACTOR",
+        help="also score the held-out slices with their contrast scaled by each FACTOR (e.g. 0.8 1.25)",
+    )
     args = parser.parse_args()
     if args.z_patch is not None:  # a measurement of another depth than the architecture's
         from napari_pix2pix.models.networks import get_architecture, register_architecture
 
         register_architecture(dataclasses.replace(get_architecture("unet-3d"), z_patch_size=args.z_patch))
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)  # made before training, not found missing after it
     image = tifffile.imread(DATA / "image.tif")
     labels = tifffile.imread(DATA / "labels.tif")
     for seed in args.seeds:
         for method in args.methods:
-            result = run(method, seed, args.minutes, image, labels, args.save, args.batch, args.lr, args.depth)
+            options = (args.save, args.batch, args.lr, args.depth, tuple(args.contrast))
+            result = run(method, seed, args.minutes, image, labels, *options)
             result.update(date=time.strftime("%Y-%m-%d"), **({"variant": args.variant} if args.variant else {}))
             print(json.dumps(result), flush=True)
             with args.log.open("a") as log:

@@ -25,10 +25,11 @@ measured apart: ``--val-fraction 0.2`` adds it to the rounds, and "engine_over_b
 (total times rather than the median round) counts it. The issue's target: engine / bare ≥ 0.9.
 
 **prediction**: ``napari_pix2pix.predict(model, volume, "labels")`` of a 3D U-Net with random
-weights (speed does not depend on them; instance classes, the default width 16 and depth 4, the voxel
+weights (speed does not depend on them; instance classes, the default width 16 and ``unet-3d``'s depth
+(``--depth`` another), the voxel
 size above, so the volume is not rescaled) on a random float32 volume (``--shape``, default
 64 × 256 × 256), against the same network run over the very same blocks (``prediction.volume.block_plan``:
-in-plane blocks of 128 + 2 × 16 halo, slabs of 16 + 2 × ``Z_HALO`` slices, mirrored at the volume's
+in-plane blocks of 128 + 2 × 16 halo, slabs of two z multiples + 2 × ``Z_HALO`` slices, mirrored at the volume's
 edges, as many blocks per forward pass as the engine), cut once beforehand and kept in memory, under
 ``torch.inference_mode`` with nothing after the network but the argmax and the copy of each block's
 centre into the output. Best of ``--predict-rounds`` interleaved repetitions. The ratio bare /
@@ -41,7 +42,7 @@ default 2048, tiled from the 3D nuclei sample) is written slice by slice with ti
 temporary folder, uncompressed and contiguous; the command line reads it a slab at a time
 (``io.tiff.read_tiff(lazy=True)``: a Zarr array over its pages; the row's "memory_mapped", true when
 the file is not read whole, confirms it).
-A fresh process imports the command line, loads the model (a 3D U-Net of ``--width`` 4, depth 4,
+A fresh process imports the command line, loads the model (a 3D U-Net of ``--width`` 4, ``unet-3d``'s depth,
 random weights, saved with ``save_model``; small so the run stays short, memory being dominated by the
 slabs rather than the network), notes its resident memory (the baseline), then runs
 ``napari_pix2pix.cli.main(["predict", MODEL, IN.tif, "--out", OUT.tif, "--output", "labels", ...])``
@@ -53,9 +54,9 @@ baseline and at their peaks: the growth of anonymous memory is what the engine's
 Children run with ``MALLOC_MMAP_THRESHOLD_=131072`` as in ``bench_memory.py`` (``--default-malloc``
 turns it off). The peak grows with the slice's area (a slab of slices is held), not the depth.
 The issue's target: peak ≤ 2 GB for a 1 GB volume. ``--output instances`` measures what 3D instances
-cost: they are found by a watershed over class probabilities kept as float16 (Z, 3, Y, X) and copied
-to float32 for it, with the watershed's markers, masks and output besides: about ``INSTANCE_BYTES``
-(40) bytes per voxel. A volume of up to ``objects3d.SLAB_VOXELS`` voxels is done whole, a larger one
+cost: they are found by a watershed over class probabilities kept as float16 (Z, 3, Y, X), with
+its float32 elevation, markers, masks and output besides (the float64 copies skimage makes of the
+elevation among them): about ``INSTANCE_BYTES`` (32) bytes per voxel. A volume of up to ``objects3d.SLAB_VOXELS`` voxels is done whole, a larger one
 a slab and its halos at a time (``prediction/objects3d.py``), so the estimate stops growing there.
 The part is skipped with a message when the estimate exceeds 80 % of the memory available.
 
@@ -101,6 +102,7 @@ from napari_pix2pix import TrainingConfig, predict, save_model
 from napari_pix2pix.devices import autocast
 from napari_pix2pix.labels.encodings import InstanceEncoding
 from napari_pix2pix.models import ModelConfig, Normalisation, TrainedModel, build_model, plan_z_skip
+from napari_pix2pix.models.networks import get_architecture
 from napari_pix2pix.prediction import PredictionSettings, volume_geometry
 from napari_pix2pix.prediction.objects3d import SLAB_VOXELS
 from napari_pix2pix.prediction.tiling import mirrored_indices
@@ -120,7 +122,7 @@ INSTANCE_CLASSES = 3  # background, interior, boundary: what annotation="instanc
 MiB = 2**20
 # 3D instances: float16 class probabilities of the volume (6 bytes a voxel), their float32 copy (12),
 # the watershed's markers, masks, padded copies and output (about 20): an estimate, to skip what cannot fit.
-INSTANCE_BYTES = 40
+INSTANCE_BYTES = 32
 
 
 def record(args, part: str, row: dict, device: str | None = None) -> None:
@@ -242,10 +244,11 @@ def benchmark_training(args) -> None:
 # ----------------------------------------------------------------------------- prediction
 
 
-def volume_model(width: int = 16, depth: int = 4) -> TrainedModel:
+def volume_model(width: int = 16, depth: int | None = None) -> TrainedModel:
     """A 3D U-Net with random weights, instance classes, the benchmark's voxel size and the identity
     normalisation (the volume is float32 in [0, 1))."""
     torch.manual_seed(0)
+    depth = depth if depth is not None else get_architecture("unet-3d").depth
     config = ModelConfig("unet-3d", 1, INSTANCE_CLASSES, width, depth, z_skip=plan_z_skip(VOXEL, depth))
     return TrainedModel(
         config, build_model(config).eval(), InstanceEncoding(), Normalisation((0.0,), (1.0,)), 64, voxel_size=VOXEL
@@ -307,7 +310,7 @@ def timed(function, device: torch.device):
 
 def benchmark_prediction(args) -> None:
     device = torch.device(args.device)
-    model = volume_model()
+    model = volume_model(depth=args.depth)
     volume = np.random.default_rng(0).random(tuple(args.shape), dtype=np.float32)
     plan, batches, batch_size = engine_blocks(model, volume, device)
     network = model.network.to(device).eval()
@@ -454,7 +457,8 @@ def benchmark_memory(args) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench_3d_engine_") as folder:
         model_path, source, target = Path(folder) / "model.pt", Path(folder) / "in.tif", Path(folder) / "out.tif"
-        save_model(volume_model(width=args.width), model_path)
+        model = volume_model(width=args.width, depth=args.depth)
+        save_model(model, model_path)
         started = time.perf_counter()
         write_volume_tiff(source, depth, args.side)
         written = time.perf_counter() - started
@@ -462,7 +466,7 @@ def benchmark_memory(args) -> None:
     row = {
         "volume": f"{depth}×{args.side}×{args.side} uint8",
         "volume_mib": voxels / MiB,
-        "network": f"UNet3D width {args.width}, depth 4, z_skip {plan_z_skip(VOXEL, 4)}",
+        "network": f"UNet3D width {args.width}, depth {model.config.depth}, z_skip {model.config.z_skip}",
         "output": args.output,
         "memory_mapped": child["memory_mapped"],
         "baseline_mib": child["baseline"],
@@ -518,6 +522,9 @@ def parse_arguments() -> argparse.Namespace:
     memory.add_argument("--width", type=int, default=4, help="the 3D U-Net's width (default 4)")
     memory.add_argument("--output", choices=("labels", "instances"), default="labels")
     memory.add_argument("--default-malloc", action="store_true", help="glibc's default allocator settings")
+    p.add_argument(
+        "--depth", type=int, default=None, help="prediction and memory: the 3D U-Net's levels (default: unet-3d's)"
+    )
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     return p.parse_args()
 

@@ -81,6 +81,18 @@ def test_in_a_volume_a_neck_below_the_seed_level_joins_no_seeds():
     assert (instances[:, 16:25, 32:37] > 0).all()  # the neck is foreground, split between the two
 
 
+def test_float16_probabilities_give_the_objects_of_float32_ones():
+    """Volumes keep their class probabilities as float16 and the watershed takes them so (no float32
+    copy of all classes): the objects, ids included, are those of the same values in float32, at
+    every threshold a user may set."""
+    volume = touching_nuclei_probabilities(bridge=0.65, depth=5, noise=0.08).astype(np.float16)
+    for threshold in (0.3, 0.5, 0.7):
+        half = instances_from_probabilities(volume, threshold=threshold)
+        single = instances_from_probabilities(volume.astype(np.float32), threshold=threshold)
+        assert half.dtype == np.uint32 and half.max() >= 1
+        np.testing.assert_array_equal(half, single)
+
+
 def test_noise_inside_a_nucleus_does_not_seed_it_twice():
     probabilities = touching_nuclei_probabilities(bridge=0.02, noise=0.08)
     assert instances_from_probabilities(probabilities).max() == 2
