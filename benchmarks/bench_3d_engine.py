@@ -56,8 +56,9 @@ turns it off). The peak grows with the slice's area (a slab of slices is held), 
 The issue's target: peak ≤ 2 GB for a 1 GB volume. ``--output instances`` measures what 3D instances
 cost: they are found by a watershed over class probabilities kept as float16 (Z, 3, Y, X), with
 its float32 elevation, markers, masks and output besides (the float64 copies skimage makes of the
-elevation among them): about ``INSTANCE_BYTES`` (32) bytes per voxel. A volume of up to ``objects3d.SLAB_VOXELS`` voxels is done whole, a larger one
-a slab and its halos at a time (``prediction/objects3d.py``), so the estimate stops growing there.
+elevation among them): about ``INSTANCE_BYTES`` (32) bytes per voxel. A volume of up to
+``objects3d.SLAB_VOXELS`` voxels is done whole, a larger one a slab and its halos at a time
+(``prediction/objects3d.py``), so the estimate stops growing there.
 The part is skipped with a message when the estimate exceeds 80 % of the memory available.
 
 Commands (from the repository root). On 2 CPU cores the full run takes about 35–70 minutes: training

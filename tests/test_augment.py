@@ -124,3 +124,21 @@ def test_volume_weights_follow_the_labels():
     )
     assert moved_weights is not None and moved_weights.shape == moved.shape
     assert torch.equal(moved_weights == 10, moved == 1)
+
+
+def test_volume_contrast_scales_each_sample_by_one_gain_within_its_range():
+    """3D patches are multiplied by a gain between 1/contrast and contrast, one per sample, so a
+    model does not learn one volume's brightness; the geometry is that of the same draw without it."""
+    from napari_pix2pix.training.volumes import VOLUME_CONTRAST, augment_volumes
+
+    _, targets2d = blocky_batch(seed=4, batch=6, size=16)
+    targets = targets2d[:, None].repeat(1, 4, 1, 1)
+    images = targets[:, None].float().clamp_min(0) + 0.5
+    plain = augment_volumes(images, targets, torch.Generator().manual_seed(3), intensity=0, noise=0)
+    scaled = augment_volumes(images, targets, torch.Generator().manual_seed(3), intensity=0, noise=0, contrast=1.25)
+    assert torch.equal(plain[1], scaled[1])
+    gains = scaled[0].flatten(1) / plain[0].flatten(1)
+    assert torch.allclose(gains, gains[:, :1].expand_as(gains))  # one gain per sample
+    assert ((gains[:, 0] > 0.8 - 1e-6) & (gains[:, 0] < 1.25 + 1e-6)).all()
+    assert gains[:, 0].std() > 0.02  # the samples differ
+    assert VOLUME_CONTRAST > 1  # the training loop's 3D augmentation uses it

@@ -54,6 +54,7 @@ from .steps import (
     refresh_batch_norm_statistics,
 )
 from .volumes import (
+    VOLUME_CONTRAST,
     VOLUME_ELASTIC,
     VOLUME_STATISTICS_BATCHES,
     VOLUME_ZOOM,
@@ -314,7 +315,7 @@ class Trainer:
         if self.config.augment and self.dims == 3:
             images, targets, weights = augment_volumes(
                 images, targets, self.augment_generator, elastic_strength=VOLUME_ELASTIC, zoom=VOLUME_ZOOM,
-                weights=weights,
+                weights=weights, contrast=VOLUME_CONTRAST,
             )  # fmt: skip
         elif self.config.augment:
             images, targets, weights = augment_batch(images, targets, self.augment_generator, weights=weights)
