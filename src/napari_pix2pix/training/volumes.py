@@ -40,8 +40,9 @@ VOLUME_ZOOM = 1.0
 #: Every 3D training patch's intensities are multiplied by a gain between 1/this and this. Without it
 #: a 3D U-Net trained 5 minutes on the ovule nuclei lost most objects when the held-out slices came
 #: 0.8× or 1.25× as contrasted (object F1 0.6 → 0.14–0.39; 0 at 0.6× and 1.6×): it had learned the
-#: training volume's brightness. With it, F1 held at 0.43–0.65 over 0.6–1.6× (docs/benchmarks.md,
-#: Quality in 3D). 1.6 made the models insensitive but over-segmenting (F1 0.40 at 1×).
+#: training volume's brightness. With it, the mean F1 over 0.6–1.6× rose 0.26 → 0.48 (three seeds;
+#: 0.62 → 0.55 at 1×, docs/benchmarks.md, Quality in 3D). 1.6 made the models insensitive but
+#: over-segmenting (F1 0.40 at 1×).
 VOLUME_CONTRAST = 1.25
 #: Before each validation of a 3D network its batch-norm statistics are recomputed over this many
 #: batches of unaugmented training patches (``steps.refresh_batch_norm_statistics``). With the moving
