@@ -240,10 +240,11 @@ class TrainWidget(QWidget):
         # A float box shows its minimum (0) as "auto", which the integer box cannot.
         self.network_depth = FloatSpinBox(label="Depth (pooling levels)", value=0, min=0, max=6, step=1)
         self.network_depth.native.setDecimals(0)
-        self.network_depth.native.setSpecialValueText("auto (4; the 3D U-Net 3)")
+        levels_2d, levels_3d = ARCHITECTURES["unet"].depth, ARCHITECTURES["unet-3d"].depth
+        self.network_depth.native.setSpecialValueText(f"auto ({levels_2d}; the 3D U-Net {levels_3d})")
         self.network_depth.tooltip = (
             "How many times the network halves the image: more levels see more context, fewer train faster. "
-            "auto: 4 for the 2D networks, 3 for the 3D U-Net"
+            f"auto: {levels_2d} for the 2D networks, {levels_3d} for the 3D U-Net"
         )
         self.advanced_controls: Container = Container(
             widgets=[

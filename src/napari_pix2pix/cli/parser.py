@@ -109,7 +109,15 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
-    train.add_argument("--depth", type=int, default=None, help="number of pooling levels (default: 4; the 3D U-Net 3)")
+    train.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help=(
+            f"number of pooling levels (default: {ARCHITECTURES['unet'].depth}; "
+            f"the 3D U-Net {ARCHITECTURES['unet-3d'].depth})"
+        ),
+    )
     train.add_argument("--no-augment", action="store_true", help="turn data augmentation off")
     train.add_argument(
         "--boundary-weight",

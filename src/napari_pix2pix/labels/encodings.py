@@ -158,6 +158,7 @@ class LabelEncoding:
     def instances(self, probabilities: np.ndarray, cleanup: Cleanup | None = None) -> np.ndarray:
         """Instance labels (Y, X, uint32) from class probabilities (K, Y, X): the connected regions
         of the objects (any class but the background), tidied by ``cleanup``."""
+        probabilities = np.asarray(probabilities, np.float32)  # a volume's float16, compared as ever
         foreground = self.foreground(probabilities, cleanup.threshold if cleanup is not None else 0.5)
         if self.needs_cleanup(cleanup):
             assert cleanup is not None

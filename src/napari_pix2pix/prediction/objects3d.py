@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from ..labels.encodings import InstanceEncoding
 from ..labels.postprocess import Cleanup, matching_ids
 from ..models.trained import TrainedModel
 from .reading import VolumeGeometry
@@ -55,9 +54,7 @@ def slab_plan(model: TrainedModel, geometry: VolumeGeometry) -> tuple[int, int]:
 
 def objects_in_3d(model: TrainedModel, probabilities: np.ndarray, cleanup: Cleanup | None) -> np.ndarray:
     """The objects (uint32 ids) of a stack's class probabilities (Z, K, Y, X), found in 3D."""
-    volume = np.moveaxis(np.asarray(probabilities), 1, 0)
-    if not isinstance(model.encoding, InstanceEncoding):  # its seeded watershed takes float16 as it is
-        volume = volume.astype(np.float32)
+    volume = np.moveaxis(np.asarray(probabilities), 1, 0)  # float16 as kept: each encoding takes it
     return model.encoding.instances(volume, cleanup).astype(np.uint32, copy=False)
 
 
