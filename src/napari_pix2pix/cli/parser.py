@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _depth_help() -> str:
+    unet, unet_3d = ARCHITECTURES["unet"].depth, ARCHITECTURES["unet-3d"].depth
+    return f"number of pooling levels (default: {unet}; the 3D U-Net {unet_3d})"
+
+
 def _add_train_command(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train",
@@ -109,15 +114,7 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--width", type=int, default=None, help="channels of the first layer (default: 16)")
-    train.add_argument(
-        "--depth",
-        type=int,
-        default=None,
-        help=(
-            f"number of pooling levels (default: {ARCHITECTURES['unet'].depth}; "
-            f"the 3D U-Net {ARCHITECTURES['unet-3d'].depth})"
-        ),
-    )
+    train.add_argument("--depth", type=int, default=None, help=_depth_help())
     train.add_argument("--no-augment", action="store_true", help="turn data augmentation off")
     train.add_argument(
         "--boundary-weight",
