@@ -70,6 +70,8 @@ def run(
     learning_rate: float | None = None,
     depth: int | None = None,
     contrasts: tuple[float, ...] = (),
+    binning: int | None = None,
+    val_fraction: float | None = None,
 ) -> dict:
     from napari_pix2pix import TrainingConfig, fit, predict, save_model
 
@@ -84,9 +86,11 @@ def run(
         annotation="instances",
         voxel_size=VOXEL,
         pixel_size=VOXEL[1:],
+        binning=binning,
         batch_size=batch,
         learning_rate=learning_rate,
         **({"depth": depth} if depth is not None else {}),
+        **({"val_fraction": val_fraction} if val_fraction is not None else {}),
     )
     started = time.monotonic()
     model = fit(train_image, train_labels, config)
@@ -94,13 +98,13 @@ def run(
     if save is not None:
         save_model(model, save / f"{method}-seed{seed}.pt")
     started = time.monotonic()
-    predicted = predict(model, image[50:], "instances")
+    predicted = predict(model, image[50:], "instances", voxel_size=VOXEL, pixel_size=VOXEL[1:])
     seconds = time.monotonic() - started
     score = scorer()
     result = score.scores(predicted > 0, labels[50:] > 0)
     result["instance_f1"] = score.instance_f1(predicted, labels[50:])
     for factor in contrasts:  # the same held-out slices, as if imaged brighter or dimmer
-        other = predict(model, with_contrast(image[50:], factor), "instances")
+        other = predict(model, with_contrast(image[50:], factor), "instances", voxel_size=VOXEL, pixel_size=VOXEL[1:])
         result[f"instance_f1_contrast_{factor:g}"] = score.instance_f1(other, labels[50:])
     return {
         "method": method,
@@ -124,6 +128,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: automatic)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the architecture's)")
     parser.add_argument("--depth", type=int, default=None, help="U-Net levels (default: TrainingConfig's)")
+    parser.add_argument("--binning", type=int, default=None, help="3D in-plane binning (default: automatic)")
+    parser.add_argument("--val-fraction", type=float, default=None, help="held-out share (default: TrainingConfig's)")
     parser.add_argument("--z-patch", type=int, default=None, help="the 3D patch's depth in slices (default: unet-3d's)")
     parser.add_argument(
         "--contrast",
@@ -144,7 +150,15 @@ def main() -> None:
     labels = tifffile.imread(DATA / "labels.tif")
     for seed in args.seeds:
         for method in args.methods:
-            options = (args.save, args.batch, args.lr, args.depth, tuple(args.contrast))
+            options = (
+                args.save,
+                args.batch,
+                args.lr,
+                args.depth,
+                tuple(args.contrast),
+                args.binning,
+                args.val_fraction,
+            )
             result = run(method, seed, args.minutes, image, labels, *options)
             result.update(date=time.strftime("%Y-%m-%d"), **({"variant": args.variant} if args.variant else {}))
             print(json.dumps(result), flush=True)

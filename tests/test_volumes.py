@@ -144,3 +144,82 @@ def test_a_volume_of_other_voxels_is_rescaled_to_the_models_and_scaled_back():
     with pytest.warns(VoxelSizeNote, match=r"learned 1 × 0.5 × 0.5: predicting at 2 × 1 × 1"):
         probabilities = predict(model, volume, "probability", device="cpu", voxel_size=(2.0, 0.5, 0.5))
     assert probabilities.shape == volume.shape and np.isfinite(probabilities).all()
+
+
+def test_binning_is_planned_from_the_voxel_size_and_the_objects_size():
+    from napari_pix2pix.training.binning import plan_binning
+
+    assert plan_binning((0.284, 0.128, 0.128), 17.0) == 2  # confocal ovule nuclei: 2.2× apart, 17 px across
+    assert plan_binning((0.2, 0.2, 0.2), 30.0) == 1  # isotropic already
+    assert plan_binning((0.19, 0.1, 0.1), 30.0) == 2  # 1.9× apart: binned pixels 5 % wider than the slices
+    assert plan_binning((0.284, 0.128, 0.128), 12.0) == 1  # small objects keep their pixels
+    assert plan_binning(None, 17.0) == 1 and plan_binning((0.284, 0.128, 0.128), None) == 1
+
+
+def test_binning_averages_the_image_and_keeps_each_blocks_most_frequent_label():
+    from napari_pix2pix.training.binning import bin_image, bin_labels
+
+    image = np.arange(2 * 4 * 6, dtype=np.float32).reshape(1, 2, 4, 6)
+    binned = bin_image(image, 2)
+    assert binned.shape == (1, 2, 2, 3) and binned[0, 0, 0, 0] == np.mean([0, 1, 6, 7])
+    assert bin_image(image[:, :, :3, :5], 2).shape == (1, 2, 2, 3)  # a partial block repeats the edge
+    labels = np.array([[[5, 5, 0, 7], [5, 0, 0, 7]]], np.uint16)  # (1, 2, 4): two blocks of 2×2
+    np.testing.assert_array_equal(bin_labels(labels, 2), [[[5, 0]]])
+    # scribbles: 0 is "not annotated", so a block with one annotated pixel takes its value
+    np.testing.assert_array_equal(bin_labels(labels, 2, zero_is_unannotated=True), [[[5, 7]]])
+    assert bin_labels(np.zeros((1, 2, 2), np.uint8), 2, zero_is_unannotated=True).item() == 0
+
+
+def test_slab_by_slab_in_plane_rescaling_equals_the_whole_volume_rescaling():
+    from napari_pix2pix.prediction.volume import rescaled_volume_probabilities
+
+    model = random_3d_model()
+    volume = np.random.default_rng(2).random((12, 40, 48)).astype(np.float32)
+    settings = PredictionSettings(device="cpu", tile_size=16)
+    geometry = volume_geometry(volume.shape, model)
+    streamed = [p for _, p in iter_volume_probabilities(model, volume, geometry, settings, in_plane=(0.5, 0.5))]
+    whole = [p for _, p in rescaled_volume_probabilities(model, volume, geometry, settings, (1.0, 0.5, 0.5))]
+    assert streamed[0].shape == (2, 40, 48)
+    np.testing.assert_allclose(streamed, whole, atol=1e-5)
+
+
+def test_a_model_trained_on_binned_volumes_predicts_at_the_volumes_own_size(tmp_path):
+    import warnings
+
+    from napari_pix2pix.prediction.rescale import VoxelSizeNote
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((16, 96, 96), np.uint16)
+    zz, yy, xx = np.ogrid[:16, :96, :96]
+    for i, (z, y, x) in enumerate(zip(rng.integers(3, 13, 12), rng.integers(11, 85, 12), rng.integers(11, 85, 12))):
+        inside = ((zz - z) / 3.0) ** 2 + ((yy - y) / 11.0) ** 2 + ((xx - x) / 11.0) ** 2 <= 1  # 22 px across
+        labels[inside & (labels == 0)] = i + 1
+    image = ((labels > 0) * 0.8 + 0.2 * rng.random(labels.shape)).astype(np.float32)
+    config = TrainingConfig(
+        dims="3d", width=8, depth=2, epochs=12, steps_per_epoch=5, max_minutes=None, batch_size=2,
+        patch_size=32, device="cpu", learning_rate=3e-3, val_fraction=0, voxel_size=(1.0, 0.2, 0.2),
+        annotation="instances",
+    )  # fmt: skip
+    model = fit(image, labels, config)
+    assert model.binning == 2 and model.voxel_size == (1.0, 0.4, 0.4) and model.config.z_skip == 1
+    with pytest.warns(VoxelSizeNote, match=r"learned 1 × 0.4 × 0.4: predicting at 1 × 0.5 × 0.5"):
+        found = predict(model, image, "labels", device="cpu", voxel_size=(1.0, 0.2, 0.2)) > 0
+    assert found.shape == labels.shape
+    assert 2 * (found & (labels > 0)).sum() / (found.sum() + (labels > 0).sum()) > 0.7
+    save_model(model, tmp_path / "binned.pt")
+    loaded = load_model(tmp_path / "binned.pt")
+    assert loaded.binning == 2 and torch.load(tmp_path / "binned.pt", weights_only=True)["format_version"] == 5
+    with pytest.warns(VoxelSizeNote, match="not known, taken as the training volumes'"):
+        unknown = predict(loaded, image, "labels", device="cpu") > 0  # no voxel size: the training volumes'
+    np.testing.assert_array_equal(unknown, found)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model that was not binned says nothing for a volume of unknown voxels
+        unbinned = fit(image, labels, replace_config(config, binning=1, epochs=1))
+        assert unbinned.binning == 1 and unbinned.voxel_size == (1.0, 0.2, 0.2)
+        predict(unbinned, image, "labels", device="cpu")
+
+
+def replace_config(config: TrainingConfig, **changes) -> TrainingConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)

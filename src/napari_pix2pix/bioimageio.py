@@ -322,6 +322,7 @@ def _own_config(model: TrainedModel) -> dict:
                 "object_size": model.object_size,
                 "pixel_size": list(model.pixel_size) if model.pixel_size else None,
                 **({"voxel_size": list(model.voxel_size)} if model.voxel_size else {}),
+                **({"binning": model.binning} if model.binning > 1 else {}),
             }
         )
     )
@@ -334,7 +335,13 @@ def _documentation(model: TrainedModel, description: str, axes: list[SpatialAxis
         f"- Classes: {', '.join(str(v) for v in model.encoding.class_values)} ({model.encoding.describe()})\n"
         f"- Output: the probability of each class, per {unit} (softmax over the channel axis)\n"
         f"{_size_note(axes)}"
-        f"- Trained for {len(model.history)} epochs with napari-pix2pix {__version__}\n"
+        + (
+            f"- The network learned its volumes binned {model.binning}× in y and x (the voxel size of its axes): "
+            "bin or rescale a volume to that voxel size before it, and its output back\n"
+            if model.binning > 1
+            else ""
+        )
+        + f"- Trained for {len(model.history)} epochs with napari-pix2pix {__version__}\n"
     )
 
 

@@ -35,7 +35,7 @@ from ..prediction.settings import AUTO_SIZE, DEFAULT_OBJECT_SIZE, DEFAULT_TTA, P
 from ..prediction.sinks import ArraySink, ZarrSink
 from ._autosave import file_name
 from ._devices import DEVICE_CHOICES
-from ._layers import channel_groups, keep_pickers_in_sync, layer_array, layer_picker, layer_pixel_size
+from ._layers import channel_groups, keep_pickers_in_sync, layer_array, layer_picker, layer_pixel_size, layer_voxel_size
 from ._layout import scrolling_layout
 from ._models import load_model_dialog, model_store
 from ._notify import notify, report_error, run_reporting_failures
@@ -337,6 +337,7 @@ class PredictWidget(QWidget):
             cleanup=self._cleanup(),
             link_slices=self.link_slices.value,
             pixel_size=layer_pixel_size(layer),
+            voxel_size=layer_voxel_size(layer),  # a 3D model rescales a stack of other voxels to its own
             match_pixel_size=self.match_pixel_size.value,
             tile_size=self.tile_size.value or None,
             overlap=None if self.overlap.value < 0 else self.overlap.value,

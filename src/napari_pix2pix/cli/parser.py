@@ -11,6 +11,7 @@ from ..labels.encodings import ANNOTATION_CHOICES, AUTO
 from ..labels.outputs import OUTPUTS
 from ..models.networks import ARCHITECTURES
 from ..prediction.settings import AUTO_SIZE, DEFAULT_OBJECT_SIZE, DEFAULT_TTA
+from ..training.binning import MAX_BINNING, MIN_BINNED_OBJECT
 from ..training.config import DATASET, DEFAULT_BATCH, DIMS, MAX_3D_ANISOTROPY, MIN_3D_SLICES, NORMALISATIONS
 
 
@@ -184,6 +185,26 @@ def _add_dims_options(train: argparse.ArgumentParser) -> None:
         "shape, and stored in a 3D model (default: the files' own: OME-Zarr, ImageJ or OME-TIFF metadata; "
         "with several stacks, the first's)",
     )
+    train.add_argument(
+        "--binning",
+        type=_binning,
+        default=None,
+        metavar="auto|N",
+        help="3D: bin the stacks' y and x N times before the network, which then learns (and predicts at) "
+        "that voxel size; 1: never. auto (the default): up to "
+        f"{MAX_BINNING}× while the binned pixels stay no wider than the slice spacing and the objects at "
+        f"least {MIN_BINNED_OBJECT:g} pixels across (0.284 µm slices of 0.128 µm pixels bin 2×)",
+    )
+
+
+def _binning(text: str) -> int | None:
+    """``--binning``'s value: None for auto, else a whole number."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}") from None
 
 
 def voxel_size_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -204,8 +225,9 @@ def _add_pixel_size_options(predict: argparse.ArgumentParser) -> None:
     )
     voxel_size_argument(
         predict,
-        "a stack's (z, y, x) voxel size, for a 3D model (default: the file's own, as for --pixel-size); a "
-        "warning says when it differs from the model's (the volume is predicted as it is)",
+        "a stack's (z, y, x) voxel size, for a 3D model (default: the file's own, as for --pixel-size; else "
+        "taken as the training volumes'); a volume with other voxels is rescaled to the model's and the "
+        "result scaled back, with a line saying so",
     )
     predict.add_argument(
         "--match-pixel-size",

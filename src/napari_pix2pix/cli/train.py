@@ -209,6 +209,7 @@ def _training_config(args: argparse.Namespace, resume: TrainedModel | None) -> T
         pixel_size=tuple(args.pixel_size) if args.pixel_size else None,
         dims=args.dims,
         voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
+        binning=args.binning,
         **{name: value for name, value in options.items() if value is not None},
     )
     config.check()

@@ -15,7 +15,16 @@ from ..errors import ModelFileError
 from .schema import weights_digest
 
 #: Fields of a package's own settings, copied into the payload as they are (the schema checks them).
-PACKAGE_FIELDS = ("config", "encoding", "normalisation", "patch_size", "object_size", "pixel_size", "voxel_size")
+PACKAGE_FIELDS = (
+    "config",
+    "encoding",
+    "normalisation",
+    "patch_size",
+    "object_size",
+    "pixel_size",
+    "voxel_size",
+    "binning",
+)
 
 
 def package_payload(path: Path) -> dict[str, Any]:

@@ -28,7 +28,9 @@ FORMAT = "napari-pix2pix model"
 # 2: the weights' SHA-256 is stored and checked; every field is validated.
 # 3: normalisation may be a per-image rule (older versions would apply its numbers to every image).
 # 4: 3D networks (config.z_skip, voxel_size); 2D models are still written as format 3.
-FORMAT_VERSION = 4
+# 5: binning of a 3D model's training volumes (a reader of 4 would predict a volume of unknown voxel
+#    size at the wrong scale); other 3D models are still written as format 4.
+FORMAT_VERSION = 5
 
 
 def _plain(value: Any) -> Any:
@@ -65,7 +67,7 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
     path = Path(path)
     payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION if model.config.dims == 3 else 3,
+        "format_version": 3 if model.config.dims == 2 else 5 if model.binning > 1 else 4,
         "config": model.config.to_dict(),
         "encoding": model.encoding.to_dict(),
         "normalisation": model.normalisation.to_dict(),
@@ -73,6 +75,7 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
         "object_size": None if model.object_size is None else float(model.object_size),
         "pixel_size": None if model.pixel_size is None else [float(v) for v in model.pixel_size],
         **({"voxel_size": [float(v) for v in model.voxel_size]} if model.voxel_size is not None else {}),
+        **({"binning": int(model.binning)} if model.binning > 1 else {}),
         "history": _plain(model.history),
         "versions": {
             "napari_pix2pix": __version__,
@@ -199,6 +202,7 @@ def _model_from_payload(payload: dict, version: int, path: Path, device: str | t
         object_size=_positive_or_none(payload.get("object_size")),
         pixel_size=tuple(payload["pixel_size"]) if payload.get("pixel_size") is not None else None,
         voxel_size=tuple(payload["voxel_size"]) if payload.get("voxel_size") is not None else None,
+        binning=int(payload.get("binning", 1)),
         history=list(payload.get("history", [])),
         discriminator_state=discriminator_state,
         device=str(device),

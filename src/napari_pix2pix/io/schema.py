@@ -135,6 +135,7 @@ def check_payload(payload: dict, version: int) -> None:
         raise SchemaError(f"object_size must be a positive number of pixels, found {object_size}")
     _physical_size("pixel_size", payload.get("pixel_size"), "y, x")
     _physical_size("voxel_size", payload.get("voxel_size"), "z, y, x")
+    _integer("binning", payload.get("binning", 1), *LIMITS["binning"])
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise SchemaError("history must be a list of tables")

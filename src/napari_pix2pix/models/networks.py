@@ -102,6 +102,7 @@ MODEL_LIMITS: dict[str, tuple[int, int]] = {
     "width": (1, 1024),
     "depth": (1, 10),
     "patch_size": (2, 16384),  # the smallest a padded U-Net of depth 1 trains on a 2×2 image
+    "binning": (1, 8),  # a 3D model's in-plane binning of its volumes (training.binning)
 }
 #: How the limits' names read in a message about training settings or data.
 _LIMIT_NAMES = {
@@ -110,6 +111,7 @@ _LIMIT_NAMES = {
     "width": "width",
     "depth": "depth",
     "patch_size": "patch size",
+    "binning": "binning (1: none)",
 }
 
 

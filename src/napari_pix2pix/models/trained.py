@@ -26,7 +26,10 @@ class TrainedModel:
     device: str = "cpu"
     object_size: float | None = None  # median object diameter (pixels) in the training labels
     pixel_size: tuple[float, float] | None = None  # (y, x) physical size of the training images' pixels
-    voxel_size: tuple[float, float, float] | None = None  # 3D models: (z, y, x) of the training volumes
+    voxel_size: tuple[float, float, float] | None = None  # 3D models: (z, y, x) the network learned
+    # 3D models: the training volumes' y and x were binned this many times (``voxel_size`` is the
+    # binned one); a volume of unknown voxel size is taken to have the training volumes' own
+    binning: int = 1
 
     @property
     def architecture(self) -> str:

@@ -66,33 +66,49 @@ class VoxelSizeWarning(UserWarning):
 class VoxelSizeNote(RescalingNote):
     """A stack was rescaled per axis to the voxel size a 3D model learned (said, not an error)."""
 
-    def __init__(self, model: TrainedModel, voxel_size: tuple[float, float, float], factors: tuple[float, ...]):
-        assert model.voxel_size is not None
-        super().__init__(
-            f"the image's voxels are {_size(voxel_size)} (z × y × x), the model learned {_size(model.voxel_size)}: "
-            f"predicting at {' × '.join(f'{f:.3g}' for f in factors)} and scaling the result back"
-        )
+    def __init__(self, model: TrainedModel, voxel_size: tuple[float, float, float] | None, factors: tuple[float, ...]):
+        scaling = f"predicting at {' × '.join(f'{f:.3g}' for f in factors)} and scaling the result back"
+        if voxel_size is not None and model.voxel_size is not None:
+            super().__init__(
+                f"the image's voxels are {_size(voxel_size)} (z × y × x), the model learned "
+                f"{_size(model.voxel_size)}: {scaling}"
+            )
+        else:  # a binned model, and a voxel size unknown: taken as the training volumes'
+            super().__init__(
+                f"the model learned its volumes binned {model.binning}× in y and x; the image's voxel size is "
+                f"{'not known' if voxel_size is None else _size(voxel_size)}, taken as the training volumes': "
+                f"{scaling} (give the voxel size, --voxel-size, if it differs)"
+            )
 
 
-ON_A_CLUSTER = "a cluster predicts volumes at their own voxel size (predict without --workers to rescale)"
+ON_A_CLUSTER = "a cluster rescales volumes in-plane only (predict without --workers to rescale along z too)"
 MAX_RESCALED_VOXELS = 2**27  # a volume is rescaled in memory up to this many voxels (at either size)
 
 
 def voxel_factors(model: TrainedModel, voxel_size: tuple[float, float, float] | None) -> tuple[float, ...] | None:
     """How much to scale a stack along z, y and x to the model's voxel size (each within the allowed
-    scale factors), or None when either voxel size is unknown or they agree within 2 % on every axis."""
+    scale factors), or None when they agree within 2 % on every axis. When either voxel size is
+    unknown the stack is taken to have the training volumes' own: None, or for a model whose volumes
+    were binned (``model.binning``) 1/binning in y and x."""
     if voxel_size is None or model.voxel_size is None:
-        return None
+        return None if model.binning == 1 else (1.0, 1 / model.binning, 1 / model.binning)
     voxel_size = check_voxel_size(voxel_size)
     if not sizes_differ(voxel_size, model.voxel_size):
         return None
     return tuple(bounded(mine / learned) for mine, learned in zip(voxel_size, model.voxel_size))
 
 
+def in_plane_factors(factors: tuple[float, ...] | None) -> tuple[float, float] | None:
+    """The (y, x) of voxel ``factors`` that leave z as it is (within 2 %), which a volume of any size
+    is rescaled by slab by slab; else None."""
+    if factors is None or abs(factors[0] - 1) > 0.02:
+        return None
+    return (factors[1], factors[2])
+
+
 def warn_voxel_size(model: TrainedModel, voxel_size: tuple[float, float, float] | None, why: str) -> None:
     """A ``VoxelSizeWarning`` when both voxel sizes are known and differ by more than 2 % on an axis."""
-    if voxel_factors(model, voxel_size) is not None:
-        assert voxel_size is not None
+    if voxel_size is not None and model.voxel_size is not None and voxel_factors(model, voxel_size) is not None:
         warnings.warn(VoxelSizeWarning(model, check_voxel_size(voxel_size), why), stacklevel=3)
 
 

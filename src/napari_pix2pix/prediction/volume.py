@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -139,23 +139,40 @@ def iter_volume_probabilities(
     settings: PredictionSettings,
     stop: threading.Event | None = None,
     slices: range | None = None,
+    in_plane: tuple[float, float] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Class probabilities (K, Y, X) of each slice of a volume (or of ``slices`` only), in order, from
     a 3D network. A range is predicted with the slabs of the whole volume's pass (the first one on
     their grid, ``z_grid``), so each of its slices is exactly what the whole-volume pass gives; only
-    the slices those slabs need are read."""
+    the slices those slabs need are read. With ``in_plane`` factors (y, x) each slab is scaled in-plane
+    as it is read (area: a block mean for a whole fraction, as a binned model learned) and each
+    slice's probabilities scaled back (bilinear): memory stays one slab, whatever the volume's size."""
     wanted = slices if slices is not None else range(geometry.n_slices)
     first = wanted.start - wanted.start % z_grid(model, geometry, settings)
+    own = (geometry.height, geometry.width)
+    scaled = own if in_plane is None else (max(1, round(own[0] * in_plane[0])), max(1, round(own[1] * in_plane[1])))
+
+    def read(start: int, stop_: int) -> np.ndarray:
+        slab = read_slab(image, geometry, model, start, stop_)
+        return slab if scaled == own else _planes_resized(slab.swapaxes(0, 1), scaled, "area").swapaxes(0, 1)
+
     for index, probabilities in iter_slab_probabilities(
         model,
-        lambda start, stop_: read_slab(image, geometry, model, start, stop_),
-        geometry,
+        read,
+        replace(geometry, height=scaled[0], width=scaled[1]),
         settings,
         slices=range(first, wanted.stop),
         stop=stop,
     ):
         if index >= wanted.start:
-            yield index, probabilities
+            yield index, probabilities if scaled == own else _planes_resized(probabilities[None], own, "bilinear")[0]
+
+
+def _planes_resized(planes: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
+    """(N, C, Y, X) float32 planes resized in-plane to ``shape``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
+    options = {"align_corners": False} if mode == "bilinear" else {}
+    return np.ascontiguousarray(torch.nn.functional.interpolate(tensor, size=shape, mode=mode, **options).numpy())
 
 
 def fits_rescaled(geometry: VolumeGeometry, factors: tuple[float, ...]) -> bool:

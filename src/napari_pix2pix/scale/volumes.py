@@ -61,7 +61,7 @@ def predict_volume_slab(
         convert = kind.on_host(model.encoding, settings.cleanup)
         geometry = volume_geometry(image.shape, model)
         for index, probabilities in iter_volume_probabilities(
-            model, image, geometry, settings, slices=range(start, stop)
+            model, image, geometry, settings, slices=range(start, stop), in_plane=plan.in_plane
         ):
             if halted(halt):
                 return SlabOutcome(stopped=True)
@@ -84,7 +84,9 @@ def _slab_objects(
     geometry = volume_geometry(image.shape, model)
     low, high = max(0, start - plan.object_halo), min(geometry.n_slices, stop + plan.object_halo)
     kept = np.empty((high - low, model.encoding.n_classes, geometry.height, geometry.width), np.float16)
-    for index, probabilities in iter_volume_probabilities(model, image, geometry, settings, slices=range(low, high)):
+    for index, probabilities in iter_volume_probabilities(
+        model, image, geometry, settings, slices=range(low, high), in_plane=plan.in_plane
+    ):
         if halted(halt):
             return SlabOutcome(stopped=True)
         kept[index - low] = probabilities

@@ -104,6 +104,9 @@ class TrainingConfig:
     pixel_size: tuple[float, float] | None = None  # (y, x) physical pixel size of the images, if known
     dims: str = AUTO  # "2d" (slice by slice), "3d" (volumes) or "auto": see choose_dims
     voxel_size: tuple[float, float, float] | None = None  # (z, y, x) of the stacks, if known
+    # 3D: bin the stacks' y and x this many times before the network (None: automatic, see
+    # binning.plan_binning; 1: never); the model keeps the binned voxel size
+    binning: int | None = None
 
     def check(self) -> None:
         """Raise ``InputError`` naming the first setting that is out of range."""
@@ -137,6 +140,8 @@ class TrainingConfig:
             raise InputError(f"dims must be one of {DIMS}, got {self.dims!r}")
         if self.voxel_size is not None:
             check_voxel_size(self.voxel_size)
+        if self.binning is not None:
+            check_limit("binning", self.binning)
 
     @property
     def architecture(self) -> Architecture:

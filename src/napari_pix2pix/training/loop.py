@@ -35,6 +35,7 @@ from ..models.trained import TrainedModel
 from ..models.unet3d import plan_z_skip
 from ..scale.distributed import Group, agree, join, wrapper
 from .augment import augment_batch
+from .binning import binned_pixel_size, binning_note, network_voxel_size
 from .config import FINE_TUNE_MIX, FINE_TUNE_RATE, TrainingConfig
 from .data import PatchSampler, VolumeSet
 from .evaluation import evaluate
@@ -106,7 +107,8 @@ class Trainer:
         if rank:
             rng = np.random.default_rng([config.seed, rank])  # each rank samples its own patches
 
-        z_skip = plan_z_skip(config.voxel_size, config.levels) if self.dims == 3 else 0
+        voxel_size = network_voxel_size(config.voxel_size, data.binning, base) if self.dims == 3 else None
+        z_skip = plan_z_skip(voxel_size, config.levels) if self.dims == 3 else 0
         model_config = ModelConfig(
             config.model,
             data.in_channels,
@@ -135,10 +137,9 @@ class Trainer:
             history,
             device=str(self.device),
             object_size=data.object_size,
-            pixel_size=config.pixel_size or (base.pixel_size if base is not None else None),
-            voxel_size=(config.voxel_size or (base.voxel_size if base is not None else None))
-            if self.dims == 3
-            else None,
+            pixel_size=binned_pixel_size(config.pixel_size, data.binning) or (base.pixel_size if base else None),
+            voxel_size=voxel_size,
+            binning=data.binning,  # 1 for slices
         )
         step = self._make_step(network, model_config, base)
         self.step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], Mapping[str, torch.Tensor | float]] = (
@@ -208,6 +209,7 @@ class Trainer:
             EventKind.START,
             message=f"training {config.model} on {self.device_name}, {len(data.train)} annotated slice(s), "
             f"{data.encoding.n_classes} classes ({data.encoding.kind}); {self.dims_reason}"
+            + binning_note(self.model.binning, self.model.voxel_size)
             + (f"; {self.memory_note}" if self.memory_note else "")
             + (
                 f"; fine-tuning at learning rate {config.lr:.2g}, keeping the starting model's batch-norm statistics"

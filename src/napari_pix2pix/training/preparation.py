@@ -27,6 +27,7 @@ class PreparedData:
     validation: SliceSet | VolumeSet | None
     in_channels: int
     object_size: float | None = None
+    binning: int = 1  # volumes: their y and x were binned this many times (binning.py)
 
 
 Pair = tuple  # (image, labels): an image (or stack) and its annotations

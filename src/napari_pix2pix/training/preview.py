@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -12,6 +13,7 @@ from ..errors import InputError
 from ..labels.outputs import get_output
 from ..models.trained import TrainedModel
 from ..prediction.pipeline import iter_probabilities, predict
+from ..prediction.rescale import RescalingNote
 from ..prediction.settings import PredictionSettings
 
 PREVIEW_DEPTH = 16  # slices of the block a 3D network previews on, around the slice in view
@@ -29,9 +31,11 @@ def preview_labels(model: TrainedModel, source: Callable[[], Any], dims: int, de
             return None
         encoding = model.encoding
         if dims == 3:
-            return predict(
-                model, np.asarray(image), encoding.default_output, settings=PredictionSettings(device=device)
-            )
+            with warnings.catch_warnings():  # a binned model's rescaling is said once, at prediction, not per preview
+                warnings.simplefilter("ignore", RescalingNote)
+                return predict(
+                    model, np.asarray(image), encoding.default_output, settings=PredictionSettings(device=device)
+                )
         ((_, probabilities),) = iter_probabilities(model, np.asarray(image), settings=PredictionSettings(device=device))
         return get_output(encoding.default_output).on_host(encoding, None)(probabilities)
     except InputError:

@@ -27,6 +27,7 @@ from ..prediction.settings import PredictionSettings
 from ..prediction.tiling import mirrored_indices
 from ..prediction.volume import iter_slab_probabilities, mirrored_slab
 from .augment import SYMMETRIES, gaussian_field, sampling_grid
+from .binning import bin_image, bin_labels, binned_voxel_size, plan_binning
 from .config import PER_IMAGE, TrainingConfig
 from .data import Volume, VolumeSet, annotated_slices
 from .evaluation import ValidationScore
@@ -106,20 +107,22 @@ def prepare_volumes(
     normalisation: Normalisation = (
         resume.normalisation if resume is not None else pooled_normalisation(pairs, config.normalisation == PER_IMAGE)
     )
+    binning = _binning(pairs, encoding, config, resume)
+    voxel_size = binned_voxel_size(config.voxel_size, binning) if config.voxel_size is not None else None
     train, validation = [], []
     weight = boundary_weight(encoding, config)
     for volume, lab in pairs:
         normalised = np.ascontiguousarray(np.moveaxis(normalisation.for_image(volume).apply(volume), -1, 0))
+        normalised = bin_image(normalised, binning)
+        lab = bin_labels(lab, binning, encoding.zero_means_unannotated)
         targets, held = _split_slices(encode_volume(encoding, lab), config.val_fraction)
         weights = (  # the loss's boundary weight map (weightmap.py), in 3D with physical distances
-            volume_boundary_weights(targets, encoding.object_classes, weight, config.voxel_size) if weight > 0 else None
+            volume_boundary_weights(targets, encoding.object_classes, weight, voxel_size) if weight > 0 else None
         )
         train.append(Volume(normalised, targets, _centres(targets, rng), weights))
         if held is not None:
             validation.append(Volume(normalised, held, np.zeros((0, 3), np.int64)))
-    objects = [encoding.objects(lab[s]) for _, lab in pairs for s in annotated_slices(lab)]
-    found = [o for o in objects if o is not None]
-    object_size = resume.object_size if resume is not None else (typical_object_size(found) if found else None)
+    object_size = resume.object_size if resume is not None else _object_size(pairs, encoding, binning)
     return PreparedData(
         encoding,
         normalisation,
@@ -127,7 +130,31 @@ def prepare_volumes(
         VolumeSet(validation) if validation else None,
         in_channels,
         object_size,
+        binning,
     )
+
+
+def _object_size(pairs: list[tuple[np.ndarray, np.ndarray]], encoding: LabelEncoding, binning: int = 1) -> float | None:
+    """The typical object diameter (pixels) in the annotated slices, after binning."""
+    unannotated = encoding.zero_means_unannotated
+    slices = [bin_labels(lab[s : s + 1], binning, unannotated)[0] for _, lab in pairs for s in annotated_slices(lab)]
+    found = [o for o in map(encoding.objects, slices) if o is not None]
+    return typical_object_size(found) if found else None
+
+
+def _binning(
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    encoding: LabelEncoding,
+    config: TrainingConfig,
+    resume: TrainedModel | None,
+) -> int:
+    """The in-plane binning of a run: the model's it builds on, the configuration's, else planned
+    from the voxel size and the objects' size (``binning.plan_binning``)."""
+    if resume is not None:
+        return resume.binning
+    if config.binning is not None:
+        return config.binning
+    return plan_binning(config.voxel_size, _object_size(pairs, encoding))
 
 
 class VolumePatchSampler:
