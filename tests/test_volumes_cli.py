@@ -121,6 +121,19 @@ def test_without_metadata_auto_trains_in_2d_and_voxel_size_with_dims_3d_in_3d(vo
     assert code == 0, stderr
     model = load_model(volumes / "3d.pt")
     assert model.config.architecture == "unet-3d" and model.voxel_size == (0.5, 0.2, 0.2)
+    code, _, stderr = run(
+        "train", *pair, "--out", str(volumes / "b.pt"), "--dims", "3d", "--voxel-size", "0.5", "0.2", "0.2",
+        "--binning", "2", *TINY,
+    )  # fmt: skip
+    assert code == 0 and "y and x binned 2× to voxels of 0.5 × 0.4 × 0.4" in stderr, stderr
+    assert load_model(volumes / "b.pt").voxel_size == (0.5, 0.4, 0.4)
+    code, _, stderr = run("predict", str(volumes / "b.pt"), pair[0], "--out", str(volumes / "b.tif"), "--device", "cpu")
+    assert code == 0 and "note: the model learned its volumes binned 2× in y and x" in stderr, stderr
+    assert tifffile.imread(volumes / "b.tif").shape == tifffile.imread(pair[0]).shape
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exited:
+        main(["train", *pair, "--out", str(volumes / "x.pt"), "--binning", "two", *TINY])
+    assert exited.value.code == 2 and "--binning: expected auto or a whole number, got 'two'" in err.getvalue()
 
 
 def test_predicting_with_a_3d_model_writes_a_volume_of_instances(trained_3d: tuple[Path, str], volumes: Path) -> None:
