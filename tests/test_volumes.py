@@ -212,6 +212,8 @@ def test_a_model_trained_on_binned_volumes_predicts_at_the_volumes_own_size(tmp_
     with pytest.warns(VoxelSizeNote, match="not known, taken as the training volumes'"):
         unknown = predict(loaded, image, "labels", device="cpu") > 0  # no voxel size: the training volumes'
     np.testing.assert_array_equal(unknown, found)
+    with pytest.raises(InputError, match="binning 1 is not the 2 of the model this run builds on"):
+        fit(image, labels, replace_config(config, binning=1, epochs=1), resume=loaded)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a model that was not binned says nothing for a volume of unknown voxels
         unbinned = fit(image, labels, replace_config(config, binning=1, epochs=1))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..labels.encodings import IGNORE, InstanceEncoding, LabelEncoding
 from ..labels.postprocess import typical_object_size
 from ..models.normalisation import Normalisation
@@ -151,6 +152,11 @@ def _binning(
     """The in-plane binning of a run: the model's it builds on, the configuration's, else planned
     from the voxel size and the objects' size (``binning.plan_binning``)."""
     if resume is not None:
+        if config.binning not in (None, resume.binning):
+            raise InputError(
+                f"binning {config.binning} is not the {resume.binning} of the model this run builds on, which keeps "
+                "its own; leave the binning automatic, or train a new model"
+            )
         return resume.binning
     if config.binning is not None:
         return config.binning
