@@ -108,7 +108,8 @@ def prepare_volumes(
     normalisation: Normalisation = (
         resume.normalisation if resume is not None else pooled_normalisation(pairs, config.normalisation == PER_IMAGE)
     )
-    binning = _binning(pairs, encoding, config, resume)
+    source_size = _object_size(pairs, encoding) if resume is None else None  # at the stacks' own pixels
+    binning = _binning(config, resume, source_size)
     voxel_size = binned_voxel_size(config.voxel_size, binning) if config.voxel_size is not None else None
     train, validation = [], []
     weight = boundary_weight(encoding, config)
@@ -123,7 +124,10 @@ def prepare_volumes(
         train.append(Volume(normalised, targets, _centres(targets, rng), weights))
         if held is not None:
             validation.append(Volume(normalised, held, np.zeros((0, 3), np.int64)))
-    object_size = resume.object_size if resume is not None else _object_size(pairs, encoding, binning)
+    if resume is not None:
+        object_size = resume.object_size
+    else:  # measured again on the binned labels only when they were binned
+        object_size = source_size if binning == 1 else _object_size(pairs, encoding, binning)
     return PreparedData(
         encoding,
         normalisation,
@@ -143,14 +147,9 @@ def _object_size(pairs: list[tuple[np.ndarray, np.ndarray]], encoding: LabelEnco
     return typical_object_size(found) if found else None
 
 
-def _binning(
-    pairs: list[tuple[np.ndarray, np.ndarray]],
-    encoding: LabelEncoding,
-    config: TrainingConfig,
-    resume: TrainedModel | None,
-) -> int:
+def _binning(config: TrainingConfig, resume: TrainedModel | None, object_size: float | None) -> int:
     """The in-plane binning of a run: the model's it builds on, the configuration's, else planned
-    from the voxel size and the objects' size (``binning.plan_binning``)."""
+    from the voxel size and the objects' ``object_size`` (``binning.plan_binning``)."""
     if resume is not None:
         if config.binning not in (None, resume.binning):
             raise InputError(
@@ -160,7 +159,7 @@ def _binning(
         return resume.binning
     if config.binning is not None:
         return config.binning
-    return plan_binning(config.voxel_size, _object_size(pairs, encoding))
+    return plan_binning(config.voxel_size, object_size)
 
 
 class VolumePatchSampler:
