@@ -56,7 +56,7 @@ turns it off). The peak grows with the slice's area (a slab of slices is held), 
 The issue's target: peak ≤ 2 GB for a 1 GB volume. ``--output instances`` measures what 3D instances
 cost: they are found by a watershed over class probabilities kept as float16 (Z, 3, Y, X), with
 its float32 elevation, markers, masks and output besides (the float64 copies skimage makes of the
-elevation among them): about ``INSTANCE_BYTES`` (32) bytes per voxel. A volume of up to
+elevation among them): about ``INSTANCE_BYTES`` (37) bytes per voxel. A volume of up to
 ``objects3d.SLAB_VOXELS`` voxels is done whole, a larger one a slab and its halos at a time
 (``prediction/objects3d.py``), so the estimate stops growing there.
 The part is skipped with a message when the estimate exceeds 80 % of the memory available.
@@ -121,9 +121,10 @@ PARTS = ("training", "prediction", "memory")
 BATCH = 4  # the engine's default batch
 INSTANCE_CLASSES = 3  # background, interior, boundary: what annotation="instances" trains
 MiB = 2**20
-# 3D instances: float16 class probabilities of the volume (6 bytes a voxel), their float32 copy (12),
-# the watershed's markers, masks, padded copies and output (about 20): an estimate, to skip what cannot fit.
-INSTANCE_BYTES = 32
+# 3D instances: float16 class probabilities of the block (6 bytes a voxel), the float32 elevation,
+# the watershed's markers, masks, float64 and padded copies and output (about 31, measured on 32 × 1024²):
+# an estimate, to skip what cannot fit.
+INSTANCE_BYTES = 37
 
 
 def record(args, part: str, row: dict, device: str | None = None) -> None:
@@ -447,7 +448,8 @@ def available_mib() -> float:
 def benchmark_memory(args) -> None:
     depth = max(1, round(args.gigabytes * 1e9 / args.side**2))
     voxels = depth * args.side**2
-    held = min(voxels, max(SLAB_VOXELS, 3 * args.side**2))  # the voxels one watershed holds (objects3d.slab_plan)
+    # the voxels one watershed holds (objects3d.slab_plan: a block grows to 3 halos of a quarter of 16 slices)
+    held = min(voxels, max(SLAB_VOXELS, 12 * args.side**2))
     if args.output == "instances" and held * INSTANCE_BYTES / MiB > 0.8 * available_mib():
         print(
             f"memory: skipped; 3D instances of {held / 1e9:.2f} G voxels at once need about "

@@ -166,12 +166,15 @@ def test_instances_agree_with_one_process_and_are_merged_across_slabs(tmp_path, 
 def test_one_process_finds_a_large_volumes_objects_slab_by_slab(monkeypatch, planes):
     """A volume of more than SLAB_VOXELS voxels has its objects found a slab at a time (memory: one
     slab and its halos, whatever the depth), with the whole volume's objects and unique ids. The
-    halos are 2 and 5 slices here; the objects are 9 deep, and matched across the borders."""
+    halos are 4 slices (a quarter of the 16 taken as an object's depth when the model does not
+    know it; 10 planes are too few for that, so the block grows to 12) and 5 (a quarter of 20
+    planes); the objects are 9 deep, and matched across the borders."""
     model, volume = threshold_3d_model(), domes()
     whole = predict(model, volume, "instances", device="cpu")
     monkeypatch.setattr(objects3d, "SLAB_VOXELS", planes * SHAPE[1] * SHAPE[2])
     depth, halo = objects3d.slab_plan(model, volume_geometry(volume.shape, model))
-    assert depth + 2 * halo == planes and halo == planes // 4
+    assert model.object_size is None and halo == max(planes // 4, 4) and depth + 2 * halo == max(planes, 3 * halo)
+    planes = depth + 2 * halo
     blocks = []
     found_in_3d = objects3d.objects_in_3d
     monkeypatch.setattr(objects3d, "objects_in_3d", lambda m, p, c: blocks.append(len(p)) or found_in_3d(m, p, c))
@@ -185,6 +188,22 @@ def test_one_process_finds_a_large_volumes_objects_slab_by_slab(monkeypatch, pla
 
     for object_id in range(1, n_found + 1):  # one id, one object
         assert label(found == object_id, connectivity=1).max() == 1
+
+
+def test_slab_halos_are_a_quarter_of_an_objects_depth_at_least():
+    """On big slices the block of slab and halos is 2**24 voxels (16 slices of 1024²) while its halo
+    of a quarter of the block covers a quarter of an object's depth; on larger slices the block grows
+    rather than cut the halo short, and the halo never exceeds one object's depth."""
+    model = replace(threshold_3d_model(), object_size=40.0, voxel_size=(0.284, 0.128, 0.128))
+    assert objects3d.object_halo(model) == 19  # 40 px of 0.128 over slices of 0.284
+    geometry = objects3d.VolumeGeometry(100, 1024, 1024, 1, True)
+    assert objects3d.slab_plan(model, geometry) == (6, 5)  # 16 slices: halos of ceil(19 / 4)
+    geometry = objects3d.VolumeGeometry(100, 2048, 2048, 1, True)
+    assert objects3d.slab_plan(model, geometry) == (5, 5)  # 4 slices would fit: grown to 15
+    geometry = objects3d.VolumeGeometry(300, 256, 256, 1, True)
+    assert objects3d.slab_plan(model, geometry) == (256 - 2 * 19, 19)  # room for a whole object's depth
+    geometry = objects3d.VolumeGeometry(100, 256, 256, 1, True)
+    assert objects3d.slab_plan(model, geometry) == (100, 0)  # 2**24 voxels or fewer: whole
 
 
 def test_what_cannot_work_on_the_cluster_is_one_line(tmp_path, monkeypatch, scheduler, capsys):
