@@ -47,11 +47,11 @@ def dock(viewer, name):
 
 def small_settings(widget, epochs=2):
     widget.epochs.value = epochs
-    widget.patch_size.value = 64
-    widget.batch_size.value = 2
-    widget.device.value = "cpu"
-    widget.network_width.value = 4
-    widget.network_depth.value = 2
+    widget.advanced.patch_size.value = 64
+    widget.advanced.batch_size.value = 2
+    widget.advanced.device.value = "cpu"
+    widget.advanced.network_width.value = 4
+    widget.advanced.network_depth.value = 2
 
 
 def messages():
@@ -73,9 +73,13 @@ def test_widgets_and_samples_load_through_the_manifest(viewer):
     assert viewer.layers["membranes EM"].data.shape == viewer.layers["membranes EM labels"].data.shape
     assert predict.image_picker.choices[-1] is viewer.layers["membranes EM"]
     # Depth starts at "auto": the network's own (4, the 3D U-Net 3); a number is passed on
-    assert train.network_depth.native.text().startswith("auto") and train.config().depth is None
-    train.network_depth.value = 5
+    assert train.advanced.network_depth.native.text().startswith("auto") and train.config().depth is None
+    train.advanced.network_depth.value = 5
     assert train.config().depth == 5
+    # 3D binning starts at "auto" (None: the voxel size and the objects decide); a number is passed on
+    assert train.advanced.binning.native.text().startswith("auto") and train.config().binning is None
+    train.advanced.binning.value = 1
+    assert train.config().binning == 1
 
 
 def test_pickers_follow_renames_and_removals(viewer, stack):
@@ -127,8 +131,8 @@ def test_pix2pix_plots_generator_and_discriminator(viewer, stack, qtbot):
     train = dock(viewer, "Train")
     small_settings(train, epochs=1)
     train.model_choice.value = "pix2pix"
-    assert train.learning_rate.value == pytest.approx(2e-4)
-    train.patch_size.value = 64
+    assert train.advanced.learning_rate.value == pytest.approx(2e-4)
+    train.advanced.patch_size.value = 64
     train.start()
     wait_idle(qtbot, train)
     assert len(train.plot.series["generator loss"]) == len(train.plot.series["discriminator loss"]) > 0
@@ -214,11 +218,13 @@ def test_train_widget_runs_until_the_time_budget_by_default(viewer):
     assert train.epochs.value == 0 and "0: until the time budget" in train.epochs.label
     config = train.config()
     assert config.epochs is None and config.max_minutes == 10
-    assert config.boundary_weight is None and "auto" in train.boundary_weight.native.text()  # by annotation kind
-    train.boundary_weight.value = 5
+    assert (
+        config.boundary_weight is None and "auto" in train.advanced.boundary_weight.native.text()
+    )  # by annotation kind
+    train.advanced.boundary_weight.value = 5
     assert train.config().boundary_weight == 5
-    assert config.batch_size is None and "0 = automatic" in train.batch_size.label  # fits the free memory
-    train.batch_size.value = 3
+    assert config.batch_size is None and "0 = automatic" in train.advanced.batch_size.label  # fits the free memory
+    train.advanced.batch_size.value = 3
     assert train.config().batch_size == 3
 
 
@@ -287,7 +293,7 @@ def test_bad_annotations_are_notified(viewer, qtbot, labels, expected):
 def test_cuda_without_gpu_is_notified(viewer, stack, qtbot):
     train = dock(viewer, "Train")
     small_settings(train)
-    train.device.value = "cuda"
+    train.advanced.device.value = "cuda"
     train.start()
     wait_idle(qtbot, train)
     assert any("CUDA was chosen" in m for m in messages())
@@ -479,7 +485,7 @@ def test_two_pairs_of_layers_train_one_model(viewer, stack, qtbot):
     other_labels = viewer.add_labels(membranes[0], name="other labels")
     train = dock(viewer, "Train")
     small_settings(train, epochs=1)
-    train.patch_size.value = 32
+    train.advanced.patch_size.value = 32
     train.live_preview.value = False
     train.image_picker.value, train.labels_picker.value = stack
     train.pairs.add_button.click()
@@ -497,7 +503,7 @@ def test_two_pairs_of_layers_train_one_model(viewer, stack, qtbot):
 def test_predict_correct_a_slice_and_continue_training_learns_it(viewer, stack, qtbot):
     train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
     small_settings(train, epochs=3)
-    train.network_width.value = 8
+    train.advanced.network_width.value = 8
     train.live_preview.value = False
     train.start()
     wait_idle(qtbot, train)
@@ -512,7 +518,7 @@ def test_predict_correct_a_slice_and_continue_training_learns_it(viewer, stack, 
     train.image_picker.value, train.labels_picker.value = stack[0], predicted
     train.pairs.add_button.click()
     train.start_from.value = model_store.names()[-1]
-    assert not train.network_width.enabled  # a continued model keeps its network
+    assert not train.advanced.network_width.enabled  # a continued model keeps its network
     train.start()
     assert any("correct at least one slice" in m for m in messages())
 
@@ -524,7 +530,7 @@ def test_predict_correct_a_slice_and_continue_training_learns_it(viewer, stack, 
     predicted.data_setitem(block, value)
     assert predicted.metadata["napari-pix2pix corrected slices"] == {1}
     small_settings(train, epochs=6)
-    train.learning_rate.value = 3e-3
+    train.advanced.learning_rate.value = 3e-3
     train.start()
     wait_idle(qtbot, train)
     continued = train.model
@@ -627,7 +633,7 @@ def test_a_stack_with_three_painted_slices_trains_in_3d_and_predicts_a_3d_labels
     train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
     assert train.dims_hint.value == "3D: the stack has 16 slices of 0.5, 2.5× the pixel size; 3 of 16 slices annotated"
     small_settings(train, epochs=1)
-    train.patch_size.value = 32
+    train.advanced.patch_size.value = 32
     train.live_preview.value = False
     train.start()
     wait_idle(qtbot, train)
@@ -668,7 +674,7 @@ def test_3d_sample_trains_a_3d_network_predicts_a_3d_layer_and_continues_from_co
     train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
     train.image_picker.value, train.labels_picker.value = image, labels
     small_settings(train, epochs=1)  # 20 steps
-    train.patch_size.value = 32
+    train.advanced.patch_size.value = 32
     train.dims_choice.value = "3d"
     train.live_preview.value = False
     train.start()
@@ -690,6 +696,8 @@ def test_3d_sample_trains_a_3d_network_predicts_a_3d_layer_and_continues_from_co
     train.image_picker.value, train.labels_picker.value = image, predicted
     train.pairs.add_button.click()
     train.start_from.value = model_store.names()[-1]
+    # the continued model's binning (none) is shown, not offered
+    assert not train.advanced.binning.enabled and train.config().binning == first.binning == 1
     train.start()
     wait_idle(qtbot, train)
     assert train.model is not first and train.model.config.dims == 3, messages()[-3:]
@@ -704,15 +712,15 @@ def test_the_shipped_nuclei_model_is_offered_to_predict_and_to_fine_tune(viewer,
     assert label in predict.model_choice.choices
     assert label in train.start_from.choices  # shown as "Fine-tune 'Nuclei (pretrained)'"
     train.start_from.value = label
-    assert train.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate * FINE_TUNE_RATE)
+    assert train.advanced.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate * FINE_TUNE_RATE)
     assert not train.model_choice.enabled  # a fine-tuned model keeps its network and intensity scaling
-    assert train.normalisation.value == "per-image" and not train.normalisation.enabled
+    assert train.advanced.normalisation.value == "per-image" and not train.advanced.normalisation.enabled
     train.start_from.native.setCurrentIndex(0)  # back to "A new model": its network and rate are offered again
-    assert train.model_choice.enabled and train.network_width.enabled and train.normalisation.enabled
-    assert train.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate)
+    assert train.model_choice.enabled and train.advanced.network_width.enabled and train.advanced.normalisation.enabled
+    assert train.advanced.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate)
     tuned = dataclasses.replace(load_pretrained("nuclei"), history=[{"loss": 1.0, "fine_tuning": True}])
     train.start_from.value = model_store.add("tuned", tuned)  # continuing a fine-tuned model: the gentle rate
-    assert train.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate * FINE_TUNE_RATE)
+    assert train.advanced.learning_rate.value == pytest.approx(ARCHITECTURES["unet"].learning_rate * FINE_TUNE_RATE)
     viewer.open_sample(PLUGIN, "nuclei")
     predict.image_picker.value = viewer.layers["nuclei"]
     predict.model_choice.value = label

@@ -21,8 +21,8 @@ from ._version import __version__
 
 # name -> the module that defines it
 _API = {
-    "fit": "napari_pix2pix.training.loop",
-    "train": "napari_pix2pix.training.loop",
+    "fit": "napari_pix2pix.training.fitting",
+    "train": "napari_pix2pix.training.fitting",
     "TrainingConfig": "napari_pix2pix.training.config",
     "predict": "napari_pix2pix.prediction.pipeline",
     "iter_predict": "napari_pix2pix.prediction.pipeline",
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from .prediction.pipeline import iter_predict, predict
     from .prediction.settings import PredictionSettings
     from .training.config import TrainingConfig
-    from .training.loop import fit, train
+    from .training.fitting import fit, train
 
 
 def __getattr__(name: str) -> Any:

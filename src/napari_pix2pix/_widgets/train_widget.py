@@ -24,13 +24,12 @@ from ..checks import common_pixel_size, common_voxel_size
 from ..errors import InputError
 from ..io import save_model
 from ..labels.encodings import ANNOTATION_CHOICES, AUTO, ENCODINGS
-from ..models.networks import ARCHITECTURES, get_architecture
+from ..models.networks import ARCHITECTURES
 from ..models.trained import TrainedModel
-from ..training.config import DATASET, DEFAULT_BATCH, FINE_TUNE_RATE, NORMALISATIONS, PER_IMAGE, TrainingConfig
+from ..training.config import TrainingConfig
 from ..training.events import EventKind, TrainingEvent
 from ..training.loop import Trainer
 from ._autosave import autosave
-from ._devices import DEVICE_CHOICES
 from ._dims import DimsHint
 from ._layers import keep_pickers_in_sync, layer_array, layer_picker, layer_pixel_size, layer_voxel_size
 from ._layout import scrolling_layout
@@ -40,10 +39,9 @@ from ._workers import WorkerGuard
 from .loss_plot import LossPlot
 from .pairs import TrainingPairs
 from .preview import LivePreview, PreviewPicture
+from .train_settings import AdvancedTrainingSettings
 
 _PROGRESS_STEPS = 1000  # the progress bar counts thousandths of the run (its time budget or its epochs)
-
-AUTO_WEIGHT = -1.0  # the Boundary weight box's value for 'the annotation kind's default'
 
 
 def _annotation_label(choice: str) -> str:
@@ -120,7 +118,7 @@ class TrainWidget(QWidget):
         )
 
         advanced = QCollapsible("Advanced settings")
-        advanced.addWidget(self.advanced_controls.native)
+        advanced.addWidget(self.advanced.native)
         layout = scrolling_layout(self)
         layout.addWidget(self.controls.native)
         layout.addWidget(self.pairs)
@@ -193,74 +191,13 @@ class TrainWidget(QWidget):
                 self.live_preview,
             ]
         )
-        self._make_advanced_settings(defaults)
+        self.advanced = AdvancedTrainingSettings(defaults)
         self.model_choice.changed.connect(self._model_defaults)
         self.start_from.changed.connect(self._start_from_changed)
         # The store outlives this widget: disconnect when Qt deletes it.
         model_store.changed.connect(self.reset_choices)
         callback = self.reset_choices
         self.destroyed.connect(lambda *_: model_store.changed.disconnect(callback, missing_ok=True))
-
-    def _make_advanced_settings(self, defaults: TrainingConfig) -> None:
-        """The settings shown under "Advanced"."""
-        self.batch_size = SpinBox(label="Batch size (0 = automatic)", value=defaults.batch_size or 0, min=0, max=256)
-        self.batch_size.tooltip = (
-            f"Training patches per step; 0: {DEFAULT_BATCH}, or fewer when the device's free memory asks for it. "
-            "A number given is kept, or refused when it cannot fit"
-        )
-        self.patch_size = SpinBox(label="Patch size", value=defaults.patch, min=16, max=2048, step=16)
-        self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.lr, min=1e-6, max=0.5, step=1e-4)
-        self.learning_rate.native.setDecimals(6)
-        self.val_fraction = FloatSpinBox(
-            label="Validation fraction", value=defaults.val_fraction, min=0, max=0.9, step=0.05
-        )
-        self.augment = CheckBox(text="Augmentation (flips, rotations, elastic, intensity)", value=True)
-        self.normalisation = ComboBox(
-            label="Intensity scaling",
-            choices=[(label, name) for name, label in NORMALISATIONS.items()],
-            value=defaults.normalisation,
-        )
-        self.normalisation.tooltip = (
-            "How images are scaled for the network: by the training images' 1st-99.8th percentiles (the "
-            "same for every image), or each image by its own (for images whose brightness varies)"
-        )
-        # -1 shows as "auto": the annotation kind's default (10 for instances, 0 for the others).
-        self.boundary_weight = FloatSpinBox(
-            label="Boundary weight", value=AUTO_WEIGHT, min=AUTO_WEIGHT, max=100, step=1
-        )
-        self.boundary_weight.native.setSpecialValueText("auto (10 for instances, else off)")
-        self.boundary_weight.tooltip = (
-            "Weigh the thin gaps between objects (membranes between cells, background between touching "
-            "nuclei) up to 1 + this many times in the loss, so they stay open (the U-Net paper's weight "
-            "map); 0: off"
-        )
-        self.device = ComboBox(label="Device", choices=DEVICE_CHOICES, value="auto")
-        self.seed = SpinBox(label="Seed", value=defaults.seed, min=0, max=2**31 - 1)
-        self.network_width = SpinBox(label="Width (first-layer channels)", value=defaults.width, min=1, max=256)
-        # A float box shows its minimum (0) as "auto", which the integer box cannot.
-        self.network_depth = FloatSpinBox(label="Depth (pooling levels)", value=0, min=0, max=6, step=1)
-        self.network_depth.native.setDecimals(0)
-        levels_2d, levels_3d = ARCHITECTURES["unet"].depth, ARCHITECTURES["unet-3d"].depth
-        self.network_depth.native.setSpecialValueText(f"auto ({levels_2d}; the 3D U-Net {levels_3d})")
-        self.network_depth.tooltip = (
-            "How many times the network halves the image: more levels see more context, fewer train faster. "
-            f"auto: {levels_2d} for the 2D networks, {levels_3d} for the 3D U-Net"
-        )
-        self.advanced_controls: Container = Container(
-            widgets=[
-                self.batch_size,
-                self.patch_size,
-                self.learning_rate,
-                self.val_fraction,
-                self.augment,
-                self.normalisation,
-                self.boundary_weight,
-                self.device,
-                self.seed,
-                self.network_width,
-                self.network_depth,
-            ]
-        )
 
     # ------------------------------------------------------------------ napari hooks
 
@@ -291,18 +228,8 @@ class TrainWidget(QWidget):
             annotation=self.annotation_choice.value,
             epochs=self.epochs.value or None,
             max_minutes=self.max_minutes.value,
-            batch_size=self.batch_size.value or None,  # 0: automatic
-            patch_size=self.patch_size.value,
-            learning_rate=self.learning_rate.value,
-            val_fraction=self.val_fraction.value,
-            augment=self.augment.value,
-            normalisation=self.normalisation.value,
-            boundary_weight=None if self.boundary_weight.value == AUTO_WEIGHT else self.boundary_weight.value,
-            device=self.device.value,
-            seed=self.seed.value,
-            width=self.network_width.value,
-            depth=int(self.network_depth.value) or None,
             dims=self.dims_choice.value,
+            **self.advanced.fields(),
         )
 
     def start(self) -> None:
@@ -460,18 +387,13 @@ class TrainWidget(QWidget):
 
     def _start_from_changed(self, name: str) -> None:
         """A continued or fine-tuned model keeps its network and intensity scaling: they are shown, not offered."""
-        for widget in (self.model_choice, self.network_width, self.network_depth, self.normalisation):
-            widget.enabled = name == NEW_MODEL
-        if name != NEW_MODEL:
-            model = model_store.get(name)
-            self.model_choice.value = model.architecture
-            self.network_width.value, self.network_depth.value = model.config.width, model.config.depth
-            self.normalisation.value = PER_IMAGE if model.normalisation.per_image else DATASET
-        # Fine-tuning a shipped model trains at a gentler rate (training.config.FINE_TUNE_RATE)
-        # (continuing a fine-tuned model goes on at that rate)
-        rate = get_architecture(self.model_choice.value).learning_rate
-        gentle = name != NEW_MODEL and (model_store.is_shipped(name) or model_store.get(name).fine_tuned)
-        self.learning_rate.value = rate * FINE_TUNE_RATE if gentle else rate
+        self.model_choice.enabled = name == NEW_MODEL
+        base = model_store.get(name) if name != NEW_MODEL else None
+        if base is not None:
+            self.model_choice.value = base.architecture
+        # Fine-tuning a shipped model, or continuing a fine-tuned one, trains at a gentler rate.
+        gentle = base is not None and (model_store.is_shipped(name) or base.fine_tuned)
+        self.advanced.follow_base(self.model_choice.value, base, gentle)
 
     def _keep_unsaved_model(self) -> None:
         """napari is closing (or the process exiting): keep a model trained here and not saved,
@@ -494,9 +416,7 @@ class TrainWidget(QWidget):
 
     def _model_defaults(self, value: str) -> None:
         """Patch size and learning rate that suit the chosen model."""
-        architecture = get_architecture(value)
-        self.patch_size.value = architecture.patch_size
-        self.learning_rate.value = architecture.learning_rate
+        self.advanced.follow_architecture(value)
 
 
 def _row(*widgets: QWidget) -> QHBoxLayout:

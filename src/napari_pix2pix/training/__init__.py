@@ -3,6 +3,7 @@ the boundary weight map, the step objects and the loop (``train``, ``fit``, ``Tr
 
 from .config import NORMALISATIONS, TrainingConfig
 from .events import EventKind, TrainingEvent
-from .loop import Trainer, fit, train
+from .fitting import fit, train
+from .loop import Trainer
 
 __all__ = ["NORMALISATIONS", "EventKind", "Trainer", "TrainingConfig", "TrainingEvent", "fit", "train"]
