@@ -631,13 +631,20 @@ def test_a_stack_with_three_painted_slices_trains_in_3d_and_predicts_a_3d_labels
     viewer.add_image(image, name="stack", scale=(0.5, 0.2, 0.2))
     viewer.add_labels(painted, name="painted", scale=(0.5, 0.2, 0.2))
     train, predict = dock(viewer, "Train"), dock(viewer, "Predict")
+    assert train.dims_hint.value == (
+        "3D: the stack has 16 slices of 0.5, 2.5× the pixel size; y and x binned 2× if the objects are 16 pixels "
+        "across or more; 3 of 16 slices annotated"
+    )
+    train.advanced.binning.value = 1  # never: the hint says nothing of binning
     assert train.dims_hint.value == "3D: the stack has 16 slices of 0.5, 2.5× the pixel size; 3 of 16 slices annotated"
+    train.advanced.binning.value = 0  # automatic again: the blobs (about 10 pixels) are too small to bin
     small_settings(train, epochs=1)
     train.advanced.patch_size.value = 32
     train.live_preview.value = False
     train.start()
     wait_idle(qtbot, train)
     assert train.model.config.architecture == "unet-3d" and train.model.voxel_size == (0.5, 0.2, 0.2)
+    assert train.model.binning == 1
     predict.image_picker.value = viewer.layers["stack"]
     predict.run()
     wait_idle(qtbot, predict)

@@ -176,7 +176,8 @@ class TrainWidget(QWidget):
             "While training, show below the network's labels for the slice the viewer shows (in this panel, "
             "so napari's canvas is not redrawn)"
         )
-        self.dims_hint = DimsHint(self.dims_choice, self.image_picker, self.labels_picker)
+        self.advanced = AdvancedTrainingSettings(defaults)
+        self.dims_hint = DimsHint(self.dims_choice, self.image_picker, self.labels_picker, self.advanced.binning)
         self.controls = Container(
             widgets=[
                 self.image_picker,
@@ -191,7 +192,6 @@ class TrainWidget(QWidget):
                 self.live_preview,
             ]
         )
-        self.advanced = AdvancedTrainingSettings(defaults)
         self.model_choice.changed.connect(self._model_defaults)
         self.start_from.changed.connect(self._start_from_changed)
         # The store outlives this widget: disconnect when Qt deletes it.
