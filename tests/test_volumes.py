@@ -3,6 +3,8 @@ stacks, blockwise prediction, 3D instances, and 3D model files."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -127,23 +129,67 @@ def test_3d_training_refuses_what_it_cannot_do():
         fit(image, labels, TrainingConfig(dims="4d", epochs=1, max_minutes=None))
 
 
-def test_a_volume_of_other_voxels_is_rescaled_to_the_models_and_scaled_back():
+def whole_volume_rescaled(model, volume, settings, factors):
+    """The reference: the whole volume rescaled (trilinear) to the model's voxels, predicted, and its
+    probabilities scaled back (trilinear), all in memory."""
+    from napari_pix2pix.prediction.volume import iter_volume_probabilities
+
+    shape = tuple(max(1, round(n * f)) for n, f in zip(volume.shape, factors))
+    resize = partial(torch.nn.functional.interpolate, mode="trilinear", align_corners=False)
+    scaled = resize(torch.from_numpy(volume)[None, None], size=shape)[0, 0].numpy()
+    planes = iter_volume_probabilities(model, scaled, volume_geometry(scaled.shape, model), settings)
+    probabilities = torch.from_numpy(np.stack([p for _, p in planes], axis=1))
+    back = resize(probabilities[None], size=volume.shape)[0]
+    return [back[:, i].numpy() for i in range(len(volume))]
+
+
+@pytest.mark.parametrize("factors", [(2.0, 1.0, 1.0), (0.5, 1.0, 1.0), (1.6, 0.5, 0.5)])
+def test_a_volume_of_other_voxels_is_rescaled_slab_by_slab_as_the_whole_volume_would_be(factors):
+    """Rescaling along z (and in-plane) streams, slab by slab, and gives what rescaling the whole
+    volume in memory gives; at the model's voxels it is the plain pass."""
     from dataclasses import replace
 
-    from napari_pix2pix.prediction import predict, volume_geometry
+    from napari_pix2pix.prediction import predict
     from napari_pix2pix.prediction.rescale import VoxelSizeNote
     from napari_pix2pix.prediction.volume import iter_volume_probabilities, rescaled_volume_probabilities
 
     model = replace(random_3d_model(), voxel_size=(1.0, 0.5, 0.5))
     volume = np.random.default_rng(1).random((10, 40, 44)).astype(np.float32)
-    settings = PredictionSettings(device="cpu")
+    settings = PredictionSettings(device="cpu", tile_size=16)
     geometry = volume_geometry(volume.shape, model)
     same = [p for _, p in rescaled_volume_probabilities(model, volume, geometry, settings, (1.0, 1.0, 1.0))]
     plain = [p for _, p in iter_volume_probabilities(model, volume, geometry, settings)]
     np.testing.assert_allclose(same, plain, atol=1e-5)  # at the model's voxels: the plain pass
+    streamed = list(rescaled_volume_probabilities(model, volume, geometry, settings, factors))
+    assert [i for i, _ in streamed] == list(range(10))
+    np.testing.assert_allclose(
+        [p for _, p in streamed], whole_volume_rescaled(model, volume, settings, factors), atol=1e-5
+    )
     with pytest.warns(VoxelSizeNote, match=r"learned 1 × 0.5 × 0.5: predicting at 2 × 1 × 1"):
         probabilities = predict(model, volume, "probability", device="cpu", voxel_size=(2.0, 0.5, 0.5))
     assert probabilities.shape == volume.shape and np.isfinite(probabilities).all()
+
+
+def test_a_z_resampled_volume_reads_only_the_slices_it_needs():
+    from napari_pix2pix.prediction.volume import ZResampled
+
+    class Counted(np.ndarray):
+        reads: list = []
+
+        def __getitem__(self, key):
+            if isinstance(key, slice):
+                Counted.reads.append(key.indices(len(self)))
+            return np.asarray(self).__getitem__(key)
+
+    volume = np.arange(40, dtype=np.uint8).reshape(40, 1, 1) * np.ones((1, 3, 2), np.uint8)
+    resampled = ZResampled(volume.view(Counted), 40, 80)  # slices twice as thin
+    assert resampled.shape == (80, 3, 2) and resampled.dtype == np.float32
+    part = resampled[20:24]
+    assert Counted.reads == [(9, 13, 1)]  # the 4 source slices around them, not the volume
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(volume.astype(np.float32))[None, None], size=(80, 3, 2), mode="trilinear", align_corners=False
+    )[0, 0, 20:24].numpy()
+    np.testing.assert_allclose(part, expected, atol=1e-6)
 
 
 def test_binning_is_planned_from_the_voxel_size_and_the_objects_size():
@@ -171,16 +217,13 @@ def test_binning_averages_the_image_and_keeps_each_blocks_most_frequent_label():
 
 
 def test_slab_by_slab_in_plane_rescaling_equals_the_whole_volume_rescaling():
-    from napari_pix2pix.prediction.volume import rescaled_volume_probabilities
-
     model = random_3d_model()
     volume = np.random.default_rng(2).random((12, 40, 48)).astype(np.float32)
     settings = PredictionSettings(device="cpu", tile_size=16)
     geometry = volume_geometry(volume.shape, model)
     streamed = [p for _, p in iter_volume_probabilities(model, volume, geometry, settings, in_plane=(0.5, 0.5))]
-    whole = [p for _, p in rescaled_volume_probabilities(model, volume, geometry, settings, (1.0, 0.5, 0.5))]
     assert streamed[0].shape == (2, 40, 48)
-    np.testing.assert_allclose(streamed, whole, atol=1e-5)
+    np.testing.assert_allclose(streamed, whole_volume_rescaled(model, volume, settings, (1.0, 0.5, 0.5)), atol=1e-5)
 
 
 def test_a_model_trained_on_binned_volumes_predicts_at_the_volumes_own_size(tmp_path):

@@ -189,10 +189,6 @@ def test_a_voxel_size_other_than_the_models_is_rescaled_and_said(
     assert code == 0 and "voxels are 2 × 0.2 × 0.2" in stderr and "predicting at 4 × 1 × 1" in stderr
     code, _, stderr = run(*argv, "--voxel-size", "0.505", "0.2", "0.2")  # within 2 %: the model's
     assert code == 0 and "warning" not in stderr and "note" not in stderr
-    monkeypatch.setattr("napari_pix2pix.prediction.volume.MAX_RESCALED_VOXELS", 1000)
-    code, _, stderr = run(*argv)  # too large to rescale in memory: as it is, said
-    assert code == 0 and "warning: the image's voxels are 2 × 0.2 × 0.2" in stderr
-    assert "a volume this large is not rescaled in memory: predicting as it is" in stderr
 
 
 def test_bad_3d_input_is_one_line(trained_3d: tuple[Path, str], volumes: Path) -> None:

@@ -128,10 +128,26 @@ def test_class_labels_and_probabilities_equal_one_process(tmp_path, monkeypatch,
     assert 0.05 < expected.mean() < 0.95  # both classes, so the comparison means something
     np.testing.assert_array_equal(labels, expected)
     capsys.readouterr()
-    command = ["predict", "r.pt", "v.tif", "--out", "p.zarr", "--output", "probability", "--voxel-size", "2", "1", "1"]
+    # slices 1.5× thicker than the model's: every task rescales along z the slices its slab needs,
+    # and the volume is exactly the one process's (which streams the same way)
+    command = [
+        "predict",
+        "r.pt",
+        "v.tif",
+        "--out",
+        "p.zarr",
+        "--output",
+        "probability",
+        "--voxel-size",
+        "1.5",
+        ".5",
+        ".5",
+    ]
     assert main([*command, "--scheduler", scheduler, *CPU]) == 0
-    assert capsys.readouterr().err.count("the model was trained on voxels of 1 × 0.5 × 0.5") == 1
-    np.testing.assert_array_equal(read_zarr(tmp_path / "p.zarr")[0][:], predict(model, volume, "probability"))
+    assert capsys.readouterr().err.count("the model learned 1 × 0.5 × 0.5: predicting at 1.5 × 1 × 1") == 1
+    expected = predict(model, volume, "probability", device="cpu", voxel_size=(1.5, 0.5, 0.5))
+    assert not np.array_equal(expected, predict(model, volume, "probability", device="cpu"))  # rescaled
+    np.testing.assert_array_equal(read_zarr(tmp_path / "p.zarr")[0][:], expected)
 
 
 @pytest.mark.parametrize("halo", [None, 2])

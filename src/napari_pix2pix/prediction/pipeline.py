@@ -28,17 +28,15 @@ from .objects3d import objects_in_3d, volume_objects
 from .reading import VolumeGeometry, for_this_image, read_slices, volume_geometry
 from .rescale import (
     VoxelSizeNote,
-    in_plane_factors,
     rescaling,
     resize,
     scaled_shape,
     voxel_factors,
-    warn_voxel_size,
 )
 from .settings import PredictionSettings, make_settings
 from .sinks import ArraySink, SliceSink
 from .streaming import stream_with
-from .volume import fits_rescaled, iter_volume_probabilities, rescaled_volume_probabilities
+from .volume import iter_volume_probabilities, rescaled_volume_probabilities
 
 HOST_WORKERS = 8  # at most; post-processing a 512² slice takes 50–150 ms of one core
 T = TypeVar("T")
@@ -152,21 +150,14 @@ def predict_volume_slices(
     the whole volume, or slab by slab for a large one, ``objects3d``), so their ids are unique in the
     volume without linking slices.
     A stack whose voxel size (``settings.voxel_size``) is not the model's is rescaled per axis to the
-    model's and its probabilities scaled back (a ``VoxelSizeNote`` says so): in-plane slab by slab
-    (any size), or along z too when it fits in memory (``MAX_RESCALED_VOXELS``); a larger one is then
-    predicted as it is, with a ``VoxelSizeWarning``."""
+    model's and its probabilities scaled back, slab by slab whatever its size (a ``VoxelSizeNote``
+    says so)."""
     kind = get_output(settings.output_for(model))
     factors = voxel_factors(model, settings.voxel_size)
-    in_plane = in_plane_factors(factors)
-    if factors is not None and (in_plane is not None or fits_rescaled(geometry, factors)):
+    if factors is not None:
         warnings.warn(VoxelSizeNote(model, settings.voxel_size, factors), stacklevel=3)
-        slices = (
-            iter_volume_probabilities(model, image, geometry, settings, stop, in_plane=in_plane)
-            if in_plane is not None
-            else rescaled_volume_probabilities(model, image, geometry, settings, factors, stop)
-        )
+        slices = rescaled_volume_probabilities(model, image, geometry, settings, factors, stop)
     else:
-        warn_voxel_size(model, settings.voxel_size, "a volume this large is not rescaled in memory")
         slices = iter_volume_probabilities(model, image, geometry, settings, stop)
     total = geometry.n_slices
     if not kind.objects:

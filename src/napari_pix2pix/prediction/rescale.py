@@ -51,18 +51,6 @@ class ObjectSizeNote(RescalingNote):
         )
 
 
-class VoxelSizeWarning(UserWarning):
-    """A stack's voxels are not the size of the volumes a 3D model was trained on, and it is
-    predicted as it is (too large to rescale in memory, or predicted on a cluster)."""
-
-    def __init__(self, model: TrainedModel, voxel_size: tuple[float, float, float], why: str):
-        assert model.voxel_size is not None
-        super().__init__(
-            f"the image's voxels are {_size(voxel_size)} (z × y × x), the model was trained on voxels of "
-            f"{_size(model.voxel_size)}; {why}: predicting as it is"
-        )
-
-
 class VoxelSizeNote(RescalingNote):
     """A stack was rescaled per axis to the voxel size a 3D model learned (said, not an error)."""
 
@@ -81,10 +69,6 @@ class VoxelSizeNote(RescalingNote):
             )
 
 
-ON_A_CLUSTER = "a cluster rescales volumes in-plane only (predict without --workers to rescale along z too)"
-MAX_RESCALED_VOXELS = 2**27  # a volume is rescaled in memory up to this many voxels (at either size)
-
-
 def voxel_factors(model: TrainedModel, voxel_size: tuple[float, float, float] | None) -> tuple[float, ...] | None:
     """How much to scale a stack along z, y and x to the model's voxel size (each within the allowed
     scale factors), or None when they agree within 2 % on every axis. When either voxel size is
@@ -96,20 +80,6 @@ def voxel_factors(model: TrainedModel, voxel_size: tuple[float, float, float] | 
     if not sizes_differ(voxel_size, model.voxel_size):
         return None
     return tuple(bounded(mine / learned) for mine, learned in zip(voxel_size, model.voxel_size))
-
-
-def in_plane_factors(factors: tuple[float, ...] | None) -> tuple[float, float] | None:
-    """The (y, x) of voxel ``factors`` that leave z as it is (within 2 %), which a volume of any size
-    is rescaled by slab by slab; else None."""
-    if factors is None or abs(factors[0] - 1) > 0.02:
-        return None
-    return (factors[1], factors[2])
-
-
-def warn_voxel_size(model: TrainedModel, voxel_size: tuple[float, float, float] | None, why: str) -> None:
-    """A ``VoxelSizeWarning`` when both voxel sizes are known and differ by more than 2 % on an axis."""
-    if voxel_size is not None and model.voxel_size is not None and voxel_factors(model, voxel_size) is not None:
-        warnings.warn(VoxelSizeWarning(model, check_voxel_size(voxel_size), why), stacklevel=3)
 
 
 def _size(pixel_size: tuple[float, ...]) -> str:

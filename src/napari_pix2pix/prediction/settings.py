@@ -57,8 +57,8 @@ class PredictionSettings:
         Rescale an image whose pixels differ from the training images' to the model's pixel size
         (else a ``PixelSizeWarning`` says they differ).
     voxel_size : (float, float, float), optional
-        A stack's (z, y, x) voxel size, when known: compared with a 3D model's (a ``VoxelSizeWarning``
-        says when they differ; 3D volumes are predicted as they are).
+        A stack's (z, y, x) voxel size, when known: a 3D model predicts a stack of other voxels
+        rescaled per axis to its own and scales the result back (a ``VoxelSizeNote`` says so).
     tile_size, overlap : int, optional
         Tile side and overlap in pixels (default: from the training patch size).
     batch_size : int, optional

@@ -23,7 +23,6 @@ from ..errors import Cancelled
 from ..models.trained import TrainedModel
 from ..models.unet3d import UNet3D
 from .reading import VolumeGeometry
-from .rescale import MAX_RESCALED_VOXELS
 from .settings import PredictionSettings
 from .tiling import mirrored_indices, round_up
 
@@ -175,10 +174,38 @@ def _planes_resized(planes: np.ndarray, shape: tuple[int, int], mode: str) -> np
     return np.ascontiguousarray(torch.nn.functional.interpolate(tensor, size=shape, mode=mode, **options).numpy())
 
 
-def fits_rescaled(geometry: VolumeGeometry, factors: tuple[float, ...]) -> bool:
-    """Whether a volume rescaled by ``factors`` (z, y, x) is small enough to rescale in memory."""
-    voxels = geometry.n_slices * geometry.height * geometry.width
-    return voxels * max(1.0, float(np.prod(factors))) <= MAX_RESCALED_VOXELS
+def linear_positions(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``n_out`` slices resampled linearly from ``n_in`` (as torch's ``interpolate`` with
+    ``align_corners=False``): the source slice at or below it and the weight of the one above."""
+    source = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    below = np.minimum(np.floor(source).astype(np.int64), n_in - 1)
+    return below, (source - below).astype(np.float32)
+
+
+class ZResampled:
+    """A stack's slices resampled linearly along z to ``n_slices``, read lazily: reading slices
+    ``start:stop`` reads only the source slices they lie between (float32, channels kept)."""
+
+    def __init__(self, image: Any, n_source: int, n_slices: int):
+        self.image, self.n_source = image, n_source
+        self.below, self.weight = linear_positions(n_slices, n_source)
+        self.shape = (n_slices, *image.shape[1:])
+        self.ndim, self.dtype = len(self.shape), np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.shape[0])
+        below, weight = self.below[start:stop], self.weight[start:stop]
+        above = np.minimum(below + 1, self.n_source - 1)
+        if not below.size:
+            return np.zeros((0, *self.shape[1:]), np.float32)
+        first = int(below.min())
+        source = np.asarray(self.image[first : int(above.max()) + 1])
+        check_numeric(source.dtype)
+        weight = weight.reshape(-1, *([1] * (source.ndim - 1)))
+        return (1 - weight) * source[below - first].astype(np.float32) + weight * source[above - first]
 
 
 def rescaled_volume_probabilities(
@@ -188,29 +215,37 @@ def rescaled_volume_probabilities(
     settings: PredictionSettings,
     factors: tuple[float, ...],
     stop: threading.Event | None = None,
+    slices: range | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """``iter_volume_probabilities`` of the volume rescaled by ``factors`` (z, y, x; trilinear) to the
-    model's voxel size, the class probabilities scaled back (trilinear) to the volume's own grid."""
-    from .reading import volume_geometry
-
-    raw = np.asarray(image)
-    check_numeric(raw.dtype)
-    volume = torch.from_numpy(raw.astype(np.float32, copy=False))
-    volume = volume[..., None] if geometry.channels == 1 else volume  # (Z, Y, X, C)
-    shape = tuple(max(1, round(n * f)) for n, f in zip(volume.shape[:3], factors))
-    scaled = _resized(volume.permute(3, 0, 1, 2), shape).permute(1, 2, 3, 0)
-    scaled_image = scaled[..., 0].numpy() if geometry.channels == 1 else scaled.numpy()
-    scaled_geometry = volume_geometry(scaled_image.shape, model)
-    planes = iter_volume_probabilities(model, scaled_image, scaled_geometry, settings, stop)
-    probabilities = torch.from_numpy(np.stack([p for _, p in planes], axis=1))  # (K, Z', Y', X')
-    back = _resized(probabilities, (geometry.n_slices, geometry.height, geometry.width))
-    for index in range(geometry.n_slices):
-        yield index, back[:, index].numpy()
-
-
-def _resized(array: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """A (C, Z, Y, X) float tensor resized to (C, *shape), trilinear."""
-    return torch.nn.functional.interpolate(array[None], size=shape, mode="trilinear", align_corners=False)[0]
+    """``iter_volume_probabilities`` of the volume rescaled by ``factors`` (z, y, x) to the model's
+    voxel size, and each slice's class probabilities scaled back to the volume's own grid (of every
+    slice, or of ``slices`` only, each exactly as the whole volume's pass gives it), streamed: along z
+    linearly (``ZResampled`` on the way in, the two nearest predicted slices on the way out), in-plane
+    as ``iter_volume_probabilities`` does. Memory stays one slab, whatever the volume's size."""
+    wanted = slices if slices is not None else range(geometry.n_slices)
+    depth = max(1, round(geometry.n_slices * factors[0])) if geometry.is_stack else 1
+    in_plane = (factors[1], factors[2])
+    if depth == geometry.n_slices:
+        yield from iter_volume_probabilities(model, image, geometry, settings, stop, wanted, in_plane)
+        return
+    if not wanted:
+        return
+    below, weight = linear_positions(geometry.n_slices, depth)
+    needed = range(int(below[wanted.start]), min(int(below[wanted.stop - 1]) + 1, depth - 1) + 1)
+    source = ZResampled(image, geometry.n_slices, depth)
+    planes = iter_volume_probabilities(
+        model, source, replace(geometry, n_slices=depth), settings, stop, needed, in_plane
+    )
+    kept: dict[int, np.ndarray] = {}
+    index = wanted.start
+    for scaled, probabilities in planes:
+        kept[scaled] = probabilities
+        while index < wanted.stop and min(below[index] + 1, depth - 1) <= scaled:
+            low, high = kept[int(below[index])], kept[min(int(below[index]) + 1, depth - 1)]
+            yield index, (1 - weight[index]) * low + weight[index] * high
+            index += 1
+        for done in [k for k in kept if index >= wanted.stop or k < below[index]]:
+            del kept[done]
 
 
 def z_grid(model: TrainedModel, geometry: VolumeGeometry, settings: PredictionSettings) -> int:

@@ -168,12 +168,9 @@ def _plan(client: Any, model_path: str, source: str, settings: PredictionSetting
     from ..io.pretrained import load_model_or_pretrained
     from ..prediction.reading import for_this_image, volume_geometry
     from ..prediction.rescale import (
-        ON_A_CLUSTER,
         VoxelSizeNote,
-        in_plane_factors,
         rescaling,
         voxel_factors,
-        warn_voxel_size,
     )
     from ..prediction.volume import z_grid
 
@@ -188,12 +185,11 @@ def _plan(client: Any, model_path: str, source: str, settings: PredictionSetting
     workers = len(client.scheduler_info()["workers"])
     if model.config.dims == 3:
         factors = voxel_factors(model, settings.voxel_size)
-        in_plane = in_plane_factors(factors)
-        if factors is not None and in_plane is not None:  # in-plane only: each task scales its slabs
+        if factors is not None:  # each task scales the slices its slab needs
             warnings.warn(VoxelSizeNote(model, settings.voxel_size, factors), stacklevel=3)
-        else:
-            warn_voxel_size(model, settings.voxel_size, ON_A_CLUSTER)
-        plan = SlabPlan(settings, 1.0, normalisation, dims=3, object_halo=object_halo(model), in_plane=in_plane)
+        plan = SlabPlan(
+            settings, 1.0, normalisation, dims=3, object_halo=object_halo(model), factors=factors or (1.0, 1.0, 1.0)
+        )
         return plan, slabs(geometry.n_slices, workers, z_grid(resolved, geometry, settings))
     plan = SlabPlan(settings, rescaling(resolved, image, geometry, settings), normalisation)
     return plan, slabs(geometry.n_slices, workers)

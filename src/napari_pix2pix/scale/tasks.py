@@ -25,15 +25,16 @@ class SlabPlan:
     """What every slab task is given: the settings, and what was settled for the whole volume
     (the scale factor, and the volume's own normalisation under the per-image rule); ``dims``, the
     model's (3: slabs of a 3D network, see ``scale.volumes``), and for a 3D model's objects
-    ``object_halo``, how many slices past its slab a task reads to find them, and ``in_plane``, the
-    (y, x) factors its slabs are scaled by to the model's voxel size (``prediction.rescale``)."""
+    ``object_halo``, how many slices past its slab a task reads to find them, and ``factors``, the
+    (z, y, x) factors the volume is scaled by to the model's voxel size (``prediction.rescale``;
+    each task scales the slices its slab needs)."""
 
     settings: PredictionSettings
     factor: float
     normalisation: Normalisation | None
     dims: int = 2
     object_halo: int = 0
-    in_plane: tuple[float, float] | None = None
+    factors: tuple[float, ...] = (1.0, 1.0, 1.0)
 
 
 def task_inputs(model_path: str, source: str, plan: SlabPlan) -> tuple[Any, Any]:

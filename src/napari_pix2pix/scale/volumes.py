@@ -47,7 +47,7 @@ def predict_volume_slab(
     from ..io.omezarr import open_for_writing
     from ..labels.outputs import get_output
     from ..prediction.reading import volume_geometry
-    from ..prediction.volume import iter_volume_probabilities
+    from ..prediction.volume import rescaled_volume_probabilities
 
     if halted(halt):
         return SlabOutcome(stopped=True)
@@ -60,8 +60,8 @@ def predict_volume_slab(
             return _slab_objects(model, image, out, (start, stop), plan, halt)
         convert = kind.on_host(model.encoding, settings.cleanup)
         geometry = volume_geometry(image.shape, model)
-        for index, probabilities in iter_volume_probabilities(
-            model, image, geometry, settings, slices=range(start, stop), in_plane=plan.in_plane
+        for index, probabilities in rescaled_volume_probabilities(
+            model, image, geometry, settings, plan.factors, slices=range(start, stop)
         ):
             if halted(halt):
                 return SlabOutcome(stopped=True)
@@ -78,14 +78,14 @@ def _slab_objects(
     the slab's slices written, its ids numbered in the slab."""
     from ..prediction.pipeline import convert_probabilities
     from ..prediction.reading import volume_geometry
-    from ..prediction.volume import iter_volume_probabilities
+    from ..prediction.volume import rescaled_volume_probabilities
 
     (start, stop), settings = slab, plan.settings
     geometry = volume_geometry(image.shape, model)
     low, high = max(0, start - plan.object_halo), min(geometry.n_slices, stop + plan.object_halo)
     kept = np.empty((high - low, model.encoding.n_classes, geometry.height, geometry.width), np.float16)
-    for index, probabilities in iter_volume_probabilities(
-        model, image, geometry, settings, slices=range(low, high), in_plane=plan.in_plane
+    for index, probabilities in rescaled_volume_probabilities(
+        model, image, geometry, settings, plan.factors, slices=range(low, high)
     ):
         if halted(halt):
             return SlabOutcome(stopped=True)
